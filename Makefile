@@ -1,0 +1,37 @@
+# fmuia: two commands do all set-up on a fresh machine.
+#   make run   generate the embedded phantom, check it and run the notebook suite (cpu-smoke)
+#   make test  run every test, the notebooks (nbval) included
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FMUIA := $(VENV)/bin/fmuia
+STAMP := $(VENV)/.fmuia-installed
+OUT ?= runs
+PROFILE ?= cpu-smoke
+PYTEST_ARGS ?=
+
+.PHONY: run test install bench clean
+
+# Create the virtual environment and install fmuia with its test tools. The
+# constraints file pins torch for our own installs; the package itself only sets ranges.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[test]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (fmuia)" >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(FMUIA) data phantom --out $(OUT)/phantom --overwrite
+	$(FMUIA) data check $(OUT)/phantom/train
+	$(FMUIA) data check $(OUT)/phantom/val
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(OUT) .pytest_cache

@@ -1,0 +1,2 @@
+"""fmuia: multi-task ultrasound image analysis helpers."""
+__version__ = "0.1.0"

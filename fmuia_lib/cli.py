@@ -1,0 +1,112 @@
+"""The ``fmuia`` command line.
+
+Every verb is a thin shell over a library function; the arguments are declared here and
+the work is done in the module named in ``COMMANDS``, imported only when that verb runs
+(so ``fmuia --help`` stays fast).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: verb -> (module, function). Each function takes the parsed ``argparse.Namespace``
+#: and returns a process exit code.
+COMMANDS = {
+    "data phantom": ("fmuia_lib.data.phantom", "phantom_main"),
+    "data real": ("fmuia_lib.data.real", "real_main"),
+    "data check": ("fmuia_lib.data.layout", "check_main"),
+    "train": ("fmuia_lib.train", "train_main"),
+    "predict": ("fmuia_lib.predict", "predict_main"),
+    "evaluate": ("fmuia_lib.evaluate", "evaluate_main"),
+    "validate-submission": ("fmuia_lib.evaluate", "validate_submission_main"),
+    "suite": ("fmuia_lib.runner", "suite_main"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fmuia",
+        description="Multi-task ultrasound image analysis (FM_UIA 2026): data, training, "
+                    "prediction, evaluation and the notebook suite.")
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="verb", metavar="COMMAND", required=True)
+
+    # -- data -------------------------------------------------------------------------
+    data = sub.add_parser("data", help="make, convert and check data in the challenge layout")
+    dsub = data.add_subparsers(dest="data_verb", metavar="DATA_COMMAND", required=True)
+
+    ph = dsub.add_parser("phantom", help="write the procedural ultrasound phantom (all 27 subtasks)")
+    ph.add_argument("--out", required=True, help="output folder; gets train/ and val/ data roots")
+    ph.add_argument("--seed", type=int, default=0, help="seed (same seed = byte-identical files)")
+    ph.add_argument("--train", type=int, default=48, help="training images per subtask")
+    ph.add_argument("--val", type=int, default=16, help="validation images per subtask")
+    ph.add_argument("--tasks", nargs="+", default=None, metavar="TASK_ID",
+                    help="only these subtasks (default: every task in the manifest)")
+    ph.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    ph.add_argument("--overwrite", action="store_true", help="replace an existing phantom in --out")
+
+    rl = dsub.add_parser("real", help="convert public ultrasound datasets into the challenge layout")
+    rl.add_argument("--src", required=True, help="folder holding BUSI/, HC18/, CCAUI_carotid/, DDTI/, POCUS_lung/")
+    rl.add_argument("--out", required=True, help="output folder; gets train/ and val/ data roots")
+    rl.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
+    rl.add_argument("--val-fraction", type=float, default=0.25, help="share of each task held out")
+    rl.add_argument("--overwrite", action="store_true", help="replace an existing conversion in --out")
+
+    ck = dsub.add_parser("check", help="validate a data root (csv_files/ + image folders)")
+    ck.add_argument("root", help="data root holding csv_files/")
+    ck.add_argument("--manifest", default=None, help="manifest CSV (default: the packaged one)")
+    ck.add_argument("--max-problems", type=int, default=200, help="problems to print (all are counted)")
+
+    # -- train / predict / evaluate ---------------------------------------------------------
+    tr = sub.add_parser("train", help="train the multi-task network")
+    tr.add_argument("--config", default=None, help="YAML config or profile (keys of TrainConfig)")
+    tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one config field (repeatable), e.g. --set max_steps=200")
+    tr.add_argument("--resume", default=None, help="checkpoint to resume from")
+
+    pr = sub.add_parser("predict", help="write a challenge-format submission")
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("--data", required=True, help="data root whose csv_files list the images to predict")
+    pr.add_argument("--out", required=True, help="submission folder")
+    pr.add_argument("--batch-size", type=int, default=16)
+    pr.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best available)")
+
+    ev = sub.add_parser("evaluate", help="score a submission against ground truth")
+    ev.add_argument("--data", required=True, help="data root with ground truth")
+    ev.add_argument("--pred", required=True, help="submission folder")
+    ev.add_argument("--json", default=None, help="also write every number to this JSON file")
+
+    vs = sub.add_parser("validate-submission", help="check a submission folder for completeness and form")
+    vs.add_argument("pred", help="submission folder")
+    vs.add_argument("--data", required=True, help="data root whose csv_files list the expected images")
+
+    # -- suite ------------------------------------------------------------------------------
+    su = sub.add_parser("suite", help="run the notebook series headlessly with papermill")
+    su.add_argument("--profile", default="cpu-smoke", help="profile name (notebooks/profiles/NAME.yaml) or YAML path")
+    su.add_argument("--data", default=None, help="data root (default: the profile's, or a fresh phantom)")
+    su.add_argument("--out", default="runs/suite", help="output folder for executed notebooks, HTML, metrics")
+    su.add_argument("--notebooks", nargs="+", default=None, help="only these notebooks (names or numbers)")
+    su.add_argument("--kernel", default="python3", help="Jupyter kernel name")
+    return p
+
+
+def _version() -> str:
+    from fmuia_lib import __version__
+    return f"fmuia {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    verb = args.verb if args.verb != "data" else f"data {args.data_verb}"
+    module_name, func_name = COMMANDS[verb]
+    func = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

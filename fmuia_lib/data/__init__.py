@@ -1,0 +1,1 @@
+"""Data: the challenge layout, datasets, transforms, samplers, phantom and converters."""
