@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("root", help="data root holding csv_files/")
     ck.add_argument("--manifest", default=None, help="manifest CSV (default: the packaged one)")
     ck.add_argument("--max-problems", type=int, default=200, help="problems to print (all are counted)")
+    ck.add_argument("--verify-images", action="store_true",
+                    help="read every image file whole (PNG checksums), not only its header; slower")
 
     # -- train / predict / evaluate ---------------------------------------------------------
     tr = sub.add_parser("train", help="train the multi-task network")

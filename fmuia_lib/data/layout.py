@@ -1,0 +1,496 @@
+"""The challenge layout: writing, reading and checking a *data root*.
+
+A data root is a folder holding ``csv_files/*.csv`` and the image folders the CSVs
+point to. Every CSV row names one image (``image_path``, relative to ``csv_files/``,
+so it starts with ``../``) and its task (``task_id``, ``task_name``, ``num_classes``),
+plus the annotation columns of its task type:
+
+=================  ==========================================================
+segmentation       ``mask_path``: single-channel PNG, pixel value = class index
+classification     ``mask``: the integer class label
+detection          ``x_min, y_min, x_max, y_max`` in original pixels
+Regression         ``point_1_xy`` ... ``point_K_xy``: JSON ``[x, y]`` in original pixels
+=================  ==========================================================
+
+Three levels of trust:
+
+* :func:`write_task_csv` writes one task's CSV (used by the phantom and the converters);
+* :func:`read_root` parses every CSV into one table and refuses rows that cannot be
+  used (bad columns, values, paths) without opening any image;
+* :func:`validate_root` additionally opens every image header and every mask, and
+  returns *all* problems instead of stopping at the first (``fmuia data check``).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import posixpath
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple
+
+import cv2
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from fmuia_lib.tasks import (CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, TaskSpec,
+                             load_manifest)
+
+CSV_DIR = "csv_files"
+COMMON_COLUMNS = ("image_path", "task_id", "task_name", "num_classes")
+BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
+IMAGE_FORMATS = ("PNG", "JPEG")  # as PIL names them
+
+
+class Problem(NamedTuple):
+    """One thing wrong with a data root, located as precisely as possible."""
+
+    csv_file: str  # relative to the data root, e.g. "csv_files/breast_lesion.csv"
+    line: int | None  # 1-based line in the CSV (header = 1); None for file-level problems
+    path: str | None  # the image/mask path concerned, as written in the CSV
+    message: str
+
+    def __str__(self) -> str:
+        where = self.csv_file if self.line is None else f"{self.csv_file}:{self.line}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class LayoutError(ValueError):
+    """A data root cannot be used; the message names the CSV file, line and problem."""
+
+
+def point_columns(num_points: int) -> list[str]:
+    """``["point_1_xy", ..., "point_K_xy"]``."""
+    return [f"point_{k}_xy" for k in range(1, num_points + 1)]
+
+
+def task_columns(task: TaskSpec) -> list[str]:
+    """All CSV columns of ``task``'s rows: the common four, then its annotation columns."""
+    extra = {
+        SEGMENTATION: ["mask_path"],
+        CLASSIFICATION: ["mask"],
+        DETECTION: list(BOX_COLUMNS),
+        REGRESSION: point_columns(task.num_classes),
+    }[task.task_name]
+    return [*COMMON_COLUMNS, *extra]
+
+
+def _inside_root(csv_relative: str) -> str | None:
+    """The root-relative form of a path written in a CSV, or None when it leaves the data root.
+
+    ``"../Classification/x.png"`` -> ``"Classification/x.png"``; absolute paths
+    (``/x``, ``C:/x``) and paths climbing above the root (``../../x``) give None.
+    Judged on the text alone, so the answer does not depend on the file system.
+    """
+    if not csv_relative or csv_relative.startswith(("/", "\\")) or ":" in csv_relative.split("/")[0]:
+        return None
+    joined = posixpath.normpath(posixpath.join(CSV_DIR, csv_relative.replace("\\", "/")))
+    if joined in (".", "..") or joined.startswith("../"):
+        return None
+    return joined
+
+
+def rel_path(root: Path | str, file: Path | str) -> str:
+    """``file`` as the CSVs write it: relative to ``ROOT/csv_files``, so it starts with ``../``.
+
+    Raises :class:`LayoutError` when ``file`` is not inside ``root``.
+    """
+    root_abs = Path(os.path.abspath(root))
+    file_abs = Path(os.path.abspath(file))
+    try:
+        inside = file_abs.relative_to(root_abs)
+    except ValueError:
+        raise LayoutError(f"{file_abs} is not inside the data root {root_abs}") from None
+    return "../" + inside.as_posix()
+
+
+def _format_record(task: TaskSpec, record: dict, index: int) -> dict[str, str]:
+    """One CSV row (all text) from a writer record, checked as the reader will check it."""
+    where = f"{task.task_id} record {index} ({record.get('image_path', '?')})"
+    row = {"image_path": record.get("image_path"), "task_id": task.task_id,
+           "task_name": task.task_name, "num_classes": str(task.num_classes)}
+    for key in ["image_path"] + (["mask_path"] if task.task_name == SEGMENTATION else []):
+        value = record.get(key)
+        if not isinstance(value, str) or not value.startswith("../") or _inside_root(value) is None:
+            raise LayoutError(f"{where}: {key} {value!r} must be a '../...' path inside the data root "
+                              f"(build it with rel_path)")
+        row[key] = value
+    try:
+        if task.task_name == CLASSIFICATION:
+            row["mask"] = str(record["mask"])
+        elif task.task_name == DETECTION:
+            row.update({c: repr(float(record[c])) for c in BOX_COLUMNS})
+        elif task.task_name == REGRESSION:
+            points = record["points"]
+            if len(points) != task.num_classes or any(len(p) != 2 for p in points):
+                raise ValueError(f"needs {task.num_classes} points of [x, y], got {points!r}")
+            row.update({c: json.dumps([float(x), float(y)]) for c, (x, y) in
+                        zip(point_columns(task.num_classes), points)})
+        _parse_target(task, row)  # the reader's checks: integer labels, proper boxes, ...
+    except KeyError as err:
+        raise LayoutError(f"{where}: missing key {err.args[0]!r}") from None
+    except (TypeError, ValueError) as err:
+        raise LayoutError(f"{where}: {err}") from None
+    return row
+
+
+def write_task_csv(root: Path | str, task: TaskSpec, records: list[dict]) -> Path:
+    """Write ``ROOT/csv_files/<task_id>.csv`` for one task and return its path.
+
+    Each record holds ``image_path`` (and ``mask_path`` for segmentation) already in
+    CSV form (see :func:`rel_path`), and the annotation: ``mask`` (int label) for
+    classification, ``x_min``...``y_max`` for detection, ``points`` (``[[x, y], ...]``)
+    for Regression. Rows are sorted by ``image_path`` so equal inputs give equal files.
+    """
+    rows = sorted((_format_record(task, r, i) for i, r in enumerate(records)),
+                  key=lambda row: row["image_path"])
+    out = Path(root) / CSV_DIR / f"{task.task_id}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=task_columns(task), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+# -- reading --------------------------------------------------------------------------------
+
+def resolve_tasks(manifest: str | Path | dict[str, TaskSpec] | None) -> dict[str, TaskSpec]:
+    """``manifest`` as ``{task_id: TaskSpec}``: a loaded dict, a manifest path, or None (packaged)."""
+    return manifest if isinstance(manifest, dict) else load_manifest(manifest)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
+def _parse_point(text: str) -> tuple[float, float]:
+    """``"[x, y]"`` -> ``(x, y)``; raises ValueError with a readable reason."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(f"{text!r} is not JSON") from None
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        raise ValueError(f"{text!r} is not a JSON [x, y] pair of numbers")
+    return _finite(str(value[0])), _finite(str(value[1]))
+
+
+def _parse_target(task: TaskSpec, row: dict[str, str]):
+    """The annotation of one row in original pixels (None for segmentation: it is the mask file).
+
+    classification -> int; detection -> [x_min, y_min, x_max, y_max];
+    Regression -> [[x, y], ...]. Raises ValueError naming the problem.
+    """
+    if task.task_name == CLASSIFICATION:
+        text = row["mask"]
+        if not text.lstrip("+-").isdigit():
+            raise ValueError(f"label {text!r} is not an integer")
+        label = int(text)
+        if not 0 <= label < task.num_classes:
+            raise ValueError(f"label {label} is outside [0, {task.num_classes}) for {task.task_id}")
+        return label
+    if task.task_name == DETECTION:
+        try:
+            box = [_finite(row[c]) for c in BOX_COLUMNS]
+        except ValueError:
+            raise ValueError(f"box {[row[c] for c in BOX_COLUMNS]} is not four finite numbers") from None
+        if box[2] <= box[0] or box[3] <= box[1]:
+            raise ValueError(f"degenerate box {box}: needs x_min < x_max and y_min < y_max")
+        if min(box) < 0:
+            raise ValueError(f"box {box} lies partly outside the image (negative coordinate)")
+        return box
+    if task.task_name == REGRESSION:
+        points = []
+        for column in point_columns(task.num_classes):
+            try:
+                x, y = _parse_point(row[column])
+            except ValueError as err:
+                raise ValueError(f"{column}: {err}") from None
+            if x < 0 or y < 0:
+                raise ValueError(f"{column} {[x, y]} lies outside the image (negative coordinate)")
+            points.append([x, y])
+        return points
+    return None
+
+
+def _parse_row(tasks: dict[str, TaskSpec], header: list[str], row: dict[str, str],
+               root_abs: Path, csv_name: str, line: int) -> tuple[dict, list[Problem]]:
+    """One CSV row -> (record for the frame, problems). The record is returned even when
+    problems were found, so the file checks can still look at whatever parsed."""
+    problems: list[Problem] = []
+
+    def problem(message: str, path: str | None = None) -> None:
+        problems.append(Problem(f"{CSV_DIR}/{csv_name}", line, path, message))
+
+    image_path = row.get("image_path", "")
+    record = {**row, "source": f"{csv_name}:{line}", "csv_file": csv_name, "csv_line": line,
+              "image_file": None, "mask_file": None, "target": None}
+    for key, file_key in (("image_path", "image_file"), ("mask_path", "mask_file")):
+        if key in row and row[key]:
+            inside = _inside_root(row[key])
+            if inside is None:
+                problem("path escapes the data root (absolute, or '../' beyond it)", row[key])
+            else:
+                record[file_key] = str(root_abs / inside)
+    if not image_path:
+        problem("image_path is empty")
+    task = tasks.get(row["task_id"])
+    if task is None:
+        problem(f"unknown task_id {row['task_id']!r} (not in the manifest)", image_path)
+        return record, problems
+    if row["task_name"] != task.task_name:
+        problem(f"task_name {row['task_name']!r} contradicts the manifest: "
+                f"{task.task_id} is a {task.task_name} task", image_path)
+    if row["num_classes"] != str(task.num_classes):
+        problem(f"num_classes {row['num_classes']!r} contradicts the manifest: "
+                f"{task.task_id} has {task.num_classes}", image_path)
+    record["num_classes"] = task.num_classes
+    if any(c not in header for c in task_columns(task)):  # reported once per file by _read_csv
+        return record, problems
+    if task.task_name == SEGMENTATION and not row["mask_path"]:
+        problem("mask_path is empty", image_path)
+    if task.task_name == REGRESSION:
+        extra = [c for c in header if c.startswith("point_") and c not in task_columns(task) and row[c]]
+        if extra:
+            problem(f"{', '.join(extra)} given but {task.task_id} has {task.num_classes} landmarks", image_path)
+    try:
+        record["target"] = _parse_target(task, row)
+    except ValueError as err:
+        problem(str(err), image_path)
+    return record, problems
+
+
+def _read_csv(tasks: dict[str, TaskSpec], csv_file: Path,
+              root_abs: Path) -> tuple[list[dict], list[Problem]]:
+    """The records and problems of one CSV file; a bad header stops its reading."""
+    name = csv_file.name
+    where = f"{CSV_DIR}/{name}"
+    records: list[dict] = []
+    problems: list[Problem] = []
+    try:
+        with csv_file.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = [h.strip() for h in next(reader, [])]
+            missing = [c for c in COMMON_COLUMNS if c not in header]
+            if missing or len(set(header)) != len(header):
+                why = f"missing columns {missing}" if missing else "repeated column names"
+                return [], [Problem(where, 1, None, f"bad header {header}: {why}")]
+            reported_missing: set[str] = set()  # tasks whose missing columns are reported
+            for values in reader:
+                line = reader.line_num
+                if not values:  # blank line
+                    continue
+                if len(values) != len(header):
+                    problems.append(Problem(where, line, None,
+                                            f"{len(values)} fields but the header has {len(header)}"))
+                    continue
+                row = {h: v.strip() for h, v in zip(header, values)}
+                record, row_problems = _parse_row(tasks, header, row, root_abs, name, line)
+                records.append(record)
+                problems += row_problems
+                task = tasks.get(row["task_id"])
+                if task is not None:
+                    gone = [c for c in task_columns(task) if c not in header]
+                    if gone and task.task_id not in reported_missing:
+                        reported_missing.add(task.task_id)
+                        problems.append(Problem(where, 1, None, f"missing columns {gone} needed by the "
+                                                f"{task.task_name} rows of {task.task_id} (first at line {line})"))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        problems.append(Problem(where, None, None, f"cannot read CSV: {err}"))
+    return records, problems
+
+
+def _parse_root(root: Path | str, tasks: dict[str, TaskSpec]) -> tuple[list[dict], list[Problem]]:
+    """Every CSV row of ``root`` as a record, and every problem found without opening images."""
+    root_abs = Path(os.path.abspath(root))
+    csv_dir = root_abs / CSV_DIR
+    if not csv_dir.is_dir():
+        return [], [Problem(CSV_DIR, None, None, f"no {CSV_DIR}/ folder in {root_abs}")]
+    csv_paths = sorted(csv_dir.glob("*.csv"))
+    if not csv_paths:
+        return [], [Problem(CSV_DIR, None, None, f"no CSV files in {csv_dir}")]
+    records: list[dict] = []
+    problems: list[Problem] = []
+    for path in csv_paths:
+        file_records, file_problems = _read_csv(tasks, path, root_abs)
+        records += file_records
+        problems += file_problems
+    first_seen: dict[tuple[str, str], str] = {}
+    for rec in records:
+        key = (rec["task_id"], rec["image_path"])
+        if key in first_seen:
+            problems.append(Problem(f"{CSV_DIR}/{rec['csv_file']}", rec["csv_line"], rec["image_path"],
+                                    f"duplicate row: same task and image as {first_seen[key]}"))
+        else:
+            first_seen[key] = rec["source"]
+    return records, problems
+
+
+DERIVED_COLUMNS = ("source", "csv_file", "csv_line", "image_file", "mask_file", "target")
+
+
+def _column_order(column: str) -> tuple:
+    """Annotation columns in challenge order: mask_path, mask, box, points by number, others."""
+    known = ["mask_path", "mask", *BOX_COLUMNS]
+    if column in known:
+        return (known.index(column), 0, column)
+    if column.startswith("point_") and column.removeprefix("point_").removesuffix("_xy").isdigit():
+        return (len(known), int(column.removeprefix("point_").removesuffix("_xy")), column)
+    return (len(known) + 1, 0, column)
+
+
+def _raise_if(problems: list[Problem], root: Path | str, shown: int = 20) -> None:
+    if problems:
+        lines = [str(p) for p in problems[:shown]]
+        if len(problems) > shown:
+            lines.append(f"... and {len(problems) - shown} more (run `fmuia data check {root}`)")
+        raise LayoutError(f"{len(problems)} problem(s) in data root {root}:\n" + "\n".join(lines))
+
+
+def read_root(root: Path | str, manifest: str | Path | dict[str, TaskSpec] | None = None) -> pd.DataFrame:
+    """All CSV rows of a data root as one ``pandas.DataFrame``, without opening any image.
+
+    Columns: the CSV columns as written (text), ``num_classes`` (int), and
+    ``source`` (``"<csv name>:<line>"``), ``csv_file``, ``csv_line``,
+    ``image_file`` / ``mask_file`` (absolute paths; ``mask_file`` None except for
+    segmentation) and ``target`` (the parsed annotation in original pixels:
+    classification int, detection ``[x_min, y_min, x_max, y_max]``, Regression
+    ``[[x, y], ...]``, segmentation None). Rows keep CSV order, CSV files sorted by name.
+
+    Raises :class:`LayoutError` listing the problems when any row cannot be used.
+    """
+    records, problems = _parse_root(root, resolve_tasks(manifest))
+    _raise_if(problems, root)
+    csv_columns = {c for rec in records for c in rec} - set(COMMON_COLUMNS) - set(DERIVED_COLUMNS)
+    columns = [*COMMON_COLUMNS, *sorted(csv_columns, key=_column_order), *DERIVED_COLUMNS]
+    # dtype=object keeps None (not NaN) for cells a row's task type does not have
+    frame = pd.DataFrame([[rec.get(c) for c in columns] for rec in records], columns=columns, dtype=object)
+    return frame.astype({"num_classes": "int64", "csv_line": "int64"})
+
+
+# -- checking files -------------------------------------------------------------------------
+
+def _image_size(image_file: str, verify: bool = False) -> tuple[int, int]:
+    """(width, height) from the image header, without decoding pixels; with ``verify``
+    also walk the whole file (PNG chunk checksums), which catches truncated PNGs.
+    Raises ValueError with a readable reason."""
+    try:
+        with Image.open(image_file) as im:
+            size, fmt = im.size, im.format
+            if verify:
+                im.verify()
+    except FileNotFoundError:
+        raise ValueError("image file not found") from None
+    except (OSError, SyntaxError, UnidentifiedImageError) as err:
+        raise ValueError(f"unreadable image: {err}") from None
+    if fmt not in IMAGE_FORMATS:
+        raise ValueError(f"image is a {fmt} file; images must be PNG or JPEG")
+    return size
+
+
+def _mask_problem(mask_file: str, size: tuple[int, int] | None, num_classes: int) -> str | None:
+    """What is wrong with a segmentation mask (None when fine); ``size`` = its image's (w, h)."""
+    if not os.path.isfile(mask_file):
+        return "mask file not found"
+    mask = cv2.imread(mask_file, cv2.IMREAD_UNCHANGED)
+    if mask is None:
+        return "unreadable mask"
+    if mask.ndim != 2:
+        return (f"mask is not single-channel (it has {mask.shape[2]} channels); "
+                "write class indices as a grayscale PNG")
+    if size is not None and mask.shape != (size[1], size[0]):
+        return (f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                f"{size[0]}x{size[1]} (width x height)")
+    if int(mask.max()) >= num_classes:
+        return f"mask has value {int(mask.max())} >= num_classes {num_classes}"
+    return None
+
+
+def target_outside_image(task: TaskSpec, target, width: int, height: int) -> str | None:
+    """Why a parsed box or point list does not fit a ``width`` x ``height`` image (None if it does)."""
+    if task.task_name == DETECTION and (target[2] > width or target[3] > height):
+        return f"box {target} reaches outside the {width}x{height} image"
+    if task.task_name == REGRESSION:
+        for k, (x, y) in enumerate(target, start=1):
+            if x > width or y > height:
+                return f"point_{k}_xy {[x, y]} lies outside the {width}x{height} image"
+    return None
+
+
+def _check_files(record: dict, task: TaskSpec | None, verify_images: bool) -> list[Problem]:
+    """Open the image header and read the mask of one row; return what is wrong."""
+    def problem(path: str, message: str) -> Problem:
+        return Problem(f"{CSV_DIR}/{record['csv_file']}", record["csv_line"], path, message)
+
+    if record["image_file"] is None:
+        return []  # the path problem is already reported
+    problems: list[Problem] = []
+    size = None
+    try:
+        size = _image_size(record["image_file"], verify_images)
+    except ValueError as err:
+        problems.append(problem(record["image_path"], str(err)))
+    if task is None:
+        return problems
+    if task.task_name == SEGMENTATION and record["mask_file"]:
+        message = _mask_problem(record["mask_file"], size, task.num_classes)
+        if message:
+            problems.append(problem(record["mask_path"], message))
+    elif size is not None and record["target"] is not None:
+        message = target_outside_image(task, record["target"], *size)
+        if message:
+            problems.append(problem(record["image_path"], message))
+    return problems
+
+
+def validate_root(root: Path | str, manifest: str | Path | dict[str, TaskSpec] | None = None,
+                  check_files: bool = True, verify_images: bool = False,
+                  workers: int | None = None) -> list[Problem]:
+    """Every problem of a data root (empty list = valid), in CSV order.
+
+    Checks the CSVs (columns, task ids against the manifest, labels, boxes, points,
+    paths, duplicates) and, with ``check_files``, every image (exists, PNG/JPEG; only
+    the header is read, or with ``verify_images`` the whole file structure) and every
+    mask (single channel, same size as its image, values < num_classes; masks are
+    decoded in full). Files are checked by ``workers`` threads (default: 2 per CPU);
+    the image decoders release the GIL.
+    """
+    tasks = resolve_tasks(manifest)
+    records, problems = _parse_root(root, tasks)
+    if check_files and records:
+        workers = workers or 2 * (os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for file_problems in pool.map(lambda r: _check_files(r, tasks.get(r["task_id"]), verify_images),
+                                          records):
+                problems += file_problems
+    return sorted(problems, key=lambda p: (p.csv_file, p.line or 0))
+
+
+def check_main(args) -> int:
+    """``fmuia data check ROOT``: print every problem (exit 1) or a short summary (exit 0)."""
+    problems = validate_root(args.root, args.manifest, verify_images=getattr(args, "verify_images", False))
+    if problems:
+        limit = getattr(args, "max_problems", None) or len(problems)
+        for p in problems[:limit]:
+            print(p)
+        if len(problems) > limit:
+            print(f"... {len(problems) - limit} more not shown (--max-problems)")
+        print(f"{args.root}: {len(problems)} problem(s)")
+        return 1
+    frame = read_root(args.root, args.manifest)
+    counts = frame["task_id"].value_counts()
+    print(f"{args.root}: OK, {len(frame)} rows, {len(counts)} tasks")
+    for task in resolve_tasks(args.manifest).values():
+        if task.task_id in counts:
+            print(f"  {task.task_name:<15} {task.task_id:<25} {counts[task.task_id]:>7}")
+    type_counts = frame["task_name"].value_counts()
+    for task_type in TASK_TYPES:
+        if task_type in type_counts:
+            print(f"  total {task_type:<15} {type_counts[task_type]:>7}")
+    return 0

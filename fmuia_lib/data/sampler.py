@@ -1,0 +1,151 @@
+"""Which rows go into which batch: task-homogeneous batches and seeded train/val splits.
+
+**TaskBatchSampler.** Every batch holds rows of a single task, because each task has
+its own head and loss. Per step it draws a task ``t`` with probability ``p_t`` and
+takes the next ``batch_size`` rows of that task's shuffled queue (re-shuffled once
+used up). With ``n_t`` rows in task ``t``:
+
+* ``uniform``:      ``p_t = 1 / T``                   (every task equally often, as the baseline)
+* ``proportional``: ``p_t = n_t / sum(n)``            (every row equally often)
+* ``temperature``:  ``p_t ∝ n_t ** (1 / temperature)`` (1 = proportional, ∞ = uniform)
+
+The order depends only on ``(seed, epoch)``, so a run can be reproduced, and
+``state_dict()`` / ``load_state_dict()`` resume in the middle of an epoch.
+
+**stratified_split.** A seeded train/val split made separately for every task, so
+every task is in both parts; optionally stratified by a label column, and by groups
+(e.g. patients) that are never split between train and val.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from torch.utils.data import Sampler
+
+STRATEGIES = ("uniform", "proportional", "temperature")
+
+
+class TaskBatchSampler(Sampler[list[int]]):
+    """Batches of dataset indices, one task per batch (pass as ``DataLoader(batch_sampler=...)``).
+
+    ``task_indices`` maps task id -> dataset indices (``MultiTaskDataset.task_indices``).
+    ``num_batches`` per epoch defaults to the number of batches that shows every row
+    about once: ``sum(ceil(n_t / batch_size))`` (``floor`` with ``drop_last``). With
+    ``drop_last`` a task's last incomplete batch is skipped, so every batch is full.
+    """
+
+    def __init__(self, task_indices: dict[str, list[int]], batch_size: int, strategy: str = "temperature",
+                 temperature: float = 2.0, num_batches: int | None = None, seed: int = 0,
+                 drop_last: bool = False):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
+        if batch_size < 1 or temperature <= 0:
+            raise ValueError("batch_size must be >= 1 and temperature > 0")
+        self.task_indices = {t: list(ix) for t, ix in task_indices.items() if len(ix) > 0}
+        if not self.task_indices:
+            raise ValueError("no task has any rows")
+        small = [t for t, ix in self.task_indices.items() if len(ix) < batch_size]
+        if drop_last and small:
+            raise ValueError(f"drop_last with batch_size {batch_size}: tasks {small} have fewer rows "
+                             "and could never fill a batch")
+        self.batch_size, self.strategy, self.temperature = batch_size, strategy, temperature
+        self.seed, self.drop_last = seed, drop_last
+        rounding = math.floor if drop_last else math.ceil
+        self.num_batches = num_batches if num_batches is not None else sum(
+            rounding(len(ix) / batch_size) for ix in self.task_indices.values())
+        self.epoch = 0
+        self.position = 0  # batches of the current epoch already handed out
+
+    def task_probabilities(self) -> dict[str, float]:
+        """``{task_id: p_t}``, the chance that a batch comes from each task (sums to 1)."""
+        sizes = np.array([len(ix) for ix in self.task_indices.values()], dtype=float)
+        if self.strategy == "uniform":
+            weights = np.ones_like(sizes)
+        elif self.strategy == "proportional":
+            weights = sizes
+        else:
+            weights = sizes ** (1.0 / self.temperature)
+        return dict(zip(self.task_indices, (weights / weights.sum()).tolist()))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` (its order is fixed by ``(seed, epoch)``)."""
+        self.epoch, self.position = epoch, 0
+
+    def state_dict(self, batches_done: int | None = None) -> dict:
+        """Where the sampler stands. A ``DataLoader`` with workers fetches batches ahead,
+        so pass ``batches_done`` (batches the training loop actually used this epoch)."""
+        return {"epoch": self.epoch, "position": self.position if batches_done is None else batches_done,
+                "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume: the next iteration continues the saved epoch after its saved position."""
+        if state["seed"] != self.seed:
+            raise ValueError(f"state was saved with seed {state['seed']}, this sampler has seed {self.seed}")
+        self.epoch, self.position = state["epoch"], state["position"]
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def _epoch_batches(self) -> Iterator[list[int]]:
+        """All batches of the current epoch, a pure function of (seed, epoch)."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        probabilities = self.task_probabilities()
+        task_ids = list(probabilities)
+        queues: dict[str, list[list[int]]] = {t: [] for t in task_ids}
+        for t in rng.choice(len(task_ids), size=self.num_batches, p=list(probabilities.values())):
+            task = task_ids[t]
+            if not queues[task]:  # refill: this task's rows in a fresh random order, cut in batches
+                order = rng.permutation(self.task_indices[task]).tolist()
+                cuts = range(0, len(order), self.batch_size)
+                queues[task] = [order[i:i + self.batch_size] for i in cuts
+                                if not self.drop_last or i + self.batch_size <= len(order)]
+            yield queues[task].pop(0)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for i, batch in enumerate(self._epoch_batches()):
+            if i >= self.position:
+                self.position = i + 1
+                yield batch
+        self.set_epoch(self.epoch + 1)
+
+
+def stratified_split(frame: pd.DataFrame, val_fraction: float = 0.2, seed: int = 0,
+                     group_col: str | None = None, label_col: str | None = None) -> tuple[list[int], list[int]]:
+    """Split the rows of ``frame`` into (train, val) positional indices, task by task.
+
+    Within each task the *units* (rows, or groups of rows sharing ``group_col``, so a
+    group is never split) are ordered by label (``label_col``; a group takes its most
+    common label) and randomly within a label, and every ``1 / val_fraction``-th unit
+    from a random start goes to val. This systematic sample puts ``round(val_fraction
+    * units)`` units in val (at least 1, and at most all but 1, when a task has 2+
+    units) with every label's share within one unit of proportional — and, unlike
+    scikit-learn's splitters, it works for labels with a single row.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), not {val_fraction}")
+    for col in (group_col, label_col):
+        if col is not None and col not in frame.columns:
+            raise KeyError(f"column {col!r} is not in the frame (columns: {list(frame.columns)})")
+    rng = np.random.default_rng(seed)
+    positions = pd.Series(np.arange(len(frame)), index=frame.index)
+    val: list[int] = []
+    for task_id in sorted(frame["task_id"].unique()):
+        rows = frame[frame["task_id"] == task_id]
+        unit = rows[group_col].map(str) if group_col else pd.Series(rows.index.map(str), index=rows.index)
+        label = rows[label_col].map(str) if label_col else pd.Series("", index=rows.index)
+        unit_label = label.groupby(unit).agg(lambda s: s.mode().iloc[0])
+        units = unit_label.index.to_numpy()
+        n_units = len(units)
+        if n_units < 2:
+            continue  # a single unit cannot be split: it stays in train
+        n_val = min(max(round(val_fraction * n_units), 1), n_units - 1)
+        label_code = pd.factorize(unit_label, sort=True)[0]
+        order = np.lexsort((rng.random(n_units), label_code))
+        picks = order[((np.arange(n_val) + rng.random()) * n_units / n_val).astype(int)]
+        val += positions[rows.index[unit.isin(units[picks]).to_numpy()]].tolist()
+    val_set = set(val)
+    train = [i for i in range(len(frame)) if i not in val_set]
+    return train, sorted(val)

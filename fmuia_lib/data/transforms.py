@@ -1,0 +1,105 @@
+"""Joint transforms: image, mask, box and landmarks move together.
+
+A *sample* is a dict of torchvision ``tv_tensors``: ``image`` (:class:`~torchvision.tv_tensors.Image`,
+uint8 ``3 x H x W``) and, depending on the task type, ``mask`` (:class:`~torchvision.tv_tensors.Mask`),
+``boxes`` (:class:`~torchvision.tv_tensors.BoundingBoxes`, XYXY) or ``points``
+(:class:`~torchvision.tv_tensors.KeyPoints`). ``torchvision.transforms.v2`` knows how
+each type follows a resize, flip or affine warp (masks with nearest-neighbour
+interpolation, boxes and points through their coordinates), so no coordinate
+arithmetic is written here.
+
+Which augmentations are *label-safe* depends on the task type, not on task names:
+a flip or rotation moves a mask, a box or a landmark together with the image, so
+their annotation stays true; a class label cannot follow the image — an orientation
+class such as ``deg045`` of ``fetal_head_pos_cls`` becomes wrong after a flip — so
+classification samples get no geometric augmentation
+(:func:`geometric_augmentation_allowed`). Brightness, contrast and noise never
+change a label and apply to every task.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torchvision.transforms import v2
+
+from fmuia_lib.tasks import CLASSIFICATION, TaskSpec
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+AUGMENT_LEVELS = ("none", "light")
+
+Sample = dict  # {"image": Image, optional "mask" | "boxes" | "points"}
+
+
+def geometric_augmentation_allowed(task: TaskSpec) -> bool:
+    """True when flips/rotations keep ``task``'s annotation correct (everything but classification)."""
+    return task.task_name != CLASSIFICATION
+
+
+class JointTransform:
+    """``transform(sample, task) -> sample``: resize to the model size, then augment.
+
+    ``geometric`` (flips, affine warps) runs only for tasks where
+    :func:`geometric_augmentation_allowed`; ``photometric`` runs for all and also
+    converts the image to float32 in [0, 1].
+    """
+
+    def __init__(self, size: tuple[int, int], geometric: Callable | None, photometric: Callable):
+        self.size = size
+        self.resize = v2.Resize(size, antialias=True)
+        self.geometric = geometric
+        self.photometric = photometric
+
+    def __call__(self, sample: Sample, task: TaskSpec) -> Sample:
+        sample = self.resize(sample)
+        if self.geometric is not None and geometric_augmentation_allowed(task):
+            sample = self.geometric(sample)
+        return self.photometric(sample)
+
+    def __repr__(self) -> str:
+        return (f"JointTransform(size={self.size}, geometric={self.geometric}, "
+                f"photometric={self.photometric})")
+
+
+def build_transforms(image_size: int | tuple[int, int], train: bool, augment: str = "light") -> JointTransform:
+    """The joint transform for training (``train=True``) or evaluation.
+
+    Evaluation: resize to ``image_size`` (an int = square, or ``(height, width)``).
+    Training with ``augment="light"`` adds a horizontal flip (p=0.5) and a small
+    affine warp (p=0.5: rotation up to 10 degrees, shift up to 5 %, scale 0.9-1.1) for
+    label-safe task types, then brightness/contrast jitter (p=0.5) and Gaussian noise
+    (p=0.3) for all. Boxes and points that a warp pushes past the border are clamped
+    to it. ``augment="none"`` trains without augmentation.
+    """
+    if augment not in AUGMENT_LEVELS:
+        raise ValueError(f"augment must be one of {AUGMENT_LEVELS}, not {augment!r}")
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    to_float = v2.ToDtype(torch.float32, scale=True)
+    if not train or augment == "none":
+        return JointTransform(size, None, to_float)
+    geometric = v2.Compose([
+        v2.RandomHorizontalFlip(p=0.5),
+        v2.RandomApply([v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1))], p=0.5),
+        v2.ClampBoundingBoxes(),
+        v2.ClampKeyPoints(),
+    ])
+    photometric = v2.Compose([
+        to_float,
+        v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2)], p=0.5),
+        v2.RandomApply([v2.GaussianNoise(sigma=0.03)], p=0.3),
+    ])
+    return JointTransform(size, geometric, photometric)
+
+
+def normalize_image(image: torch.Tensor) -> torch.Tensor:
+    """uint8 or [0, 1] float image ``(..., 3, H, W)`` -> float32 ImageNet-normalised plain tensor."""
+    image = v2.functional.to_dtype(image.as_subclass(torch.Tensor), torch.float32, scale=True)
+    return v2.functional.normalize(image, list(IMAGENET_MEAN), list(IMAGENET_STD))
+
+
+def denormalize_image(image: torch.Tensor) -> torch.Tensor:
+    """Undo :func:`normalize_image`: float image in [0, 1] (for display)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
+    return (image * std + mean).clamp(0, 1)
