@@ -1,0 +1,173 @@
+"""Per-type losses and their composition into one multi-task objective.
+
+============== ======================================================= =================
+task type      loss                                                    source
+============== ======================================================= =================
+segmentation   Dice (multiclass), optionally + cross-entropy           smp.losses
+classification cross-entropy, optional label smoothing                 torch
+Regression     MSE on normalised coordinates (baseline) or SmoothL1    torch
+detection      CenterNet: focal loss on a Gaussian centre heat map     hand-written
+               over every cell + L1 on box size and centre offset
+============== ======================================================= =================
+
+Each batch holds one task, so one loss is computed per step and multiplied by its
+task type's weight. With ``uncertainty_weighting`` the weights are learned instead
+(Kendall, Gal & Cipolla 2018): each type gets a log-variance ``s`` and contributes
+``exp(-s) * loss + s``, so a type whose loss stays large is automatically down-weighted
+while the ``+ s`` term stops every weight from collapsing to zero.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from segmentation_models_pytorch.losses import DiceLoss
+from torch import nn
+from torch.nn import functional as F
+
+from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, TaskSpec
+
+if TYPE_CHECKING:
+    from fmuia_lib.config import TrainConfig
+
+#: TTFNet's ratio between a box side and its Gaussian's diameter (Liu et al. 2020).
+GAUSSIAN_ALPHA = 0.54
+
+
+class SegmentationLoss(nn.Module):
+    """Multiclass Dice (the baseline's loss), plus cross-entropy when ``with_ce``."""
+
+    def __init__(self, with_ce: bool = False) -> None:
+        super().__init__()
+        self.dice = DiceLoss(mode="multiclass")
+        self.with_ce = with_ce
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = self.dice(logits, target)
+        if self.with_ce:
+            loss = loss + F.cross_entropy(logits, target)
+        return loss
+
+
+class RegressionLoss(nn.Module):
+    """Point loss on normalised coordinates: MSE, or SmoothL1 (L1 beyond ``beta``)."""
+
+    def __init__(self, kind: str = "mse", beta: float = 0.05) -> None:
+        super().__init__()
+        self.loss = nn.MSELoss() if kind == "mse" else nn.SmoothL1Loss(beta=beta)
+
+    def forward(self, points: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.loss(points, target)
+
+
+def centre_heatmap(boxes: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training targets of one box per image on an ``height x width`` map.
+
+    Returns ``(heatmap B x h x w, centre_cell B x 2 as (row, col), offset B x 2 as (x, y))``.
+    The heat map is an axis-aligned Gaussian centred on the box-centre cell (value
+    exactly 1 there) whose spread follows the box size, so cells near the centre are
+    penalised less than far ones.
+    """
+    boxes = boxes.float()
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2 * width
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2 * height
+    col = cx.floor().clamp(0, width - 1)
+    row = cy.floor().clamp(0, height - 1)
+    sigma_x = ((boxes[:, 2] - boxes[:, 0]) * width * GAUSSIAN_ALPHA / 6).clamp(min=0.5)
+    sigma_y = ((boxes[:, 3] - boxes[:, 1]) * height * GAUSSIAN_ALPHA / 6).clamp(min=0.5)
+    xs = torch.arange(width, device=boxes.device, dtype=torch.float32)
+    ys = torch.arange(height, device=boxes.device, dtype=torch.float32)
+    gx = torch.exp(-((xs[None] - col[:, None]) ** 2) / (2 * sigma_x[:, None] ** 2))
+    gy = torch.exp(-((ys[None] - row[:, None]) ** 2) / (2 * sigma_y[:, None] ** 2))
+    heatmap = gy[:, :, None] * gx[:, None, :]
+    offset = torch.stack([cx - col, cy - row], dim=1).clamp(0, 1)
+    return heatmap, torch.stack([row, col], dim=1).long(), offset
+
+
+def centernet_focal_loss(logits: torch.Tensor, target: torch.Tensor,
+                         alpha: float = 2.0, beta: float = 4.0) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss over every cell, normalised by the box count.
+
+    At the centre cell (target 1): ``-(1 - p)^alpha log p``. Elsewhere:
+    ``-(1 - y)^beta p^alpha log(1 - p)``: a confident score is punished, less so next
+    to the centre, where the Gaussian target ``y`` is close to 1.
+    """
+    logits = logits.float()
+    p = torch.sigmoid(logits)
+    positive = target.eq(1).float()
+    pos_loss = -F.logsigmoid(logits) * (1 - p) ** alpha * positive
+    neg_loss = -F.logsigmoid(-logits) * p ** alpha * (1 - target) ** beta * (1 - positive)
+    return (pos_loss.sum() + neg_loss.sum()) / positive.sum().clamp(min=1)
+
+
+class CenterNetLoss(nn.Module):
+    """Heat-map focal loss + ``size_weight`` * L1(size) + ``offset_weight`` * L1(offset).
+
+    Size and offset are supervised at the centre cell only, which is the cell the
+    heat map learns to peak at.
+    """
+
+    def __init__(self, size_weight: float = 5.0, offset_weight: float = 1.0) -> None:
+        super().__init__()
+        self.size_weight = size_weight
+        self.offset_weight = offset_weight
+
+    def forward(self, outputs: dict[str, torch.Tensor], boxes: torch.Tensor) -> torch.Tensor:
+        return sum(self.parts(outputs, boxes).values())
+
+    def parts(self, outputs: dict[str, torch.Tensor], boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The three weighted terms, for logging."""
+        heat_logits = outputs["heatmap"][:, 0]
+        _, h, w = heat_logits.shape
+        target, cell, offset = centre_heatmap(boxes, h, w)
+        batch = torch.arange(boxes.shape[0], device=boxes.device)
+        size_pred = outputs["size"].float()[batch, :, cell[:, 0], cell[:, 1]]
+        offset_pred = outputs["offset"].float()[batch, :, cell[:, 0], cell[:, 1]]
+        size_true = torch.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], dim=1).float()
+        return {
+            "heatmap": centernet_focal_loss(heat_logits, target),
+            "size": self.size_weight * F.l1_loss(size_pred, size_true),
+            "offset": self.offset_weight * F.l1_loss(offset_pred, offset),
+        }
+
+
+class MultiTaskLoss(nn.Module):
+    """One loss per task type, weighted (fixed weights or learned uncertainty)."""
+
+    def __init__(self, seg_loss: str = "dice_ce", cls_label_smoothing: float = 0.0,
+                 reg_loss: str = "mse", det_size_weight: float = 5.0, det_offset_weight: float = 1.0,
+                 loss_weights: dict[str, float] | None = None, uncertainty_weighting: bool = False) -> None:
+        super().__init__()
+        self.losses = nn.ModuleDict({
+            SEGMENTATION: SegmentationLoss(with_ce=seg_loss == "dice_ce"),
+            CLASSIFICATION: nn.CrossEntropyLoss(label_smoothing=cls_label_smoothing),
+            REGRESSION: RegressionLoss(reg_loss),
+            DETECTION: CenterNetLoss(det_size_weight, det_offset_weight),
+        })
+        self.weights = {t: 1.0 for t in TASK_TYPES} | dict(loss_weights or {})
+        self.log_vars = nn.ParameterDict(
+            {t: nn.Parameter(torch.zeros(())) for t in TASK_TYPES}) if uncertainty_weighting else None
+
+    def raw(self, outputs: torch.Tensor | dict[str, torch.Tensor], target: torch.Tensor,
+            task: TaskSpec) -> torch.Tensor:
+        """The unweighted loss of ``task``'s type (float32 even under autocast)."""
+        if isinstance(outputs, torch.Tensor):
+            outputs = outputs.float()
+        return self.losses[task.task_name](outputs, target)
+
+    def forward(self, outputs: torch.Tensor | dict[str, torch.Tensor], target: torch.Tensor,
+                task: TaskSpec) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss to back-propagate, unweighted loss for logging)``."""
+        raw = self.raw(outputs, target, task)
+        if self.log_vars is not None:
+            s = self.log_vars[task.task_name]
+            return torch.exp(-s) * raw + s, raw.detach()
+        return self.weights[task.task_name] * raw, raw.detach()
+
+
+def build_loss(config: "TrainConfig") -> MultiTaskLoss:
+    """The multi-task loss a config describes."""
+    return MultiTaskLoss(seg_loss=config.seg_loss, cls_label_smoothing=config.cls_label_smoothing,
+                         reg_loss=config.reg_loss, det_size_weight=config.det_size_weight,
+                         det_offset_weight=config.det_offset_weight, loss_weights=config.loss_weights,
+                         uncertainty_weighting=config.uncertainty_weighting)

@@ -1,0 +1,209 @@
+"""`MultiTaskNet`: one shared encoder, one shared FPN decoder, one head per subtask.
+
+::
+
+    image ──> encoder (smp / timm) ──> features f1..f5 (strides 2..32)
+                 │                          │
+                 │ f5 (deepest)             └──> FPN decoder ──> dense map (stride 4)
+                 ▼                                                   │
+      classification / Regression heads              segmentation / detection heads
+
+Routing follows the challenge baseline: global tasks (classification, Regression)
+read the pooled deepest encoder feature; dense tasks (segmentation, detection) read
+the FPN map. The FPN runs only when the batch's task needs it, so a classification
+batch costs an encoder pass and a linear layer. Heads exist only for the tasks the
+model is built for; asking for any other task is an error.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Sequence
+from unittest import mock
+
+import segmentation_models_pytorch as smp
+import torch
+from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
+from torch import nn
+
+from fmuia_lib.heads import build_head, decode_centernet
+from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec
+
+if TYPE_CHECKING:
+    from fmuia_lib.config import TrainConfig
+
+#: Host that serves smp and timm pretrained weights.
+WEIGHTS_HOST = ("huggingface.co", 443)
+PROBE_TIMEOUT_S = 3.0
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """Pretrained encoder weights cannot be fetched (offline) and are not cached."""
+
+
+class MultiTaskNet(nn.Module):
+    """Shared encoder + FPN decoder + one head per subtask.
+
+    Args:
+        tasks: the subtasks to build heads for (TaskSpecs from ``tasks.load_manifest``).
+        encoder_name: an smp encoder (``efficientnet-b4``, ``resnet18``...) or a timm
+            model as ``tu-<name>`` (``tu-mobilenetv3_small_100``).
+        encoder_weights: ``"imagenet"`` (downloaded, needs internet or a cache), the
+            path of a local encoder state-dict file, or None (random initialisation).
+    """
+
+    def __init__(self, tasks: Sequence[TaskSpec], encoder_name: str = "efficientnet-b4",
+                 encoder_weights: str | None = "imagenet", fpn_pyramid_channels: int = 256,
+                 fpn_segmentation_channels: int = 128, fpn_dropout: float = 0.2,
+                 head_dropout: float = 0.2, detection_channels: int = 64) -> None:
+        super().__init__()
+        if not tasks:
+            raise ValueError("MultiTaskNet needs at least one task")
+        self.encoder_name = encoder_name
+        self.tasks: dict[str, TaskSpec] = {t.task_id: t for t in tasks}
+        self.encoder = build_encoder(encoder_name, encoder_weights)
+        channels = list(self.encoder.out_channels)
+        self.fpn_decoder = FPNDecoder(encoder_channels=channels, encoder_depth=5,
+                                      pyramid_channels=fpn_pyramid_channels,
+                                      segmentation_channels=fpn_segmentation_channels,
+                                      dropout=fpn_dropout)
+        self.heads = nn.ModuleDict({
+            t.task_id: build_head(t, self.fpn_decoder.out_channels, channels[-1],
+                                  dropout=head_dropout, detection_channels=detection_channels)
+            for t in tasks
+        })
+
+    @property
+    def task_ids(self) -> list[str]:
+        return list(self.tasks)
+
+    def task(self, task_id: str) -> TaskSpec:
+        try:
+            return self.tasks[task_id]
+        except KeyError:
+            raise KeyError(f"this model has no head for task {task_id!r}; "
+                           f"it was built for: {', '.join(self.tasks)}") from None
+
+    def forward(self, images: torch.Tensor, task_id: str) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Raw outputs of ``task_id``'s head for a batch of that task (see ``heads``)."""
+        task = self.task(task_id)
+        if images.shape[-1] % 32 or images.shape[-2] % 32:
+            raise ValueError(f"input size {tuple(images.shape[-2:])} is not a multiple of 32")
+        features = self.encoder(images)
+        if task.is_dense:
+            return self.heads[task_id](self.fpn_decoder(features))
+        return self.heads[task_id](features[-1])
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, task_id: str) -> dict[str, torch.Tensor]:
+        """Decoded predictions in the model frame, in eval mode (the mode is restored).
+
+        segmentation ``{"probs": B x C x H x W}``; classification ``{"probs": B x C}``;
+        detection ``{"boxes": B x 4 normalised xyxy, "scores": B}``; Regression
+        ``{"points": B x K x 2 normalised (x, y)}``.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(images, task_id)
+        finally:
+            self.train(was_training)
+        kind = self.task(task_id).task_name
+        if kind in (SEGMENTATION, CLASSIFICATION):
+            return {"probs": out.float().softmax(dim=1)}
+        if kind == DETECTION:
+            boxes, scores = decode_centernet(out)
+            return {"boxes": boxes, "scores": scores}
+        if kind == REGRESSION:
+            return {"points": out.float()}
+        raise AssertionError(kind)
+
+    def decode_boxes(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Detection head outputs -> ``(boxes B x 4 normalised xyxy, scores B)``."""
+        return decode_centernet(outputs)
+
+
+def build_model(config: "TrainConfig", tasks: Sequence[TaskSpec]) -> MultiTaskNet:
+    """The network a config describes, with heads for ``tasks``."""
+    model = MultiTaskNet(tasks, encoder_name=config.encoder, encoder_weights=config.encoder_weights)
+    if config.freeze_fpn:
+        model.fpn_decoder.requires_grad_(False)
+    return model
+
+
+# -- encoder and its weights ---------------------------------------------------------------
+
+def build_encoder(name: str, weights: str | None) -> nn.Module:
+    """An smp encoder (depth 5) with ``weights``: a pretrained tag, a local file or None.
+
+    A local file holds the encoder's ``state_dict`` (``torch.save(model.encoder.state_dict(),
+    path)``, or a ``.safetensors`` file); keys may carry an ``encoder.`` prefix.
+    """
+    if weights is None:
+        return _get_encoder(name, None)
+    path = Path(weights).expanduser()
+    if path.suffix in (".pth", ".pt", ".bin", ".safetensors") or path.exists():
+        encoder = _get_encoder(name, None)
+        _load_encoder_file(encoder, path, name)
+        return encoder
+    with _hub_access(name, weights):
+        return _get_encoder(name, True if name.startswith("tu-") else weights)
+
+
+def _get_encoder(name: str, weights: str | bool | None) -> nn.Module:
+    try:
+        return smp.encoders.get_encoder(name, in_channels=3, depth=5, weights=weights)
+    except KeyError as exc:
+        raise ValueError(f"unknown encoder {name!r}: {exc.args[0] if exc.args else exc}. "
+                         "Use an smp encoder name (smp.encoders.get_encoder_names()) or "
+                         "'tu-<timm model>'.") from None
+
+
+def _load_encoder_file(encoder: nn.Module, path: Path, name: str) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        state = load_file(str(path), device="cpu")
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    prefix = "encoder."
+    if any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        encoder.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: not a state dict of encoder {name!r}: {exc}") from None
+
+
+def _hub_reachable() -> bool:
+    try:
+        with socket.create_connection(WEIGHTS_HOST, timeout=PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_access(name: str, weights: str) -> Iterator[None]:
+    """Fail fast offline: when the hub is unreachable, only the local cache is tried."""
+    import huggingface_hub.constants as hub
+
+    offline = hub.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable()
+    if not offline:
+        yield
+        return
+    try:
+        with mock.patch.object(hub, "HF_HUB_OFFLINE", True):
+            yield
+    except ValueError:
+        raise
+    except Exception as exc:
+        raise PretrainedWeightsUnavailable(
+            f"pretrained weights {weights!r} for encoder {name!r} are not in the local cache and "
+            f"{WEIGHTS_HOST[0]} cannot be reached (offline). Use encoder_weights=None for a random "
+            "initialisation, or encoder_weights='/path/to/encoder.pth' for a local file holding the "
+            f"encoder's state_dict. ({type(exc).__name__}: {exc})") from None

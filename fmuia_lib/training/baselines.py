@@ -1,0 +1,60 @@
+"""Trivial baselines: what a model scores without looking at the image.
+
+A trained model is only interesting where it beats these:
+
+============== ===================================================================
+segmentation   the empty mask (every pixel background)
+classification the training set's majority class, with probability 1
+detection      the mean training box (normalised), in every image
+Regression     the mean training landmarks (normalised), in every image
+============== ===================================================================
+
+Scores are computed exactly as :func:`fmuia_lib.train.validate` computes them (same
+metrics, same frames), so the two tables can be compared row by row.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fmuia_lib import metrics
+from fmuia_lib.data.dataset import MultiTaskDataset
+from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION
+
+
+def _targets(dataset: MultiTaskDataset, task_id: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """(targets as numpy arrays, ``(N, 2)`` original (height, width)) of one task."""
+    items = [dataset[i] for i in dataset.task_indices[task_id]]
+    return [item["target"].numpy() for item in items], np.array([item["orig_size"] for item in items], float)
+
+
+def trivial_baseline_scores(train_set: MultiTaskDataset, val_set: MultiTaskDataset) -> dict[str, dict[str, Any]]:
+    """Per validation task: the challenge metrics of its trivial baseline, plus ``score``."""
+    results: dict[str, dict[str, Any]] = {}
+    for task in val_set.tasks:
+        gts, hw = _targets(val_set, task.task_id)
+        if task.task_name == SEGMENTATION:
+            scores = metrics.task_scores(task, [np.zeros_like(g, dtype=np.uint8) for g in gts],
+                                         [g.astype(np.uint8) for g in gts])
+        else:
+            train_targets, _ = _targets(train_set, task.task_id)
+            if task.task_name == CLASSIFICATION:
+                majority = np.bincount(np.array(train_targets, int), minlength=task.num_classes).argmax()
+                probs = np.zeros((len(gts), task.num_classes))
+                probs[:, majority] = 1.0
+                scores = metrics.task_scores(task, probs, np.array(gts, int))
+            elif task.task_name == DETECTION:
+                scale = np.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], axis=1)
+                mean_box = np.mean(train_targets, axis=0)
+                scores = metrics.task_scores(task, mean_box[None] * scale, np.array(gts) * scale)
+            elif task.task_name == REGRESSION:
+                scale = hw[:, None, ::-1]
+                mean_points = np.mean(train_targets, axis=0)
+                scores = metrics.task_scores(task, mean_points[None] * scale, np.array(gts) * scale,
+                                             image_sizes=hw)
+            else:
+                raise ValueError(f"{task.task_id}: unknown task type {task.task_name!r}")
+        scores["score"] = metrics.task_quality(task, scores)
+        results[task.task_id] = scores
+    return results

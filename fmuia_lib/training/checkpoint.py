@@ -1,0 +1,112 @@
+"""Checkpoints: what a run needs to continue exactly, written atomically, read safely.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads
+with ``torch.load(weights_only=True)`` (no pickled code is executed). It holds:
+
+* ``model``, ``optimizer``, ``scheduler``, ``scaler``, ``loss`` state dicts;
+* ``step`` (optimiser steps done), ``best_score`` and ``sampler`` (the batch sampler's
+  epoch and position for the next step);
+* ``rng``: the Python, NumPy and torch (CPU and CUDA) generator states;
+* ``config`` (``TrainConfig.to_dict()``), ``task_ids``, ``manifest_hash`` and ``encoder``,
+  so a checkpoint is refused when it does not fit the tasks or encoder asked for;
+* ``history`` and ``val_history`` (lists of row dicts), so a resumed run returns the
+  whole history.
+
+The batch stream is a pure function of ``(seed, step)`` (see ``train.StepBatches``), and
+each stretch of steps between two checkpoints gets a fresh DataLoader seeded by its
+first step, so a resumed run sees the same batches, augmentations and dropout masks as
+an uninterrupted one.
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fmuia_lib.tasks import manifest_hash
+
+FORMAT_VERSION = 1
+
+
+class CheckpointMismatch(ValueError):
+    """The checkpoint was made for other tasks, task definitions or another encoder."""
+
+
+def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace``.
+
+    A crash mid-write leaves the previous checkpoint intact, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict with ``weights_only=True``; clear errors for missing/foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        raise CheckpointMismatch(f"{path}: not an fmuia checkpoint (format {FORMAT_VERSION})")
+    return state
+
+
+def check_compatible(state: dict[str, Any], path: str | Path, task_ids: list[str],
+                     encoder: str, manifest: str | None = None) -> None:
+    """Refuse a checkpoint whose tasks, task definitions or encoder differ from the run's."""
+    problems = []
+    if list(state["task_ids"]) != list(task_ids):
+        only_ckpt = sorted(set(state["task_ids"]) - set(task_ids))
+        only_run = sorted(set(task_ids) - set(state["task_ids"]))
+        problems.append(f"tasks differ (only in checkpoint: {only_ckpt or '-'}; "
+                        f"only in this run: {only_run or '-'})")
+    elif state["manifest_hash"] != manifest_hash(task_ids, manifest):
+        problems.append("the manifest defines these tasks differently (classes or types changed) "
+                        f"than when the checkpoint was written (hash {state['manifest_hash']})")
+    if state["encoder"] != encoder:
+        problems.append(f"encoder differs (checkpoint: {state['encoder']!r}, this run: {encoder!r})")
+    if problems:
+        raise CheckpointMismatch(f"{path}: checkpoint does not match: " + "; ".join(problems))
+
+
+def rng_state() -> dict[str, Any]:
+    """Every generator state that training consumes, as weights_only-safe types."""
+    np_state = np.random.get_state(legacy=False)
+    state = {
+        "python": random.getstate(),
+        "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                  "pos": int(np_state["state"]["pos"]),
+                  "has_gauss": int(np_state["has_gauss"]), "gauss": float(np_state["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937",
+                         "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": np_state["pos"]},
+                         "has_gauss": np_state["has_gauss"], "gauss": np_state["gauss"]})
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,119 @@
+"""MultiTaskNet: heads for every manifest task, routing, predict(), encoder weights."""
+from __future__ import annotations
+
+import time
+
+import huggingface_hub.constants
+import pytest
+import torch
+
+from fmuia_lib import model as model_module
+from fmuia_lib.model import MultiTaskNet, PretrainedWeightsUnavailable, build_encoder
+from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, select_tasks
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def net() -> MultiTaskNet:
+    torch.manual_seed(0)
+    return MultiTaskNet(select_tasks(), encoder_name="resnet18", encoder_weights=None).eval()
+
+
+def test_one_head_per_manifest_task(net):
+    assert list(net.heads) == [t.task_id for t in select_tasks()]
+    assert len(net.heads) == 27
+
+
+def test_heads_only_for_requested_tasks():
+    tasks = select_tasks(["cervix", "organ_cls", "FUGC"])
+    small = MultiTaskNet(tasks, encoder_name="resnet18", encoder_weights=None)
+    assert sorted(small.heads) == ["FUGC", "cervix", "organ_cls"]
+    with pytest.raises(KeyError, match="no head for task 'lung'.*cervix"):
+        small(torch.zeros(1, 3, SIZE, SIZE), "lung")
+
+
+def test_output_shapes_of_all_27_heads(net):
+    images = torch.randn(2, 3, SIZE, SIZE)
+    for task in select_tasks():
+        out = net(images, task.task_id)
+        pred = net.predict(images, task.task_id)
+        c = task.num_classes
+        if task.task_name == SEGMENTATION:
+            assert out.shape == (2, c, SIZE, SIZE)
+            assert pred["probs"].shape == (2, c, SIZE, SIZE)
+            torch.testing.assert_close(pred["probs"].sum(1), torch.ones(2, SIZE, SIZE))
+        elif task.task_name == CLASSIFICATION:
+            assert out.shape == (2, c)
+            torch.testing.assert_close(pred["probs"].sum(1), torch.ones(2))
+        elif task.task_name == REGRESSION:
+            assert out.shape == (2, c, 2)
+            assert pred["points"].shape == (2, c, 2)
+            assert 0 <= pred["points"].min() and pred["points"].max() <= 1
+        elif task.task_name == DETECTION:
+            assert out["heatmap"].shape == (2, 1, SIZE // 4, SIZE // 4)
+            assert out["size"].shape == out["offset"].shape == (2, 2, SIZE // 4, SIZE // 4)
+            boxes = pred["boxes"]
+            assert boxes.shape == (2, 4) and pred["scores"].shape == (2,)
+            assert (boxes[:, 0] <= boxes[:, 2]).all() and (boxes[:, 1] <= boxes[:, 3]).all()
+            assert 0 <= boxes.min() and boxes.max() <= 1
+
+
+def test_fpn_runs_only_for_dense_tasks(net):
+    calls = []
+    handle = net.fpn_decoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        images = torch.randn(1, 3, SIZE, SIZE)
+        for task in select_tasks():
+            calls.clear()
+            net(images, task.task_id)
+            assert len(calls) == (1 if task.is_dense else 0), task.task_id
+    finally:
+        handle.remove()
+
+
+def test_predict_restores_training_mode(net):
+    net.train()
+    net.predict(torch.randn(1, 3, SIZE, SIZE), "organ_cls")
+    assert net.training
+    net.eval()
+
+
+def test_input_size_must_be_multiple_of_32(net):
+    with pytest.raises(ValueError, match="multiple of 32"):
+        net(torch.randn(1, 3, 48, 64), "cervix")
+
+
+def test_timm_universal_encoder():
+    small = MultiTaskNet(select_tasks(["cervix", "FUGC"]), encoder_name="tu-mobilenetv3_small_100",
+                         encoder_weights=None)
+    assert small(torch.randn(1, 3, SIZE, SIZE), "cervix").shape == (1, 2, SIZE, SIZE)
+
+
+def test_unknown_encoder_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown encoder 'resnet-nope'"):
+        build_encoder("resnet-nope", None)
+
+
+def test_local_encoder_weights_file(tmp_path):
+    torch.manual_seed(1)
+    source = build_encoder("resnet18", None)
+    path = tmp_path / "encoder.pth"
+    torch.save(source.state_dict(), path)
+    loaded = build_encoder("resnet18", str(path))
+    for (name, a), b in zip(source.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        build_encoder("resnet18", str(tmp_path / "missing.pth"))
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "wrong.pth")
+    with pytest.raises(ValueError, match="not a state dict of encoder 'resnet18'"):
+        build_encoder("resnet18", str(tmp_path / "wrong.pth"))
+
+
+def test_pretrained_weights_offline_fail_fast(tmp_path, monkeypatch):
+    monkeypatch.setattr(model_module, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    start = time.perf_counter()
+    with pytest.raises(PretrainedWeightsUnavailable, match="encoder_weights=None.*/path/to/encoder.pth"):
+        build_encoder("resnet18", "imagenet")
+    assert time.perf_counter() - start < 20  # no network time-outs: the hub is never contacted

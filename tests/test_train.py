@@ -1,0 +1,243 @@
+"""Training: config, optimiser groups, schedule, validation, checkpoints and exact resume."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from fmuia_lib import cli
+from fmuia_lib.config import ConfigError, TrainConfig
+from fmuia_lib.losses import build_loss
+from fmuia_lib.model import build_model
+from fmuia_lib.tasks import TASK_TYPES, select_tasks
+from fmuia_lib.train import (build_datasets, build_optimizer, check_param_groups, load_checkpoint,
+                             lr_factor, param_groups, train, validate)
+from fmuia_lib.training.checkpoint import CheckpointMismatch
+
+TASKS = ["cardiac_multi", "organ_cls", "thyroid_nodule_det", "IUGC"]
+
+
+def tiny_config(data_root: Path, out_dir: Path, **changes) -> TrainConfig:
+    """A run that takes a few seconds on one CPU core."""
+    values = dict(data_root=str(data_root), tasks=TASKS, encoder="resnet18", encoder_weights=None,
+                  image_size=64, batch_size=2, max_steps=6, eval_every=3, num_workers=0, device="cpu",
+                  out_dir=str(out_dir), seed=3)
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+# -- config ---------------------------------------------------------------------------------
+
+def test_config_yaml_round_trip_and_overrides(tmp_path):
+    config = TrainConfig(tasks=["cervix"], grad_clip=None).with_overrides(
+        ["lr=3e-4", "max_steps=50", "loss_weights.detection=2", "encoder_weights=null", "sampler=uniform"])
+    assert config.lr == 3e-4 and config.max_steps == 50 and config.encoder_weights is None
+    assert config.loss_weights == {"segmentation": 1.0, "classification": 1.0, "detection": 2.0, "Regression": 1.0}
+    assert TrainConfig.from_yaml(config.to_yaml(tmp_path / "c.yaml")) == config
+    assert set(yaml.safe_load((tmp_path / "c.yaml").read_text())) == set(config.to_dict())
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"learning_rate": 1.0}, "unknown TrainConfig field 'learning_rate'"),
+    ({"sampler": "random"}, "sampler='random'"),
+    ({"image_size": 100}, "multiple of 32"),
+    ({"warmup_steps": 10, "max_steps": 10}, "warmup_steps"),
+    ({"loss_weights": {"segmentaton": 1}}, "segmentaton"),
+    ({"stop_at_step": 5, "eval_every": 3}, "multiple of eval_every"),
+    ({"amp": "yes"}, "expected true or false"),
+])
+def test_config_rejects_bad_values(change, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.from_dict(change)
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: 1e-4\nbatch_sise: 4\n")
+    with pytest.raises(ConfigError, match="bad.yaml.*did you mean batch_size"):
+        TrainConfig.from_yaml(bad)
+
+
+# -- optimiser ------------------------------------------------------------------------------
+
+def _model_and_loss(config: TrainConfig):
+    return build_model(config, select_tasks()), build_loss(config)
+
+
+@pytest.mark.parametrize("options", [{}, {"freeze_fpn": True}, {"uncertainty_weighting": True, "fpn_lr_mult": 3.0}])
+def test_every_parameter_in_exactly_one_group_with_its_lr(options):
+    config = TrainConfig(encoder="resnet18", encoder_weights=None, lr=2e-4, head_lr_mult=10, **options)
+    model, criterion = _model_and_loss(config)
+    groups = param_groups(model, criterion, config)
+    owner = {}
+    for group in groups:
+        for p in group["params"]:
+            assert id(p) not in owner, f"in two groups: {owner.get(id(p))}, {group['name']}"
+            owner[id(p)] = group
+    trainable = [p for m in (model, criterion) for p in m.parameters() if p.requires_grad]
+    assert len(owner) == len(trainable) and all(id(p) in owner for p in trainable)
+    expected = {"encoder": 2e-4, "fpn_decoder": 2e-4 * config.effective_fpn_lr_mult, "loss_weights": 2e-3}
+    for group in groups:
+        lr = 2e-3 if group["name"].startswith("head:") else expected[group["name"]]
+        assert group["lr"] == pytest.approx(lr), group["name"]
+    names = {g["name"] for g in groups}
+    assert {f"head:{t.task_id}" for t in select_tasks()} <= names
+    assert ("fpn_decoder" in names) != config.freeze_fpn
+    if config.freeze_fpn:  # the baseline: the FPN decoder keeps its initial weights
+        assert not any(p.requires_grad for p in model.fpn_decoder.parameters())
+    assert ("loss_weights" in names) == config.uncertainty_weighting
+
+
+def test_a_parameter_left_out_is_an_error():
+    config = TrainConfig(encoder="resnet18", encoder_weights=None)
+    model, criterion = _model_and_loss(config)
+    groups = [g for g in param_groups(model, criterion, config) if g["name"] != "fpn_decoder"]
+    with pytest.raises(RuntimeError, match="in no optimiser group.*fpn_decoder"):
+        check_param_groups(groups, {"model": model})
+
+
+def test_schedule_warmup_then_cosine_per_step():
+    config = TrainConfig(encoder="resnet18", encoder_weights=None, lr=1.0, head_lr_mult=10,
+                         max_steps=20, warmup_steps=4, min_lr_ratio=0.1)
+    model, criterion = _model_and_loss(config)
+    optimizer, scheduler = build_optimizer(model, criterion, config)
+    lrs = []
+    for _ in range(config.max_steps):
+        lrs.append([g["lr"] for g in optimizer.param_groups][:2])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx([0.25, 2.5]) and lrs[3] == pytest.approx([1.0, 10.0])
+    assert all(a[0] >= b[0] for a, b in zip(lrs[3:], lrs[4:]))  # non-increasing after warm-up
+    assert lrs[-1][0] == pytest.approx(lr_factor(19, 4, 20, 0.1)) and lrs[-1][0] > 0.1
+    assert lr_factor(20, 4, 20, 0.1) == pytest.approx(0.1)
+    assert lr_factor(12, 4, 20, 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 2)))
+
+
+# -- validation -----------------------------------------------------------------------------
+
+def test_validation_is_over_the_whole_set_not_per_batch(make_root, tmp_path):
+    root = make_root(tmp_path, tasks=TASKS, n=5)
+    config = tiny_config(root, tmp_path / "run", val_root=str(root))
+    _, val_set, tasks = build_datasets(config)
+    torch.manual_seed(0)
+    model = build_model(config, tasks)
+    one = validate(model, val_set, "cpu", batch_size=1)
+    big = validate(model, val_set, "cpu", batch_size=4)
+    assert set(one) == set(TASKS)
+    for task_id in TASKS:
+        assert one[task_id]["num_samples"] == 5
+        assert 0.0 <= one[task_id]["score"] <= 1.0
+        for key, value in one[task_id].items():
+            if isinstance(value, float):
+                assert big[task_id][key] == pytest.approx(value, rel=1e-4, abs=1e-4), (task_id, key)
+
+
+# -- training, checkpoints, resume ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One uninterrupted 6-step run (checkpoints at steps 3 and 6)."""
+    from conftest import make_root
+    base = tmp_path_factory.mktemp("train")
+    root = make_root(base, tasks=TASKS, n=6)
+    config = tiny_config(root, base / "full")
+    return root, base, config, train(config, progress=False)
+
+
+def test_train_writes_history_and_checkpoints_only_under_out_dir(trained):
+    root, base, config, result = trained
+    out = Path(config.out_dir)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "checkpoints/best.pt", "checkpoints/last.pt", "config.yaml", "history.csv", "val_history.csv"]
+    assert {p.name for p in base.iterdir()} == {"data", "full"}
+    history = result.history
+    assert list(history["step"]) == list(range(1, 7))
+    assert set(history["task_id"]) <= set(TASKS)
+    assert {"loss", "lr_encoder", "lr_fpn_decoder", "lr_heads", "images_per_s"} <= set(history.columns)
+    assert history["loss"].notna().all() and (history["images_per_s"] > 0).all()
+    val = result.val_history
+    assert sorted(set(val["step"])) == [3, 6] and set(val["task_id"]) == set(TASKS)
+    assert set(val["task_type"]) == set(TASK_TYPES)  # every task type is validated and scored
+    scores = val.groupby("step")["score"].mean()
+    assert val.groupby("step")["selection_score"].first().to_numpy() == pytest.approx(scores.to_numpy())
+    assert result.best_score == pytest.approx(scores.max())
+    assert TrainConfig.from_yaml(out / "config.yaml") == config
+
+
+def test_checkpoint_loads_with_weights_only(trained):
+    _, _, config, result = trained
+    state = torch.load(result.last_checkpoint, map_location="cpu", weights_only=True)
+    assert state["task_ids"] == TASKS and state["encoder"] == "resnet18" and state["step"] == 6
+    model, loaded_config, info = load_checkpoint(result.last_checkpoint)
+    assert loaded_config == config and info["step"] == 6 and not model.training
+    for name, value in result.model.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value.cpu()), name
+    images = torch.randn(2, 3, 64, 64)
+    result.model.eval()
+    torch.testing.assert_close(model.predict(images, "IUGC")["points"], result.model.predict(images, "IUGC")["points"])
+
+
+def test_resume_continues_exactly(trained):
+    root, base, config, full = trained
+    part_dir = base / "part"
+    first = train(tiny_config(root, part_dir, stop_at_step=3), progress=False)
+    assert len(first.history) == 3
+    resumed = train(tiny_config(root, part_dir, resume=str(first.last_checkpoint)), progress=False)
+    assert list(resumed.history["step"]) == list(range(1, 7))
+    pd.testing.assert_series_equal(resumed.history["task_id"], full.history["task_id"])
+    pd.testing.assert_series_equal(resumed.history["loss"], full.history["loss"])
+    for name, value in full.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], value), name
+
+
+def test_mismatched_checkpoints_are_refused(trained):
+    root, base, _, full = trained
+    with pytest.raises(CheckpointMismatch, match="tasks differ.*only in checkpoint: \\['IUGC'\\]"):
+        train(tiny_config(root, base / "m1", tasks=TASKS[:3], resume=str(full.last_checkpoint)), progress=False)
+    with pytest.raises(CheckpointMismatch, match="encoder differs.*'resnet18'.*'resnet34'"):
+        train(tiny_config(root, base / "m2", encoder="resnet34", resume=str(full.last_checkpoint)), progress=False)
+    state = torch.load(full.last_checkpoint, weights_only=True)
+    state["manifest_hash"] = "0" * 16
+    torch.save(state, base / "edited.pt")
+    with pytest.raises(CheckpointMismatch, match="defines these tasks differently"):
+        load_checkpoint(base / "edited.pt")
+    torch.save({"weights": torch.zeros(1)}, base / "foreign.pt")
+    with pytest.raises(CheckpointMismatch, match="not an fmuia checkpoint"):
+        load_checkpoint(base / "foreign.pt")
+
+
+def test_cli_train(trained, capsys):
+    root, base, config, _ = trained
+    path = tiny_config(root, base / "cli").to_yaml(base / "cli.yaml")
+    assert cli.main(["train", "--config", str(path), "--set", "max_steps=2", "--set", "eval_every=2"]) == 0
+    assert "best selection score" in capsys.readouterr().out
+    assert len(pd.read_csv(base / "cli" / "history.csv")) == 2
+    assert cli.main(["train", "--config", str(path), "--set", "batch_sise=1"]) == 2
+    assert "did you mean" in capsys.readouterr().err
+
+
+# -- end to end on the phantom ------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_smoke_training_on_the_phantom_beats_trivial_baselines(tmp_path):
+    """160 CPU steps (one task of each type, 32 phantom images each) beat, on the phantom's
+    validation split, the empty mask, the majority class, the mean box and the mean points."""
+    from fmuia_lib.data.phantom import generate_phantom
+    from fmuia_lib.training.baselines import trivial_baseline_scores
+
+    tasks = ["breast_lesion", "breast_2cls", "thyroid_nodule_det", "FUGC"]
+    generate_phantom(tmp_path / "phantom", seed=0, n_train=32, n_val=16, tasks=tasks, workers=2)
+    config = TrainConfig(data_root=str(tmp_path / "phantom" / "train"), val_root=str(tmp_path / "phantom" / "val"),
+                         encoder="resnet18", encoder_weights=None, image_size=64, batch_size=8, max_steps=160,
+                         eval_every=160, lr=5e-4, head_lr_mult=4, num_workers=0, device="cpu",
+                         out_dir=str(tmp_path / "run"))
+    result = train(config, progress=False)
+    train_set, val_set, _ = build_datasets(config)
+    trivial = trivial_baseline_scores(train_set, val_set)
+    model = result.val_history.set_index("task_id")["score"]
+    for task_id in tasks:
+        assert model[task_id] > trivial[task_id]["score"], (task_id, model[task_id], trivial[task_id]["score"])
