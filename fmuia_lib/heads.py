@@ -120,6 +120,30 @@ def decode_centernet(outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, to
     return boxes, torch.sigmoid(scores)
 
 
+def set_output_prior(head: nn.Module, task: TaskSpec, prior: torch.Tensor) -> None:
+    """Start a global head at its trivial baseline: shrink the last linear layer's weights
+    (x0.1) and set its bias so the head outputs about ``prior`` for every image.
+
+    classification: ``prior`` = class frequencies (bias = log-frequency, softmax gives them
+    back); Regression: ``prior`` = ``K x 2`` mean normalised landmarks (bias = logit, the
+    sigmoid gives them back). Training then learns what the image adds to the prior, and
+    the first steps cannot do worse than the trivial baseline through a bad random bias.
+    """
+    linear = [m for m in head.modules() if isinstance(m, nn.Linear)][-1]
+    prior = prior.to(linear.bias).flatten().clamp(1e-4, 1 - 1e-4)
+    if task.task_name == CLASSIFICATION:
+        bias = prior.log()
+    elif task.task_name == REGRESSION:
+        bias = torch.logit(prior)
+    else:
+        raise ValueError(f"{task.task_id}: output priors are for classification and Regression heads")
+    if bias.numel() != linear.bias.numel():
+        raise ValueError(f"{task.task_id}: prior has {bias.numel()} values, the head outputs {linear.bias.numel()}")
+    with torch.no_grad():
+        linear.weight.mul_(0.1)
+        linear.bias.copy_(bias)
+
+
 def build_head(task: TaskSpec, fpn_channels: int, deepest_channels: int,
                dropout: float = 0.2, detection_channels: int = 64) -> nn.Module:
     """The head for one subtask, sized from its TaskSpec."""

@@ -55,11 +55,13 @@ from fmuia_lib.data.layout import LayoutError, read_root
 from fmuia_lib.data.sampler import TaskBatchSampler, stratified_split
 from fmuia_lib.data.transforms import build_transforms
 from fmuia_lib.losses import MultiTaskLoss, build_loss
+from fmuia_lib.heads import set_output_prior
 from fmuia_lib.model import MultiTaskNet, PretrainedWeightsUnavailable, build_model
 from fmuia_lib.tasks import (CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec,
                              load_manifest, manifest_hash, select_tasks)
 from fmuia_lib.training import checkpoint as ckpt
 from fmuia_lib.training import distributed
+from fmuia_lib.training.baselines import training_priors
 
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
@@ -350,7 +352,11 @@ class Trainer:
             torch.backends.cudnn.deterministic = config.deterministic
         self.train_set, self.val_set, self.tasks = build_datasets(config)
         self.task_ids = [t.task_id for t in self.tasks]
-        self.model = build_model(config, self.tasks).to(device)
+        self.model = build_model(config, self.tasks)
+        if config.head_priors and config.resume is None:
+            for task_id, prior in training_priors(self.train_set, types=(REGRESSION,)).items():
+                set_output_prior(self.model.heads[task_id], self.model.task(task_id), prior)
+        self.model.to(device)
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.criterion = build_loss(config).to(device)

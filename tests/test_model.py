@@ -117,3 +117,32 @@ def test_pretrained_weights_offline_fail_fast(tmp_path, monkeypatch):
     with pytest.raises(PretrainedWeightsUnavailable, match="encoder_weights=None.*/path/to/encoder.pth"):
         build_encoder("resnet18", "imagenet")
     assert time.perf_counter() - start < 20  # no network time-outs: the hub is never contacted
+
+
+def test_output_priors_start_global_heads_at_the_trivial_baseline(make_root, tmp_path):
+    from fmuia_lib.data.dataset import MultiTaskDataset
+    from fmuia_lib.heads import set_output_prior
+    from fmuia_lib.training.baselines import training_priors
+
+    root = make_root(tmp_path, n=6)
+    train_set = MultiTaskDataset(root)
+    priors = training_priors(train_set)
+    global_tasks = [t for t in train_set.tasks if t.task_name in (CLASSIFICATION, REGRESSION)]
+    assert sorted(priors) == sorted(t.task_id for t in global_tasks)
+    torch.manual_seed(0)
+    net = MultiTaskNet(train_set.tasks, encoder_name="resnet18", encoder_weights=None).eval()
+    images = torch.randn(4, 3, SIZE, SIZE)
+    for task in global_tasks:
+        prior = priors[task.task_id]
+        set_output_prior(net.heads[task.task_id], task, prior)
+        pred = net.predict(images, task.task_id)
+        if task.task_name == CLASSIFICATION:
+            labels = train_set.frame.iloc[train_set.task_indices[task.task_id]]["target"].astype(int)
+            counts = torch.bincount(torch.tensor(labels.to_numpy()), minlength=task.num_classes) + 1.0
+            torch.testing.assert_close(prior, counts / counts.sum())
+            torch.testing.assert_close(pred["probs"].mean(0), prior, atol=0.05, rtol=0)
+        else:
+            assert prior.shape == (task.num_points, 2) and ((prior > 0) & (prior < 1)).all()
+            torch.testing.assert_close(pred["points"].mean(0), prior, atol=0.05, rtol=0)
+    with pytest.raises(ValueError, match="prior has 3 values"):
+        set_output_prior(net.heads[global_tasks[0].task_id], global_tasks[0], torch.tensor([0.2, 0.3, 0.5]))

@@ -17,6 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
+from PIL import Image
 
 from fmuia_lib import metrics
 from fmuia_lib.data.dataset import MultiTaskDataset
@@ -58,3 +60,29 @@ def trivial_baseline_scores(train_set: MultiTaskDataset, val_set: MultiTaskDatas
         scores["score"] = metrics.task_quality(task, scores)
         results[task.task_id] = scores
     return results
+
+
+def training_priors(train_set: MultiTaskDataset,
+                    types: tuple[str, ...] = (CLASSIFICATION, REGRESSION)) -> dict[str, torch.Tensor]:
+    """What the trivial baseline predicts for each global task, from the training labels:
+    classification class frequencies (add-one smoothed) and Regression mean landmarks
+    normalised by image size (``K x 2``). Reads labels and image headers, not pixels.
+
+    ``MultiTaskNet`` heads start from these when ``TrainConfig.head_priors`` is on.
+    """
+    priors: dict[str, torch.Tensor] = {}
+    for task in train_set.tasks:
+        if task.task_name not in types:
+            continue
+        rows = train_set.frame.iloc[train_set.task_indices[task.task_id]]
+        if task.task_name == CLASSIFICATION:
+            counts = np.bincount(rows["target"].astype(int), minlength=task.num_classes) + 1.0
+            priors[task.task_id] = torch.tensor(counts / counts.sum(), dtype=torch.float32)
+        elif task.task_name == REGRESSION:
+            points = []
+            for image_file, target in zip(rows["image_file"], rows["target"]):
+                with Image.open(image_file) as im:
+                    width, height = im.size
+                points.append(np.asarray(target, float) / (width, height))
+            priors[task.task_id] = torch.tensor(np.mean(points, axis=0), dtype=torch.float32)
+    return priors
