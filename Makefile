@@ -22,13 +22,18 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The phantom's size is the cpu-smoke profile's (notebooks/profiles/cpu-smoke.yaml:
+# phantom_train, phantom_val); the suite then runs the six notebooks on it.
 run: $(STAMP)
-	$(FMUIA) data phantom --out $(OUT)/phantom --overwrite
+	$(FMUIA) data phantom --out $(OUT)/phantom --train 8 --val 4 --overwrite
 	$(FMUIA) data check $(OUT)/phantom/train
 	$(FMUIA) data check $(OUT)/phantom/val
+	$(FMUIA) suite --profile cpu-smoke --data $(OUT)/phantom --out $(OUT)/suite
 
+# Unit tests, then every notebook executed at its default parameters (nbval, in this
+# environment's kernel); cells marked NBVAL_CHECK_OUTPUT must reproduce their outputs.
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --nbval-lax --nbval-current-env $(PYTEST_ARGS) tests notebooks
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

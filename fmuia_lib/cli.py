@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("--out", default="runs/suite", help="output folder for executed notebooks, HTML, metrics")
     su.add_argument("--notebooks", nargs="+", default=None, help="only these notebooks (names or numbers)")
     su.add_argument("--kernel", default="python3", help="Jupyter kernel name")
+    su.add_argument("--update-notebooks", action="store_true",
+                    help="cpu-smoke only: run with the notebooks' defaults and save the outputs into notebooks/")
     return p
 
 

@@ -58,8 +58,8 @@ class TrainConfig:
     encoder: str = "efficientnet-b4"  #: any smp encoder name, or "tu-<timm model>"
     encoder_weights: str | None = "imagenet"  #: "imagenet", a local .pth/.safetensors file, or None
     freeze_fpn: bool = False  #: True reproduces the baseline, whose FPN decoder is never optimised
-    head_priors: bool = True  #: start classification/Regression heads at the training set's class
-    #: frequencies / mean landmarks (False: the baseline's random initialisation)
+    head_priors: bool = True  #: start Regression heads at the training set's mean landmarks
+    #: (False: the baseline's random initialisation)
     # -- optimisation -------------------------------------------------------------------
     batch_size: int = 20
     val_batch_size: int | None = None  #: None: same as batch_size
