@@ -487,7 +487,7 @@ class Trainer:
                            images_per_s=row["batch_size"] * self.context.world_size / step_s)
                 self.history.append(row)
                 bar.update(1)
-                bar.set_postfix(task=row["task_id"], loss=f"{row['loss']:.3f}")
+                bar.set_postfix(task=row["task_id"], loss=f"{row['loss']:.3f}", refresh=False)
                 tick = time.perf_counter()
             distributed.sync_buffers(self.model, self.context)
             self._evaluate_and_save()

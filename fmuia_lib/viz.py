@@ -1,0 +1,411 @@
+"""Plots for the notebooks: data, training curves and error analysis.
+
+Every function draws with matplotlib (seaborn for a few statistical plots) and returns
+the figure, so a notebook shows it and a script can save it. Inputs are plain arrays or
+the tidy DataFrames the notebooks build; nothing here reads models or trains.
+
+Overlays follow one convention everywhere: ground truth in green, prediction in
+magenta; masks are drawn as translucent colour per class, boxes as rectangles, landmarks
+as numbered dots (an arrow from truth to prediction shows the error).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, TaskSpec
+
+TRUE_COLOUR = "#1a9850"
+PRED_COLOUR = "#d01c8b"
+TYPE_COLOURS = dict(zip(TASK_TYPES, ("#4477aa", "#ee6677", "#228833", "#ccbb44")))
+
+
+def _grid(n: int, ncols: int, size: float = 2.4) -> tuple[Figure, np.ndarray]:
+    nrows = max(1, int(np.ceil(n / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes
+
+
+# -- data ----------------------------------------------------------------------------------
+def plot_counts(counts: pd.DataFrame) -> Figure:
+    """Images per task and split: ``counts`` has columns task_id, task_type, split, images."""
+    table = counts.pivot_table(index=["task_type", "task_id"], columns="split", values="images",
+                               aggfunc="sum", fill_value=0)
+    fig, ax = plt.subplots(figsize=(10, 0.28 * len(table) + 1))
+    left = np.zeros(len(table))
+    labels = [f"{tid} ({ttype})" for ttype, tid in table.index]
+    for split, colour in zip(table.columns, ("#4477aa", "#bbbbbb", "#ee6677")):
+        ax.barh(labels, table[split].to_numpy(), left=left, color=colour, label=split)
+        left += table[split].to_numpy()
+    ax.invert_yaxis()
+    ax.set_xlabel("images")
+    ax.legend(loc="lower right")
+    ax.set_title("Images per subtask and split")
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_balance(labels: pd.DataFrame, tasks: Mapping[str, TaskSpec]) -> Figure:
+    """Class shares of classification tasks: ``labels`` has columns task_id, label (int)."""
+    ids = [t for t in tasks if t in set(labels["task_id"])]
+    fig, axes = _grid(len(ids), ncols=3, size=3.2)
+    for ax, task_id in zip(axes.flat, ids):
+        task = tasks[task_id]
+        counts = (labels.loc[labels["task_id"] == task_id, "label"].value_counts()
+                  .reindex(range(task.num_classes), fill_value=0))
+        ax.bar(range(task.num_classes), counts.to_numpy(), color=TYPE_COLOURS[CLASSIFICATION])
+        ax.set_xticks(range(task.num_classes), task.class_names, rotation=45, ha="right", fontsize=7)
+        ax.set_title(f"{task_id}\nmajority share {counts.max() / max(1, counts.sum()):.2f}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_image_sizes(sizes: pd.DataFrame) -> Figure:
+    """Width against height of every image: ``sizes`` has task_type, width, height."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for task_type, part in sizes.groupby("task_type"):
+        ax.scatter(part["width"], part["height"], s=12, alpha=0.6, label=task_type,
+                   color=TYPE_COLOURS.get(task_type))
+    ax.set_xlabel("width (px)")
+    ax.set_ylabel("height (px)")
+    ax.set_title("Image sizes on disk (the model resizes all to one square)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def speckle_statistics(image: np.ndarray, window: int = 7) -> dict[str, float]:
+    """Intensity and speckle numbers of one grey image (uint8 or float).
+
+    ``local_contrast`` is the median over the image of the local speckle contrast
+    ``std / mean`` in ``window x window`` patches (bright pixels only). Fully developed
+    speckle (Rayleigh-distributed amplitude) has contrast sqrt(4/pi - 1) = 0.52; log
+    compression, as in B-mode display, lowers it.
+    """
+    import cv2
+
+    grey = image.mean(axis=2) if image.ndim == 3 else image
+    grey = grey.astype(np.float64)
+    mean = cv2.blur(grey, (window, window))
+    sq = cv2.blur(grey ** 2, (window, window))
+    std = np.sqrt(np.clip(sq - mean ** 2, 0, None))
+    bright = mean > 10
+    contrast = float(np.median(std[bright] / mean[bright])) if bright.any() else float("nan")
+    return {"mean": float(grey.mean()), "std": float(grey.std()),
+            "dark_fraction": float((grey < 10).mean()), "local_contrast": contrast}
+
+
+def plot_intensity(stats: pd.DataFrame) -> Figure:
+    """Per-image mean intensity and speckle contrast by task type (from speckle_statistics)."""
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    order = [t for t in TASK_TYPES if t in set(stats["task_type"])]
+    sns.boxplot(data=stats, x="task_type", y="mean", hue="task_type", order=order, ax=axes[0],
+                palette=TYPE_COLOURS, legend=False)
+    axes[0].set_title("Mean grey level per image")
+    sns.boxplot(data=stats, x="task_type", y="local_contrast", hue="task_type", order=order,
+                ax=axes[1], palette=TYPE_COLOURS, legend=False)
+    axes[1].axhline(np.sqrt(4 / np.pi - 1), ls="--", c="k", lw=1)
+    axes[1].text(0.02, np.sqrt(4 / np.pi - 1), " Rayleigh speckle 0.52", va="bottom", fontsize=8,
+                 transform=axes[1].get_yaxis_transform())
+    axes[1].set_title("Local speckle contrast (std / mean, 7x7)")
+    fig.tight_layout()
+    return fig
+
+
+# -- overlays --------------------------------------------------------------------------------
+def overlay(ax: plt.Axes, image: np.ndarray, task: TaskSpec, truth: Any = None, prediction: Any = None,
+            title: str | None = None) -> None:
+    """Draw ``image`` with ground truth and/or prediction of ``task`` in original pixels.
+
+    segmentation: label masks (H x W); classification: class index; detection: box
+    ``[x_min, y_min, x_max, y_max]``; Regression: points ``(K, 2)`` as ``(x, y)``.
+    """
+    ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    kind = task.task_name
+    if kind == SEGMENTATION:
+        for mask, colour, fill in ((truth, TRUE_COLOUR, 0.35), (prediction, PRED_COLOUR, 0.0)):
+            if mask is None:
+                continue
+            mask = np.asarray(mask)
+            if fill:
+                ax.imshow(np.ma.masked_where(mask == 0, mask), cmap="tab10", alpha=fill,
+                          vmin=0, vmax=9, interpolation="nearest")
+            for c in range(1, task.num_classes):
+                if (mask == c).any():
+                    ax.contour(mask == c, levels=[0.5], colors=[colour], linewidths=1.0)
+    elif kind == DETECTION:
+        for box, colour in ((truth, TRUE_COLOUR), (prediction, PRED_COLOUR)):
+            if box is not None:
+                x0, y0, x1, y1 = np.asarray(box, dtype=float)
+                ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=colour, lw=1.5))
+    elif kind == REGRESSION:
+        if truth is not None and prediction is not None:
+            t, p = np.asarray(truth, float), np.asarray(prediction, float)
+            for (tx, ty), (px, py) in zip(t, p):
+                ax.annotate("", xy=(px, py), xytext=(tx, ty),
+                            arrowprops={"arrowstyle": "->", "color": "yellow", "lw": 1})
+        for pts, colour, marker in ((truth, TRUE_COLOUR, "o"), (prediction, PRED_COLOUR, "x")):
+            if pts is not None:
+                pts = np.asarray(pts, dtype=float)
+                ax.scatter(pts[:, 0], pts[:, 1], c=colour, s=18, marker=marker)
+                for k, (x, y) in enumerate(pts, 1):
+                    ax.text(x + 3, y - 3, str(k), color=colour, fontsize=7)
+    elif kind == CLASSIFICATION:
+        parts = []
+        if truth is not None:
+            parts.append(f"true {task.class_names[int(truth)]}")
+        if prediction is not None:
+            parts.append(f"pred {task.class_names[int(prediction)]}")
+        ax.text(0.02, 0.98, "\n".join(parts), transform=ax.transAxes, va="top", fontsize=7,
+                color="white", bbox={"facecolor": "black", "alpha": 0.5, "pad": 1})
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def gallery(items: Sequence[Mapping[str, Any]], tasks: Mapping[str, TaskSpec], ncols: int = 4,
+            suptitle: str | None = None) -> Figure:
+    """Images with overlays; each item has ``task_id``, ``image`` and optionally ``truth``,
+    ``prediction`` and ``title`` (what :func:`overlay` draws)."""
+    fig, axes = _grid(len(items), ncols)
+    for ax, item in zip(axes.flat, items):
+        overlay(ax, item["image"], tasks[item["task_id"]], item.get("truth"), item.get("prediction"),
+                item.get("title"))
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def sample_grid(frame: pd.DataFrame, tasks: Mapping[str, TaskSpec], task_type: str,
+                per_task: int = 2) -> Figure:
+    """The first ``per_task`` images of every task of one type, ground truth overlaid.
+
+    ``frame`` is a table from :func:`fmuia_lib.data.layout.read_root`.
+    """
+    from fmuia_lib.data.dataset import load_image, load_mask
+
+    items = []
+    for row in frame[frame["task_name"] == task_type].groupby("task_id", sort=False).head(per_task).itertuples():
+        truth = load_mask(row.mask_file) if task_type == SEGMENTATION else row.target
+        items.append({"task_id": row.task_id, "image": load_image(row.image_file), "truth": truth,
+                      "title": row.task_id})
+    return gallery(items, tasks, ncols=2 * per_task if per_task < 4 else per_task,
+                   suptitle=f"{task_type}: ground truth in green")
+
+
+# -- training ----------------------------------------------------------------------------------
+def plot_task_probabilities(probabilities: Mapping[str, Mapping[str, float]],
+                            tasks: Mapping[str, TaskSpec]) -> Figure:
+    """Grouped bars: ``probabilities[strategy][task_id]`` = chance that a batch is that task's."""
+    frame = pd.DataFrame(probabilities).reindex([t for t in tasks if t in next(iter(probabilities.values()))])
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    width = 0.8 / len(frame.columns)
+    x = np.arange(len(frame))
+    for i, strategy in enumerate(frame.columns):
+        ax.bar(x + i * width, frame[strategy], width, label=strategy)
+    ax.set_xticks(x + 0.4 - width / 2, frame.index, rotation=75, fontsize=7)
+    ax.set_ylabel("P(batch is from task)")
+    ax.set_title("Task sampling probability per strategy")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss_curves(history: pd.DataFrame, tasks: Mapping[str, TaskSpec], smooth: int = 5) -> Figure:
+    """Training loss per task (left) and per task type (right) against the step.
+
+    ``history`` has one row per step with columns step, task_id and loss.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    hist = history.copy()
+    hist["task_type"] = hist["task_id"].map(lambda t: tasks[t].task_name)
+    for task_id, part in hist.groupby("task_id", sort=False):
+        axes[0].plot(part["step"], part["loss"].rolling(smooth, min_periods=1).mean(), lw=0.8,
+                     color=TYPE_COLOURS[tasks[task_id].task_name], alpha=0.6)
+    for task_type, part in hist.groupby("task_type", sort=False):
+        axes[1].plot(part["step"], part["loss"].rolling(smooth, min_periods=1).mean(),
+                     label=task_type, color=TYPE_COLOURS[task_type])
+    axes[0].set_title(f"Loss per task (one line each, running mean of {smooth})")
+    axes[1].set_title("Loss per task type")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_yscale("log")
+    axes[1].legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_lr_schedule(steps: Sequence[int], lrs: Mapping[str, Sequence[float]]) -> Figure:
+    """Learning rate of each parameter group against the step."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, values in lrs.items():
+        ax.plot(steps, values, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    ax.set_yscale("log")
+    ax.set_title("Learning-rate schedule per parameter group")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# -- error analysis ------------------------------------------------------------------------------
+def plot_confusion(y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str],
+                   ax: plt.Axes, title: str = "") -> None:
+    """Confusion matrix with counts (rows: truth, columns: prediction)."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=list(range(len(class_names))),
+                                            display_labels=list(class_names), ax=ax, colorbar=False,
+                                            xticks_rotation=45)
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(labelsize=7)
+
+
+def plot_roc(y_true: Sequence[int], probs: np.ndarray, class_names: Sequence[str], ax: plt.Axes,
+             title: str = "") -> None:
+    """ROC curve per class (one-vs-rest); classes absent from ``y_true`` are skipped and said so."""
+    from sklearn.metrics import auc, roc_curve
+
+    y_true = np.asarray(y_true)
+    skipped = []
+    for c, name in enumerate(class_names):
+        positives = y_true == c
+        if positives.all() or not positives.any():
+            skipped.append(name)
+            continue
+        fpr, tpr, _ = roc_curve(positives, probs[:, c])
+        ax.plot(fpr, tpr, lw=1, label=f"{name} ({auc(fpr, tpr):.2f})")
+        if len(class_names) == 2:
+            break  # two classes: one curve says it all
+    ax.plot([0, 1], [0, 1], ls=":", c="grey")
+    ax.set_xlabel("false positive rate", fontsize=8)
+    ax.set_ylabel("true positive rate", fontsize=8)
+    ax.set_title(title + (f"\nno positives: {', '.join(skipped)}" if skipped and len(class_names) > 2 else ""),
+                 fontsize=9)
+    ax.legend(fontsize=6, loc="lower right")
+
+
+def expected_calibration_error(y_true: Sequence[int], probs: np.ndarray, n_bins: int = 10) -> float:
+    """ECE: the confidence-vs-accuracy gap averaged over equal-width confidence bins."""
+    y_true = np.asarray(y_true)
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    gap = 0.0
+    for b in range(n_bins):
+        inside = bins == b
+        if inside.any():
+            gap += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(gap)
+
+
+def plot_reliability(y_true: Sequence[int], probs: np.ndarray, ax: plt.Axes, n_bins: int = 10,
+                     title: str = "") -> None:
+    """Reliability diagram of the top-class confidence (a calibrated model lies on the diagonal)."""
+    y_true = np.asarray(y_true)
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    edges = np.linspace(0, 1, n_bins + 1)
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    acc = [correct[bins == b].mean() if (bins == b).any() else np.nan for b in range(n_bins)]
+    ax.bar(edges[:-1], acc, width=1 / n_bins, align="edge", ec="k", alpha=0.7)
+    ax.plot([0, 1], [0, 1], ls=":", c="grey")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence", fontsize=8)
+    ax.set_ylabel("accuracy", fontsize=8)
+    ax.set_title(f"{title}\nECE {expected_calibration_error(y_true, probs, n_bins):.3f}", fontsize=9)
+
+
+def plot_metric_distribution(per_image: pd.DataFrame, metric: str, title: str) -> Figure:
+    """Strip + box plot of one per-image metric (column ``metric``) for every task."""
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(10, 0.3 * per_image["task_id"].nunique() + 1.2))
+    sns.boxplot(data=per_image, y="task_id", x=metric, color="#dddddd", fliersize=0, ax=ax)
+    sns.stripplot(data=per_image, y="task_id", x=metric, size=3, color=PRED_COLOUR, ax=ax)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_iou_vs_size(per_image: pd.DataFrame) -> Figure:
+    """Detection IoU against the true box's share of the image area, per task."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for task_id, part in per_image.groupby("task_id"):
+        ax.scatter(part["box_area_fraction"], part["IoU"], s=16, label=task_id)
+    ax.set_xscale("log")
+    ax.set_xlabel("true box area / image area")
+    ax.set_ylabel("IoU")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Detection: small objects are harder")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_landmark_errors(truth: np.ndarray, prediction: np.ndarray, names: Sequence[str],
+                         ax: plt.Axes, title: str = "") -> None:
+    """Error vectors (prediction - truth) of each landmark, in normalised image units."""
+    error = np.asarray(prediction, float) - np.asarray(truth, float)
+    for k, name in enumerate(names):
+        ax.scatter(error[:, k, 0], error[:, k, 1], s=14, label=name)
+    ax.axhline(0, c="grey", lw=0.5)
+    ax.axvline(0, c="grey", lw=0.5)
+    ax.invert_yaxis()  # image y grows downwards
+    ax.set_xlabel("x error (fraction of width)", fontsize=8)
+    ax.set_ylabel("y error (fraction of height)", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6)
+
+
+def plot_sweep(table: pd.DataFrame, factors: Iterable[str], score: str) -> Figure:
+    """One panel per factor: ``score`` of every run grouped by that factor's value."""
+    import seaborn as sns
+
+    factors = list(factors)
+    fig, axes = plt.subplots(1, len(factors), figsize=(4 * len(factors), 3.4), squeeze=False)
+    for ax, factor in zip(axes.flat, factors):
+        sns.stripplot(data=table, x=factor, y=score, hue=factor, size=7, ax=ax, legend=False)
+        sns.pointplot(data=table, x=factor, y=score, color="k", errorbar=None, markers="_", ax=ax)
+        ax.set_title(f"{score} by {factor}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def show_jpeg(fig: Figure, quality: int = 80) -> None:
+    """Display a figure as JPEG and close it.
+
+    Ultrasound speckle is noise, which PNG cannot compress: a grid of images is several
+    times smaller as JPEG, which keeps executed notebooks small. Use it for image grids;
+    keep PNG (the default) for line plots and text.
+    """
+    import io
+
+    from IPython.display import Image, display
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="jpeg", pil_kwargs={"quality": quality}, bbox_inches="tight")
+    plt.close(fig)
+    display(Image(data=buffer.getvalue(), format="jpeg"))
+
+
+def save(fig: Figure, path: str | Path) -> Path:
+    """Save a figure (PNG, 120 dpi) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
