@@ -32,6 +32,7 @@ from fmuia_lib import metrics
 from fmuia_lib.data.dataset import load_image, load_mask
 from fmuia_lib.predict import PREDICTION_FILES, submission_path
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec
+from fmuia_lib.training.baselines import mean_normalised_target
 
 #: The challenge metrics of each task type, and whether higher is better.
 METRICS: dict[str, tuple[tuple[str, bool], ...]] = {
@@ -52,13 +53,6 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return height, width
 
 
-def _normalised(target: Any, size: tuple[int, int]) -> np.ndarray:
-    """Pixel box ``[x0, y0, x1, y1]`` or points ``[[x, y], ...]`` divided by (width, height)."""
-    height, width = size
-    values = np.asarray(target, dtype=np.float64)
-    return values.reshape(-1, 2) / np.array([width, height])
-
-
 # -- trivial baselines ---------------------------------------------------------------------------
 def trivial_baseline_records(train: pd.DataFrame, val: pd.DataFrame,
                              tasks: Mapping[str, TaskSpec]) -> list[dict[str, Any]]:
@@ -77,8 +71,7 @@ def trivial_baseline_records(train: pd.DataFrame, val: pd.DataFrame,
             counts = np.bincount(source["target"].astype(int), minlength=task.num_classes)
             probs = counts / counts.sum()
         elif task.task_name in (DETECTION, REGRESSION):
-            mean = np.mean([_normalised(t, image_size(f)) for t, f in zip(source["target"], source["image_file"])],
-                           axis=0).ravel()
+            mean = mean_normalised_target(source).ravel()
         for row in rows.itertuples():
             record: dict[str, Any] = {"task_id": task_id, "image_path": row.image_path}
             if task.task_name == SEGMENTATION:

@@ -79,10 +79,16 @@ def training_priors(train_set: MultiTaskDataset,
             counts = np.bincount(rows["target"].astype(int), minlength=task.num_classes) + 1.0
             priors[task.task_id] = torch.tensor(counts / counts.sum(), dtype=torch.float32)
         elif task.task_name == REGRESSION:
-            points = []
-            for image_file, target in zip(rows["image_file"], rows["target"]):
-                with Image.open(image_file) as im:
-                    width, height = im.size
-                points.append(np.asarray(target, float) / (width, height))
-            priors[task.task_id] = torch.tensor(np.mean(points, axis=0), dtype=torch.float32)
+            priors[task.task_id] = torch.tensor(mean_normalised_target(rows), dtype=torch.float32)
     return priors
+
+
+def mean_normalised_target(rows) -> np.ndarray:
+    """Mean of the rows' boxes (``2 x 2``: two corners) or landmarks (``K x 2``), each divided
+    by its image's (width, height) read from the image header. ``rows``: a slice of a
+    :func:`fmuia_lib.data.layout.read_root` table holding one detection or Regression task."""
+    values = []
+    for image_file, target in zip(rows["image_file"], rows["target"]):
+        with Image.open(image_file) as im:
+            values.append(np.asarray(target, float).reshape(-1, 2) / im.size)
+    return np.mean(values, axis=0)
