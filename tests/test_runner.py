@@ -11,6 +11,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from fmuia_lib import runner
 from fmuia_lib.config import TrainConfig
+from fmuia_lib.evaluate import validate_submission
+from fmuia_lib.tasks import load_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_SRC = ROOT.parent / "shared" / "real_us"
@@ -156,3 +158,21 @@ def test_real_slice_profile_runs_notebook_01(tmp_path):
     assert "data[train]  real" in text
     assert not [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert result.html[0].stat().st_size > 0 and roots.train.is_dir()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_SRC.is_dir(), reason=f"the real slice is not at {REAL_SRC}")
+def test_real_slice_series_trains_predicts_and_scores_the_nine_real_tasks(tmp_path):
+    """Notebooks 03-05 under the real-slice profile (a short training): the 9 real subtasks
+    are trained, compared with their trivial baselines, written as a valid submission."""
+    roots = runner.prepare_data(tmp_path / "real", "real", real_src=REAL_SRC)
+    result = runner.run_suite("real-slice", data=tmp_path / "real", out=tmp_path / "suite",
+                              notebooks=["03", "04", "05"], html=False, progress=False,
+                              extra_parameters={"max_steps": 40, "eval_every": 40, "warmup_steps": 5})
+    summary = pd.read_csv(result.summary_csv)
+    table = summary[summary["notebook"] == "04_error_analysis"]
+    real_tasks = {t.task_id for t in load_manifest().values() if t.real_us_folder}
+    assert set(table["task_id"]) == real_tasks and len(real_tasks) == 9
+    assert table["baseline"].notna().all() and table["value"].notna().all()
+    submission = result.out / "artifacts" / "submission"
+    assert validate_submission(submission, roots.val) == []
