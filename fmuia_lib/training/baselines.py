@@ -40,19 +40,20 @@ def trivial_baseline_scores(train_set: MultiTaskDataset, val_set: MultiTaskDatas
             scores = metrics.task_scores(task, [np.zeros_like(g, dtype=np.uint8) for g in gts],
                                          [g.astype(np.uint8) for g in gts])
         else:
-            train_targets, _ = _targets(train_set, task.task_id)
+            # Training means come from the labels and image headers (no pixels, no augmentation).
+            train_rows = train_set.frame.iloc[train_set.task_indices[task.task_id]]
             if task.task_name == CLASSIFICATION:
-                majority = np.bincount(np.array(train_targets, int), minlength=task.num_classes).argmax()
+                majority = np.bincount(train_rows["target"].astype(int), minlength=task.num_classes).argmax()
                 probs = np.zeros((len(gts), task.num_classes))
                 probs[:, majority] = 1.0
                 scores = metrics.task_scores(task, probs, np.array(gts, int))
             elif task.task_name == DETECTION:
                 scale = np.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], axis=1)
-                mean_box = np.mean(train_targets, axis=0)
+                mean_box = mean_normalised_target(train_rows).ravel()
                 scores = metrics.task_scores(task, mean_box[None] * scale, np.array(gts) * scale)
             elif task.task_name == REGRESSION:
                 scale = hw[:, None, ::-1]
-                mean_points = np.mean(train_targets, axis=0)
+                mean_points = mean_normalised_target(train_rows)
                 scores = metrics.task_scores(task, mean_points[None] * scale, np.array(gts) * scale,
                                              image_sizes=hw)
             else:
