@@ -6,9 +6,8 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from fmuia_lib.data.transforms import (build_transforms, denormalize_image, geometric_augmentation_allowed,
-                                       normalize_image)
-from fmuia_lib.tasks import CLASSIFICATION, load_manifest
+from fmuia_lib.data.transforms import build_transforms, denormalize_image, geometric_augmentation, normalize_image
+from fmuia_lib.tasks import CLASSIFICATION, REGRESSION, load_manifest
 
 TASKS = load_manifest()
 H, W = 60, 80
@@ -86,9 +85,10 @@ def test_training_transform_keeps_annotations_on_structure(task_id):
 
 
 def test_classification_gets_no_geometric_augmentation():
-    rule = {t.task_id: geometric_augmentation_allowed(t) for t in TASKS.values()}
-    assert not rule["fetal_head_pos_cls"] and not rule["fetal_sacral_pos_cls"]
-    assert rule == {t.task_id: t.task_name != CLASSIFICATION for t in TASKS.values()}
+    policy = {t.task_id: geometric_augmentation(t) for t in TASKS.values()}
+    assert policy["fetal_head_pos_cls"] == policy["fetal_sacral_pos_cls"] == "none"
+    assert {t.task_id for t in TASKS.values() if policy[t.task_id] == "none"} == \
+        {t.task_id for t in TASKS.values() if t.task_name == CLASSIFICATION}
     transform = build_transforms(64, train=True)
     reference = build_transforms(64, train=False)(synthetic_sample(), TASKS["fetal_head_pos_cls"])
     for seed in range(12):
@@ -98,9 +98,32 @@ def test_classification_gets_no_geometric_augmentation():
         assert torch.equal(out["points"], reference["points"])
 
 
+def mirrored(points: torch.Tensor, reference: torch.Tensor) -> bool:
+    """True when the first landmark (left of centre in the reference) ended up right of centre."""
+    return bool(points[0, 0] > 48) and bool(reference[0, 0] < 48)
+
+
+def test_landmarks_are_warped_but_never_mirrored():
+    regression = [t for t in TASKS.values() if t.task_name == REGRESSION]
+    assert regression and all(geometric_augmentation(t) == "affine" for t in regression)
+    transform = build_transforms(96, train=True)
+    reference = build_transforms(96, train=False)(synthetic_sample(), TASKS["IUGC"])["points"]
+    warped = mirrored_seg = 0
+    for seed in range(24):
+        torch.manual_seed(seed)
+        points = transform(synthetic_sample(), TASKS["IUGC"])["points"].as_subclass(torch.Tensor)
+        assert not mirrored(points, reference), f"seed {seed}: a Regression sample was mirrored"
+        warped += not torch.allclose(points, reference)
+        torch.manual_seed(seed)
+        seg = transform(synthetic_sample(), TASKS["breast_lesion"])["points"].as_subclass(torch.Tensor)
+        mirrored_seg += mirrored(seg, reference)
+    assert warped > 0, "the affine warp never moved the landmarks"
+    assert mirrored_seg > 0, "segmentation samples were never flipped either: the check cannot tell"
+
+
 def test_photometric_augmentation_changes_intensities_only():
     transform = build_transforms(64, train=True)
-    transform.geometric = None
+    transform.geometric = {}
     reference = build_transforms(64, train=False)(synthetic_sample(), TASKS["breast_lesion"])
     changed = 0
     for seed in range(6):

@@ -8,13 +8,21 @@ each type follows a resize, flip or affine warp (masks with nearest-neighbour
 interpolation, boxes and points through their coordinates), so no coordinate
 arithmetic is written here.
 
-Which augmentations are *label-safe* depends on the task type, not on task names:
-a flip or rotation moves a mask, a box or a landmark together with the image, so
-their annotation stays true; a class label cannot follow the image — an orientation
-class such as ``deg045`` of ``fetal_head_pos_cls`` becomes wrong after a flip — so
-classification samples get no geometric augmentation
-(:func:`geometric_augmentation_allowed`). Brightness, contrast and noise never
-change a label and apply to every task.
+Which augmentations are *label-safe* depends on the task type, not on task names
+(:func:`geometric_augmentation`):
+
+* segmentation and detection: horizontal flip and a small affine warp; the mask
+  or box moves with the image and stays true.
+* Regression: the affine warp only. Landmarks are named by anatomy in a view with a
+  fixed orientation (IUGC's symphysis lies on one side of the fetal head); a mirrored
+  view never occurs at test time, and landmarks named by side would need their
+  indices swapped. With flips, a head that reads the pooled deepest feature must
+  first tell the mirrored view apart, and on the phantom it learned to predict
+  points pulled towards the image centre instead.
+* classification: none. A class label cannot follow the image: an orientation
+  class such as ``deg045`` of ``fetal_head_pos_cls`` becomes wrong after a flip.
+
+Brightness, contrast and noise never change a label and apply to every task.
 """
 from __future__ import annotations
 
@@ -23,7 +31,7 @@ from typing import Callable
 import torch
 from torchvision.transforms import v2
 
-from fmuia_lib.tasks import CLASSIFICATION, TaskSpec
+from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,29 +40,35 @@ AUGMENT_LEVELS = ("none", "light")
 Sample = dict  # {"image": Image, optional "mask" | "boxes" | "points"}
 
 
-def geometric_augmentation_allowed(task: TaskSpec) -> bool:
-    """True when flips/rotations keep ``task``'s annotation correct (everything but classification)."""
-    return task.task_name != CLASSIFICATION
+#: The geometric augmentation each task type takes (see the module docstring).
+GEOMETRIC_AUGMENTATION = {SEGMENTATION: "flip+affine", DETECTION: "flip+affine", REGRESSION: "affine",
+                          CLASSIFICATION: "none"}
+
+
+def geometric_augmentation(task: TaskSpec) -> str:
+    """``"flip+affine"``, ``"affine"`` or ``"none"``: the warps that keep ``task``'s label true."""
+    return GEOMETRIC_AUGMENTATION[task.task_name]
 
 
 class JointTransform:
     """``transform(sample, task) -> sample``: resize to the model size, then augment.
 
-    ``geometric`` (flips, affine warps) runs only for tasks where
-    :func:`geometric_augmentation_allowed`; ``photometric`` runs for all and also
-    converts the image to float32 in [0, 1].
+    ``geometric`` maps a :func:`geometric_augmentation` policy to its transform
+    (a policy without an entry, such as ``"none"``, leaves the geometry alone);
+    ``photometric`` runs for all and also converts the image to float32 in [0, 1].
     """
 
-    def __init__(self, size: tuple[int, int], geometric: Callable | None, photometric: Callable):
+    def __init__(self, size: tuple[int, int], geometric: dict[str, Callable] | None, photometric: Callable):
         self.size = size
         self.resize = v2.Resize(size, antialias=True)
-        self.geometric = geometric
+        self.geometric = dict(geometric or {})
         self.photometric = photometric
 
     def __call__(self, sample: Sample, task: TaskSpec) -> Sample:
         sample = self.resize(sample)
-        if self.geometric is not None and geometric_augmentation_allowed(task):
-            sample = self.geometric(sample)
+        warp = self.geometric.get(geometric_augmentation(task))
+        if warp is not None:
+            sample = warp(sample)
         return self.photometric(sample)
 
     def __repr__(self) -> str:
@@ -66,11 +80,12 @@ def build_transforms(image_size: int | tuple[int, int], train: bool, augment: st
     """The joint transform for training (``train=True``) or evaluation.
 
     Evaluation: resize to ``image_size`` (an int = square, or ``(height, width)``).
-    Training with ``augment="light"`` adds a horizontal flip (p=0.5) and a small
-    affine warp (p=0.5: rotation up to 10 degrees, shift up to 5 %, scale 0.9-1.1) for
-    label-safe task types, then brightness/contrast jitter (p=0.5) and Gaussian noise
-    (p=0.3) for all. Boxes and points that a warp pushes past the border are clamped
-    to it. ``augment="none"`` trains without augmentation.
+    Training with ``augment="light"`` adds a small affine warp (p=0.5: rotation up to
+    10 degrees, shift up to 5 %, scale 0.9-1.1) for segmentation, detection and
+    Regression, preceded by a horizontal flip (p=0.5) for segmentation and detection
+    (:func:`geometric_augmentation`), then brightness/contrast jitter (p=0.5) and
+    Gaussian noise (p=0.3) for all. Boxes and points that a warp pushes past the border
+    are clamped to it. ``augment="none"`` trains without augmentation.
     """
     if augment not in AUGMENT_LEVELS:
         raise ValueError(f"augment must be one of {AUGMENT_LEVELS}, not {augment!r}")
@@ -78,12 +93,10 @@ def build_transforms(image_size: int | tuple[int, int], train: bool, augment: st
     to_float = v2.ToDtype(torch.float32, scale=True)
     if not train or augment == "none":
         return JointTransform(size, None, to_float)
-    geometric = v2.Compose([
-        v2.RandomHorizontalFlip(p=0.5),
-        v2.RandomApply([v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1))], p=0.5),
-        v2.ClampBoundingBoxes(),
-        v2.ClampKeyPoints(),
-    ])
+    affine = [v2.RandomApply([v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1))], p=0.5),
+              v2.ClampBoundingBoxes(), v2.ClampKeyPoints()]
+    geometric = {"flip+affine": v2.Compose([v2.RandomHorizontalFlip(p=0.5), *affine]),
+                 "affine": v2.Compose(affine)}
     photometric = v2.Compose([
         to_float,
         v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2)], p=0.5),
