@@ -29,6 +29,7 @@ SAMPLERS = ("uniform", "proportional", "temperature")
 SEG_LOSSES = ("dice", "dice_ce")
 REG_LOSSES = ("mse", "smooth_l1")
 AMP_DTYPES = ("auto", "bf16", "fp16")
+NORM_STATS = ("running", "shared", "per_task")
 
 
 class ConfigError(ValueError):
@@ -60,6 +61,10 @@ class TrainConfig:
     freeze_fpn: bool = False  #: True reproduces the baseline, whose FPN decoder is never optimised
     head_priors: bool = True  #: start Regression heads at the training set's mean landmarks
     #: (False: the baseline's random initialisation)
+    norm_stats: str = "per_task"  #: BatchNorm statistics used at evaluation: "running" (PyTorch's
+    #: running averages, the baseline), "shared" (re-estimated over every task) or "per_task"
+    #: (re-estimated for each task and kept in the model); see training.norm_stats
+    norm_stats_batches: int = 8  #: training batches per task that re-estimate them before each validation
     # -- optimisation -------------------------------------------------------------------
     batch_size: int = 20
     val_batch_size: int | None = None  #: None: same as batch_size
@@ -105,7 +110,8 @@ class TrainConfig:
         choice("seg_loss", SEG_LOSSES)
         choice("reg_loss", REG_LOSSES)
         choice("amp_dtype", AMP_DTYPES)
-        positive = ("image_size", "batch_size", "max_steps", "eval_every", "lr")
+        choice("norm_stats", NORM_STATS)
+        positive = ("image_size", "batch_size", "max_steps", "eval_every", "lr", "norm_stats_batches")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be > 0")

@@ -13,6 +13,11 @@ read the pooled deepest encoder feature; dense tasks (segmentation, detection) r
 the FPN map. The FPN runs only when the batch's task needs it, so a classification
 batch costs an encoder pass and a linear layer. Heads exist only for the tasks the
 model is built for; asking for any other task is an error.
+
+With ``task_norm_stats=True`` the model also keeps one set of BatchNorm statistics
+per task (:class:`TaskNormStats`, filled by ``training.norm_stats``); in eval mode a
+batch of task ``t`` is normalised with ``t``'s statistics, the ones its
+task-homogeneous batches had during training.
 """
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ import segmentation_models_pytorch as smp
 import torch
 from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
 from torch import nn
+from torch.func import functional_call
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from fmuia_lib.heads import build_head, decode_centernet
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec
@@ -52,12 +59,15 @@ class MultiTaskNet(nn.Module):
             model as ``tu-<name>`` (``tu-mobilenetv3_small_100``).
         encoder_weights: ``"imagenet"`` (downloaded, needs internet or a cache), the
             path of a local encoder state-dict file, or None (random initialisation).
+        task_norm_stats: keep per-task BatchNorm statistics for evaluation
+            (:class:`TaskNormStats`; ``TrainConfig.norm_stats="per_task"``).
     """
 
     def __init__(self, tasks: Sequence[TaskSpec], encoder_name: str = "efficientnet-b4",
                  encoder_weights: str | None = "imagenet", fpn_pyramid_channels: int = 256,
                  fpn_segmentation_channels: int = 128, fpn_dropout: float = 0.2,
-                 head_dropout: float = 0.2, detection_channels: int = 64) -> None:
+                 head_dropout: float = 0.2, detection_channels: int = 64,
+                 task_norm_stats: bool = False) -> None:
         super().__init__()
         if not tasks:
             raise ValueError("MultiTaskNet needs at least one task")
@@ -74,6 +84,7 @@ class MultiTaskNet(nn.Module):
                                   dropout=head_dropout, detection_channels=detection_channels)
             for t in tasks
         })
+        self.task_norm_stats = TaskNormStats(self.encoder, self.task_ids) if task_norm_stats else None
 
     @property
     def task_ids(self) -> list[str]:
@@ -91,10 +102,19 @@ class MultiTaskNet(nn.Module):
         task = self.task(task_id)
         if images.shape[-1] % 32 or images.shape[-2] % 32:
             raise ValueError(f"input size {tuple(images.shape[-2:])} is not a multiple of 32")
-        features = self.encoder(images)
+        features = self.encode(images, task_id)
         if task.is_dense:
             return self.heads[task_id](self.fpn_decoder(features))
         return self.heads[task_id](features[-1])
+
+    def encode(self, images: torch.Tensor, task_id: str) -> list[torch.Tensor]:
+        """The encoder's feature maps; in eval mode with ``task_id``'s BatchNorm statistics
+        when the model keeps per-task statistics and they have been estimated."""
+        if not self.training and self.task_norm_stats is not None:
+            overrides = self.task_norm_stats.overrides(task_id)
+            if overrides is not None:
+                return functional_call(self.encoder, overrides, (images,))
+        return self.encoder(images)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, task_id: str) -> dict[str, torch.Tensor]:
@@ -125,9 +145,55 @@ class MultiTaskNet(nn.Module):
         return decode_centernet(outputs)
 
 
+class TaskNormStats(nn.Module):
+    """One copy of an encoder's BatchNorm running statistics per task.
+
+    Buffers (so they travel in the model's ``state_dict`` and checkpoints):
+    ``<task_id>.mean_<i>``, ``<task_id>.var_<i>`` for the i-th BatchNorm layer, and
+    ``<task_id>.ready`` (False until :meth:`store` has run for that task).
+    """
+
+    def __init__(self, encoder: nn.Module, task_ids: Sequence[str]) -> None:
+        super().__init__()
+        self.layers = [name for name, m in encoder.named_modules()
+                       if isinstance(m, _BatchNorm) and m.track_running_stats]
+        self.per_task = nn.ModuleDict()
+        for task_id in task_ids:
+            stats = nn.Module()
+            for i, name in enumerate(self.layers):
+                bn = encoder.get_submodule(name)
+                stats.register_buffer(f"mean_{i}", torch.zeros_like(bn.running_mean))
+                stats.register_buffer(f"var_{i}", torch.ones_like(bn.running_var))
+            stats.register_buffer("ready", torch.zeros((), dtype=torch.bool))
+            self.per_task[task_id] = stats
+
+    @torch.no_grad()
+    def store(self, task_id: str, encoder: nn.Module) -> None:
+        """Copy the encoder's current running statistics in as ``task_id``'s."""
+        stats = self.per_task[task_id]
+        for i, name in enumerate(self.layers):
+            bn = encoder.get_submodule(name)
+            getattr(stats, f"mean_{i}").copy_(bn.running_mean)
+            getattr(stats, f"var_{i}").copy_(bn.running_var)
+        stats.ready.fill_(True)
+
+    def overrides(self, task_id: str) -> dict[str, torch.Tensor] | None:
+        """``{"<layer>.running_mean": ..., "<layer>.running_var": ...}`` for
+        ``torch.func.functional_call``, or None when ``task_id`` has no statistics yet."""
+        stats = self.per_task[task_id] if task_id in self.per_task else None
+        if stats is None or not bool(stats.ready):
+            return None
+        out: dict[str, torch.Tensor] = {}
+        for i, name in enumerate(self.layers):
+            out[f"{name}.running_mean"] = getattr(stats, f"mean_{i}")
+            out[f"{name}.running_var"] = getattr(stats, f"var_{i}")
+        return out
+
+
 def build_model(config: "TrainConfig", tasks: Sequence[TaskSpec]) -> MultiTaskNet:
     """The network a config describes, with heads for ``tasks``."""
-    model = MultiTaskNet(tasks, encoder_name=config.encoder, encoder_weights=config.encoder_weights)
+    model = MultiTaskNet(tasks, encoder_name=config.encoder, encoder_weights=config.encoder_weights,
+                         task_norm_stats=config.norm_stats == "per_task")
     if config.freeze_fpn:
         model.fpn_decoder.requires_grad_(False)
     return model

@@ -25,6 +25,10 @@ What differs from the challenge baseline, and why:
 
   (``metrics.task_quality`` / ``metrics.selection_score``.) The best checkpoint is
   the one with the highest selection score.
+* **Evaluation uses BatchNorm statistics that match training.** Batches hold one
+  task, so BatchNorm's running averages mix whichever tasks came last; before each
+  validation the statistics are re-estimated from training images, per task by
+  default (``norm_stats``, see ``training.norm_stats``).
 * **Steps, not epochs**: ``max_steps`` task-homogeneous batches, a per-step cosine
   schedule with optional linear warm-up, so runs of any length are comparable.
 """
@@ -62,6 +66,7 @@ from fmuia_lib.tasks import (CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION
 from fmuia_lib.training import checkpoint as ckpt
 from fmuia_lib.training import distributed
 from fmuia_lib.training.baselines import training_priors
+from fmuia_lib.training.norm_stats import recalibrate_norm_stats
 
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
@@ -351,6 +356,10 @@ class Trainer:
             torch.backends.cudnn.benchmark = not config.deterministic
             torch.backends.cudnn.deterministic = config.deterministic
         self.train_set, self.val_set, self.tasks = build_datasets(config)
+        # training rows without augmentation: what BatchNorm statistics are re-estimated from
+        self.calibration_set = MultiTaskDataset(self.train_set.frame,
+                                                transforms=build_transforms(config.image_size, train=False),
+                                                manifest=load_manifest(config.manifest))
         self.task_ids = [t.task_id for t in self.tasks]
         self.model = build_model(config, self.tasks)
         if config.head_priors and config.resume is None:
@@ -444,6 +453,10 @@ class Trainer:
     # -- validation + checkpoint at a segment boundary --
     def _evaluate_and_save(self) -> None:
         if self.context.is_main:
+            recalibrate_norm_stats(self.model, self.calibration_set, self.config.norm_stats,
+                                   self.config.norm_stats_batches, self.config.batch_size, self.device,
+                                   num_workers=self.config.num_workers, amp_dtype=self.amp_dtype,
+                                   seed=self.config.seed)
             per_task = validate(self.model, self.val_set, self.device,
                                 batch_size=self.config.val_batch_size or self.config.batch_size,
                                 num_workers=self.config.num_workers, amp_dtype=self.amp_dtype)
@@ -463,6 +476,7 @@ class Trainer:
             pd.DataFrame(self.history).to_csv(self.out_dir / "history.csv", index=False)
             pd.DataFrame(self.val_history).to_csv(self.out_dir / "val_history.csv", index=False)
         self.context.barrier()
+        distributed.sync_buffers(self.model, self.context)  # the re-estimated BatchNorm statistics
 
     def run(self) -> TrainResult:
         config = self.config
@@ -512,7 +526,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     task_ids = list(state["task_ids"])
     tasks = select_tasks(task_ids, config.manifest)
     ckpt.check_compatible(state, path, task_ids, state["encoder"], config.manifest)
-    model = MultiTaskNet(tasks, encoder_name=state["encoder"], encoder_weights=None)
+    model = MultiTaskNet(tasks, encoder_name=state["encoder"], encoder_weights=None,
+                         task_norm_stats=config.norm_stats == "per_task")
     model.load_state_dict(state["model"])
     model.to(map_location).eval()
     last_step = max((r["step"] for r in state["val_history"]), default=None)

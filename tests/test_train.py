@@ -12,7 +12,7 @@ import yaml
 from fmuia_lib import cli
 from fmuia_lib.config import ConfigError, TrainConfig
 from fmuia_lib.losses import build_loss
-from fmuia_lib.model import build_model
+from fmuia_lib.model import MultiTaskNet, build_model
 from fmuia_lib.tasks import TASK_TYPES, select_tasks
 from fmuia_lib.train import (build_datasets, build_optimizer, check_param_groups, load_checkpoint,
                              lr_factor, param_groups, train, validate)
@@ -49,6 +49,8 @@ def test_config_yaml_round_trip_and_overrides(tmp_path):
     ({"loss_weights": {"segmentaton": 1}}, "segmentaton"),
     ({"stop_at_step": 5, "eval_every": 3}, "multiple of eval_every"),
     ({"amp": "yes"}, "expected true or false"),
+    ({"norm_stats": "precise"}, "norm_stats='precise'"),
+    ({"norm_stats_batches": 0}, "norm_stats_batches=0"),
 ])
 def test_config_rejects_bad_values(change, message):
     with pytest.raises(ConfigError, match=message):
@@ -176,9 +178,15 @@ def test_checkpoint_loads_with_weights_only(trained):
     assert loaded_config == config and info["step"] == 6 and not model.training
     for name, value in result.model.state_dict().items():
         assert torch.equal(model.state_dict()[name], value.cpu()), name
+    # per-task BatchNorm statistics (the default norm_stats) were estimated and travel with the weights
+    assert config.norm_stats == "per_task"
+    assert all(bool(model.task_norm_stats.per_task[t].ready) for t in TASKS)
     images = torch.randn(2, 3, 64, 64)
     result.model.eval()
     torch.testing.assert_close(model.predict(images, "IUGC")["points"], result.model.predict(images, "IUGC")["points"])
+    running = MultiTaskNet(select_tasks(TASKS), encoder_name="resnet18", encoder_weights=None)
+    running.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("task_norm_stats.")})
+    assert not torch.allclose(running.eval().predict(images, "IUGC")["points"], model.predict(images, "IUGC")["points"])
 
 
 def test_resume_continues_exactly(trained):
