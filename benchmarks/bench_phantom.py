@@ -1,7 +1,7 @@
-"""Time to write the default phantom (48 train + 16 val images per subtask, all subtasks)
+"""Time to write the default phantom (96 train + 16 val images per subtask, all subtasks)
 with 1 and 2 worker processes; prints wall and CPU seconds, files and megabytes.
 
-Usage: python benchmarks/bench_phantom.py [--train 48] [--val 16] [--workers 1 2] [--out DIR]
+Usage: python benchmarks/bench_phantom.py [--train 96] [--val 16] [--workers 1 2] [--out DIR]
 Target: the default phantom in under a minute on 2 cores.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _cpu_seconds() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=int, default=48)
+    parser.add_argument("--train", type=int, default=96)
     parser.add_argument("--val", type=int, default=16)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--out", default=None, help="scratch folder (default: a temporary one, removed)")

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     ph = dsub.add_parser("phantom", help="write the procedural ultrasound phantom (all 27 subtasks)")
     ph.add_argument("--out", required=True, help="output folder; gets train/ and val/ data roots")
     ph.add_argument("--seed", type=int, default=0, help="seed (same seed = byte-identical files)")
-    ph.add_argument("--train", type=int, default=48, help="training images per subtask")
+    ph.add_argument("--train", type=int, default=96, help="training images per subtask")
     ph.add_argument("--val", type=int, default=16, help="validation images per subtask")
     ph.add_argument("--tasks", nargs="+", default=None, metavar="TASK_ID",
                     help="only these subtasks (default: every task in the manifest)")

@@ -13,7 +13,7 @@ import pytest
 from fmuia_lib.cli import main as cli_main
 from fmuia_lib.data.layout import read_root, validate_root
 from fmuia_lib.data.phantom import PhantomError, generate_phantom, render, render_sample
-from fmuia_lib.data.phantom.render import _draw_class, image_rng
+from fmuia_lib.data.phantom.render import _draw_class, class_plan, image_rng
 from fmuia_lib.data.phantom.recipes import RECIPES
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, load_manifest
 
@@ -126,7 +126,8 @@ def test_csv_labels_match_the_renders(phantom):
     for task_id in ("thyroid_nodule_det", "FUGC", "organ_cls", "cervix_multi"):
         task = load_manifest()[task_id]
         row = frame[frame["task_id"] == task_id].iloc[1]
-        sample = render(task, image_rng(7, task_id, "val", 1))
+        cls = class_plan(task, 7, "val", 2)[1] if task.task_name == CLASSIFICATION else None
+        sample = render(task, image_rng(7, task_id, "val", 1), cls)
         assert np.array_equal(cv2.imread(row["image_file"], cv2.IMREAD_UNCHANGED), sample.image)
         if task.task_name == SEGMENTATION:
             assert np.array_equal(cv2.imread(row["mask_file"], cv2.IMREAD_UNCHANGED), sample.target)
@@ -142,11 +143,20 @@ def test_class_balance_follows_the_manifest_weights():
         draws = np.bincount([_draw_class(task, rng) for _ in range(3000)], minlength=task.num_classes) / 3000
         weights = np.asarray(task.phantom_class_weights or [1.0] * task.num_classes)
         np.testing.assert_allclose(draws, weights / weights.sum(), atol=0.03, err_msg=task.task_id)
-    # and through the full renderer, at a smaller N
+        # a split's class plan holds each class's share exactly (largest remainder)
+        for count in (16, 48, 7):
+            plan = class_plan(task, 0, "val", count)
+            share = weights / weights.sum() * count
+            counts = np.bincount(plan, minlength=task.num_classes)
+            assert len(plan) == count and np.all(np.abs(counts - share) < 1), (task.task_id, count, counts)
+        assert class_plan(task, 0, "val", 16) == class_plan(task, 0, "val", 16)
+        assert class_plan(task, 0, "val", 48) != class_plan(task, 1, "val", 48)  # shuffled by the seed
+    liver = load_manifest()["liver_lesion_2cls"]  # 0.6 / 0.4
+    assert np.bincount(class_plan(liver, 0, "val", 16)).tolist() == [10, 6]
+    # and through the full renderer: the class it is given
     task = load_manifest()["breast_3cls"]
-    labels = np.bincount([render(task, image_rng(1, task.task_id, "train", i)).target for i in range(60)],
-                         minlength=3) / 60
-    np.testing.assert_allclose(labels, [0.2, 0.5, 0.3], atol=0.15)
+    assert [render(task, image_rng(1, task.task_id, "train", i), cls=c).target
+            for i, c in enumerate([2, 0, 1, 1])] == [2, 0, 1, 1]
 
 
 def test_render_sample_is_deterministic():

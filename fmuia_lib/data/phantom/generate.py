@@ -2,9 +2,11 @@
 
 Every image is rendered from its own random generator, seeded by (seed, task, split,
 index) (see :func:`render.image_rng`), so the files are byte-identical whatever the number
-of worker processes and whichever subset of tasks is asked for. Workers render and write
-images and masks; the parent writes the CSVs and ``phantom.json`` (seed, counts and a
-SHA-256 fingerprint of every file written).
+of worker processes and whichever subset of tasks is asked for. The classes of a
+classification split follow the manifest's class weights exactly (:func:`render.class_plan`,
+seeded by (seed, task, split) and the split's size). Workers render and write images and
+masks; the parent writes the CSVs and ``phantom.json`` (seed, counts and a SHA-256
+fingerprint of every file written).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import numpy as np
 
 from ...tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec, load_manifest, select_tasks
 from ..layout import BOX_COLUMNS, rel_path, write_task_csv
-from .render import PhantomError, image_rng, render
+from .render import PhantomError, class_plan, image_rng, render
 
 SPLITS = ("train", "val")
 MARKER = "phantom.json"
@@ -32,10 +34,10 @@ GENERATOR = "fmuia phantom"
 #: zlib level of the PNGs: fast to write, and part of what makes files byte-reproducible.
 PNG_COMPRESSION = 3
 
-Job = tuple[str, str, int, int, str]  # (task_id, split, index, seed, split root)
+Job = tuple[str, str, int, int, str, int | None]  # (task_id, split, index, seed, split root, class)
 
 
-def generate_phantom(out: str | Path, seed: int = 0, n_train: int = 48, n_val: int = 16,
+def generate_phantom(out: str | Path, seed: int = 0, n_train: int = 96, n_val: int = 16,
                      tasks: list[str] | None = None, workers: int | None = None,
                      overwrite: bool = False, progress: bool = False) -> dict:
     """Write ``OUT/train`` and ``OUT/val`` (data roots) and ``OUT/phantom.json``.
@@ -53,7 +55,10 @@ def generate_phantom(out: str | Path, seed: int = 0, n_train: int = 48, n_val: i
     _prepare_output(out, overwrite)
 
     counts = {"train": n_train, "val": n_val}
-    jobs: list[Job] = [(t.task_id, split, i, seed, str(out / split))
+    plans = {(t.task_id, split): class_plan(t, seed, split, counts[split])
+             for split in SPLITS for t in specs if t.task_name == CLASSIFICATION}
+    jobs: list[Job] = [(t.task_id, split, i, seed, str(out / split),
+                        plans[t.task_id, split][i] if (t.task_id, split) in plans else None)
                        for split in SPLITS for t in specs for i in range(counts[split])]
     records = _run_jobs(jobs, workers, progress)
     for split in SPLITS:
@@ -150,10 +155,10 @@ def _init_worker() -> None:
 
 def _write_sample(job: Job) -> dict:
     """Render one image of one task and write its files; returns its CSV record."""
-    task_id, split, index, seed, root_str = job
+    task_id, split, index, seed, root_str, cls = job
     task = load_manifest()[task_id]
     root = Path(root_str)
-    sample = render(task, image_rng(seed, task_id, split, index))
+    sample = render(task, image_rng(seed, task_id, split, index), cls)
     name = f"{task_id}_{split}_{index:05d}.png"
     image_file = root / task.folder / "images" / name
     _write_png(image_file, sample.image)

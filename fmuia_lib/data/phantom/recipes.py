@@ -217,7 +217,7 @@ def _ovary(s, rng, cls):
 def _liver_lesion(s, rng, cls):
     liver_background(s, rng)
     c = s.random_point((0.3, 0.7), (0.2, 0.8))
-    size = rng.uniform(0.05, 0.12) * s.unit
+    size = rng.uniform(0.08, 0.15) * s.unit  # large enough to tell from the vessels at 64 px
     if cls == 0:  # benign: cyst (anechoic, enhancement) or haemangioma (bright, well defined)
         pts = blob_points(c, (size, size * rng.uniform(0.75, 1.0)), rng.uniform(0, 180), rng, 0.05)
         if rng.random() < 0.45:
@@ -361,16 +361,22 @@ def _fetal_heart_seg(s, rng, cls):
 
 
 def femur(s: Scene, rng: np.random.Generator) -> np.ndarray:
-    """A femur diaphysis (bright, shadowing) in its thigh; the proximal end carries the
-    broader, hypoechoic cartilaginous head. Returns [proximal, distal] end points."""
+    """A femur diaphysis (bright, shadowing) in its thigh, which is broader towards the hip;
+    the proximal end carries the hypoechoic cartilaginous head. Returns [proximal, distal]
+    end points."""
     length = rng.uniform(0.3, 0.5) * s.unit
     c = s.random_point((0.45, 0.6), (0.42, 0.58))
     angle = rng.uniform(-35, 35) + (180.0 if rng.random() < 0.5 else 0.0)
-    thigh = ellipse_points(c, (length * 0.7, length * 0.22), angle)
+    # the thigh tapers from hip to knee: its broad end is a cue to the femur's orientation that
+    # survives 64 px, where the cartilaginous head is a few pixels
+    phi = np.linspace(0.0, 2.0 * np.pi, 72, endpoint=False)
+    x = length * 0.7 * np.cos(phi)
+    thigh = transform(np.stack([x, length * 0.22 * (1 - 0.45 * x / (length * 0.7)) * np.sin(phi)], 1), c, angle)
     s.paint(thigh, echo=0.7, attenuation=1.2, texture=s.texture(0.04, 0.4))
     ends = transform(np.array([[-length / 2, 0.0], [length / 2, 0.0]]), c, angle)
-    s.paint(ellipse_points(ends[0], (length * 0.09, length * 0.08), angle), echo=0.15)
-    s.line(ellipse_points(ends[0], (length * 0.09, length * 0.08), angle)[10:62], 1.0, 1.5)
+    head = ellipse_points(ends[0], (length * 0.15, length * 0.13), angle)  # wide enough to see at 64 px
+    s.paint(head, echo=0.15)
+    s.line(head[10:62], 1.0, 1.5)
     s.line(ends, strength=rng.uniform(4.0, 7.0), thickness=max(3.0, length * 0.05), attenuation=BONE_ATTENUATION)
     return ends
 

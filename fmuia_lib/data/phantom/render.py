@@ -17,6 +17,8 @@ SIZE_JITTER = 0.06
 MAX_ATTEMPTS = 20
 #: Split codes that enter each image's seed.
 SPLIT_CODES = {"train": 0, "val": 1, "sample": 2}
+#: Extra seed word of a split's class plan (keeps it apart from every image's generator).
+CLASS_PLAN_CODE = 7
 
 
 class PhantomError(ValueError):
@@ -46,8 +48,29 @@ def image_rng(seed: int, task_id: str, split: str, index: int) -> np.random.Gene
     return np.random.default_rng(np.random.SeedSequence([seed, task_key, SPLIT_CODES[split], index]))
 
 
-def render(task: TaskSpec, rng: np.random.Generator) -> Sample:
-    """Draw one sample of ``task`` with ``rng``."""
+def class_plan(task: TaskSpec, seed: int, split: str, count: int) -> list[int]:
+    """The classes of a split's ``count`` images of a classification ``task``.
+
+    Each class gets its share of the manifest's ``phantom_class_weights`` (uniform if
+    none), rounded by largest remainder, so a split's class mix is the one the manifest
+    gives rather than a chance draw (16 independent draws at 0.6/0.4 give 14/2 or worse
+    about once in 30 splits); the order is shuffled by ``(seed, task, split)``.
+    """
+    weights = np.asarray(task.phantom_class_weights or [1.0] * task.num_classes, dtype=np.float64)
+    share = weights / weights.sum() * count
+    counts = np.floor(share).astype(int)
+    by_remainder = sorted(range(task.num_classes), key=lambda c: (-(share[c] - counts[c]), c))
+    for c in by_remainder[:count - counts.sum()]:
+        counts[c] += 1
+    classes = np.repeat(np.arange(task.num_classes), counts)
+    task_key = int.from_bytes(hashlib.sha256(task.task_id.encode()).digest()[:4], "little")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, task_key, SPLIT_CODES[split], CLASS_PLAN_CODE]))
+    return [int(c) for c in rng.permutation(classes)]
+
+
+def render(task: TaskSpec, rng: np.random.Generator, cls: int | None = None) -> Sample:
+    """Draw one sample of ``task`` with ``rng``; a classification sample of class ``cls``
+    (drawn with the manifest's class weights when None)."""
     try:
         paint = RECIPES[task.phantom_recipe]
     except KeyError:
@@ -59,7 +82,8 @@ def render(task: TaskSpec, rng: np.random.Generator) -> Sample:
         h = int(round(height * rng.uniform(1 - SIZE_JITTER, 1 + SIZE_JITTER)))
         probe = make_probe(task.phantom_probe, w, h, rng)
         scene = Scene(probe, rng)
-        cls = _draw_class(task, rng) if task.task_name == CLASSIFICATION else None
+        if task.task_name == CLASSIFICATION and cls is None:
+            cls = _draw_class(task, rng)
         points = paint(scene, rng, cls)
         fov = probe.field_of_view()
         label_map = np.where(fov, scene.label, 0).astype(np.uint8)
