@@ -24,7 +24,7 @@ install: $(STAMP)
 # The phantom's size is the cpu-smoke profile's (notebooks/profiles/cpu-smoke.yaml:
 # phantom_train, phantom_val); the suite then runs the six notebooks on it.
 run: $(STAMP)
-	$(FMUIA) data phantom --out $(OUT)/phantom --train 48 --val 16 --overwrite
+	$(FMUIA) data phantom --out $(OUT)/phantom --train 96 --val 16 --overwrite
 	$(FMUIA) data check $(OUT)/phantom/train
 	$(FMUIA) data check $(OUT)/phantom/val
 	$(FMUIA) suite --profile cpu-smoke --data $(OUT)/phantom --out $(OUT)/suite
