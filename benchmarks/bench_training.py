@@ -81,7 +81,8 @@ def bare_seconds(trainer: Trainer, batches: list[dict], optimizer_step: bool = F
         loss, _ = trainer.criterion(outputs, target, model.task(batch["task_id"]))
         trainer.scaler.scale(loss).backward()
         if optimizer_step:
-            trainer.optimizer.step()
+            trainer.scaler.step(trainer.optimizer)  # unscales first when fp16 AMP scales the loss
+            trainer.scaler.update()
         model.zero_grad(set_to_none=True)
     sync(device)
     return time.perf_counter() - start
