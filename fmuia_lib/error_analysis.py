@@ -29,10 +29,10 @@ import numpy as np
 import pandas as pd
 
 from fmuia_lib import metrics
-from fmuia_lib.data.dataset import load_image, load_mask
+from fmuia_lib.data.dataset import image_size, load_image, load_mask
 from fmuia_lib.predict import PREDICTION_FILES, submission_path
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec
-from fmuia_lib.training.baselines import mean_normalised_target
+from fmuia_lib.training.baselines import class_counts, mean_normalised_target
 
 #: The challenge metrics of each task type, and whether higher is better.
 METRICS: dict[str, tuple[tuple[str, bool], ...]] = {
@@ -42,15 +42,6 @@ METRICS: dict[str, tuple[tuple[str, bool], ...]] = {
     DETECTION: (("IoU", True),),
     REGRESSION: (("MRE", False),),
 }
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """``(height, width)`` of an image, read from its header only."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        width, height = im.size
-    return height, width
 
 
 # -- trivial baselines ---------------------------------------------------------------------------
@@ -68,7 +59,7 @@ def trivial_baseline_records(train: pd.DataFrame, val: pd.DataFrame,
         if source.empty:
             raise ValueError(f"{task_id}: no training rows, so no trivial baseline can be learned")
         if task.task_name == CLASSIFICATION:
-            counts = np.bincount(source["target"].astype(int), minlength=task.num_classes)
+            counts = class_counts(source, task.num_classes)
             probs = counts / counts.sum()
         elif task.task_name in (DETECTION, REGRESSION):
             mean = mean_normalised_target(source).ravel()

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from fmuia_lib import metrics
+from fmuia_lib.data.dataset import image_size
 from fmuia_lib.data.layout import LayoutError, read_root
 from fmuia_lib.predict import PREDICTION_FILES, SubmissionError, submission_path
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec, load_manifest
@@ -385,15 +386,6 @@ def leaderboard_summary(per_task: pd.DataFrame) -> dict[str, float | None]:
 # --------------------------------------------------------------------------------------
 # Validating the form of a submission
 # --------------------------------------------------------------------------------------
-def _image_size(image_file: str) -> tuple[int, int]:
-    """(height, width) of an image, from its header."""
-    from PIL import Image
-
-    with Image.open(image_file) as image:
-        width, height = image.size
-    return height, width
-
-
 def _mask_file_problems(task: TaskSpec, row: pd.Series, pred_dir: Path) -> list[str]:
     where = f"{row['mask_path']} ({task.task_id}, {row['source']})"
     try:
@@ -408,7 +400,7 @@ def _mask_file_problems(task: TaskSpec, row: pd.Series, pred_dir: Path) -> list[
     if mask.ndim != 2:
         return [f"{where}: predicted mask has {mask.shape[2]} channels; write one channel of class indices"]
     problems = []
-    expected = _image_size(row["image_file"])
+    expected = image_size(row["image_file"])
     if mask.shape != expected:
         problems.append(f"{where}: predicted mask is {mask.shape[1]}x{mask.shape[0]}, the image is "
                         f"{expected[1]}x{expected[0]} (width x height)")
@@ -470,7 +462,7 @@ def _entry_problems(task: TaskSpec, entry: dict, row: pd.Series) -> list[str]:
         return problems
     if task.task_name == DETECTION and (pixels[0] >= pixels[2] or pixels[1] >= pixels[3]):
         problems.append(f"box {pixels} is not well formed: needs x_min < x_max and y_min < y_max")
-    return problems + _coordinate_problems(pixels, normalised, _image_size(row["image_file"]), name)
+    return problems + _coordinate_problems(pixels, normalised, image_size(row["image_file"]), name)
 
 
 def validate_submission(pred_dir: str | Path, data_root: str | Path,

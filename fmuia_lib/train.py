@@ -357,9 +357,7 @@ class Trainer:
             torch.backends.cudnn.deterministic = config.deterministic
         self.train_set, self.val_set, self.tasks = build_datasets(config)
         # training rows without augmentation: what BatchNorm statistics are re-estimated from
-        self.calibration_set = MultiTaskDataset(self.train_set.frame,
-                                                transforms=build_transforms(config.image_size, train=False),
-                                                manifest=load_manifest(config.manifest))
+        self.calibration_set = self.train_set.with_transforms(build_transforms(config.image_size, train=False))
         self.task_ids = [t.task_id for t in self.tasks]
         self.model = build_model(config, self.tasks)
         if config.head_priors and config.resume is None:

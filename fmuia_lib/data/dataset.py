@@ -18,6 +18,7 @@ The dataset never skips or replaces a sample: a missing or broken file raises a
 """
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Iterable
@@ -47,6 +48,15 @@ def load_image(path: str | Path) -> np.ndarray:
     if image is None:
         raise ValueError(f"unreadable image: {path}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of an image as stored, read from its header (no pixels decoded)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        width, height = im.size
+    return height, width
 
 
 def load_mask(path: str | Path) -> np.ndarray:
@@ -93,6 +103,12 @@ class MultiTaskDataset(Dataset):
             t.task_id: np.flatnonzero(self.frame["task_id"].to_numpy() == t.task_id).tolist()
             for t in self.tasks}
         self._rows = self.frame.to_dict("records")  # plain dicts: fast to index, cheap to pickle
+
+    def with_transforms(self, transforms: JointTransform | None) -> "MultiTaskDataset":
+        """The same rows and tasks with other transforms (no files or manifest read again)."""
+        other = copy.copy(self)
+        other.transforms = transforms
+        return other
 
     def __len__(self) -> int:
         return len(self._rows)

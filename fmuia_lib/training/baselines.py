@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from fmuia_lib import metrics
-from fmuia_lib.data.dataset import MultiTaskDataset
+from fmuia_lib.data.dataset import MultiTaskDataset, image_size
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION
 
 
@@ -43,7 +42,7 @@ def trivial_baseline_scores(train_set: MultiTaskDataset, val_set: MultiTaskDatas
             # Training means come from the labels and image headers (no pixels, no augmentation).
             train_rows = train_set.frame.iloc[train_set.task_indices[task.task_id]]
             if task.task_name == CLASSIFICATION:
-                majority = np.bincount(train_rows["target"].astype(int), minlength=task.num_classes).argmax()
+                majority = class_counts(train_rows, task.num_classes).argmax()
                 probs = np.zeros((len(gts), task.num_classes))
                 probs[:, majority] = 1.0
                 scores = metrics.task_scores(task, probs, np.array(gts, int))
@@ -77,19 +76,23 @@ def training_priors(train_set: MultiTaskDataset,
             continue
         rows = train_set.frame.iloc[train_set.task_indices[task.task_id]]
         if task.task_name == CLASSIFICATION:
-            counts = np.bincount(rows["target"].astype(int), minlength=task.num_classes) + 1.0
+            counts = class_counts(rows, task.num_classes) + 1.0
             priors[task.task_id] = torch.tensor(counts / counts.sum(), dtype=torch.float32)
         elif task.task_name == REGRESSION:
             priors[task.task_id] = torch.tensor(mean_normalised_target(rows), dtype=torch.float32)
     return priors
 
 
+def class_counts(rows, num_classes: int) -> np.ndarray:
+    """Images per class among ``rows`` (a slice of a ``read_root`` table holding one
+    classification task), ``num_classes`` long."""
+    return np.bincount(rows["target"].astype(int), minlength=num_classes)
+
+
 def mean_normalised_target(rows) -> np.ndarray:
     """Mean of the rows' boxes (``2 x 2``: two corners) or landmarks (``K x 2``), each divided
     by its image's (width, height) read from the image header. ``rows``: a slice of a
     :func:`fmuia_lib.data.layout.read_root` table holding one detection or Regression task."""
-    values = []
-    for image_file, target in zip(rows["image_file"], rows["target"]):
-        with Image.open(image_file) as im:
-            values.append(np.asarray(target, float).reshape(-1, 2) / im.size)
+    values = [np.asarray(target, float).reshape(-1, 2) / image_size(image_file)[::-1]
+              for image_file, target in zip(rows["image_file"], rows["target"])]
     return np.mean(values, axis=0)

@@ -26,7 +26,7 @@ copies the buffers to the other replicas (``training.distributed.sync_buffers``)
 """
 from __future__ import annotations
 
-from typing import Iterator
+import itertools
 
 import numpy as np
 import torch
@@ -65,24 +65,22 @@ def recalibrate_norm_stats(model: MultiTaskNet, dataset: MultiTaskDataset, mode:
     device = torch.device(device)
     batches = calibration_batches(dataset.task_indices, batches_per_task, batch_size, seed)
     batches = {t: b for t, b in batches.items() if t in model.tasks}
-
-    def images(batch_lists: list[list[int]]) -> Iterator[torch.Tensor]:
-        loader = DataLoader(dataset, batch_sampler=batch_lists, collate_fn=collate, num_workers=num_workers,
-                            generator=torch.Generator().manual_seed(seed))
-        for batch in loader:
-            yield batch["image"].to(device, non_blocking=True)
+    if mode == "per_task" and model.task_norm_stats is None:
+        raise ValueError("norm_stats='per_task' needs a model built with task_norm_stats=True")
+    # one loader over every task's batches, in task order (workers start once)
+    loader = DataLoader(dataset, batch_sampler=[b for task_batches in batches.values() for b in task_batches],
+                        collate_fn=collate, num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
+    stream = ((batch["task_id"], batch["image"].to(device, non_blocking=True)) for batch in loader)
 
     forked = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked), \
             torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         if mode == "shared":
-            update_bn(images([b for task_batches in batches.values() for b in task_batches]), model.encoder)
+            update_bn((images for _, images in stream), model.encoder)
             return
-        if model.task_norm_stats is None:
-            raise ValueError("norm_stats='per_task' needs a model built with task_norm_stats=True")
         trained = {k: v.clone() for k, v in model.encoder.state_dict().items()
                    if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
-        for task_id, task_batches in batches.items():
-            update_bn(images(task_batches), model.encoder)
+        for task_id, group in itertools.groupby(stream, key=lambda item: item[0]):
+            update_bn((images for _, images in group), model.encoder)
             model.task_norm_stats.store(task_id, model.encoder)
         model.encoder.load_state_dict(trained, strict=False)

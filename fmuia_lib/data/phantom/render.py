@@ -44,8 +44,12 @@ class Sample:
 def image_rng(seed: int, task_id: str, split: str, index: int) -> np.random.Generator:
     """The random generator of one image, derived only from (seed, task, split, index):
     an image is the same whichever process draws it and whichever other tasks are made."""
-    task_key = int.from_bytes(hashlib.sha256(task_id.encode()).digest()[:4], "little")
-    return np.random.default_rng(np.random.SeedSequence([seed, task_key, SPLIT_CODES[split], index]))
+    return np.random.default_rng(np.random.SeedSequence([seed, _task_key(task_id), SPLIT_CODES[split], index]))
+
+
+def _task_key(task_id: str) -> int:
+    """A stable 32-bit number for a task id (seed material; Python's hash() varies per process)."""
+    return int.from_bytes(hashlib.sha256(task_id.encode()).digest()[:4], "little")
 
 
 def class_plan(task: TaskSpec, seed: int, split: str, count: int) -> list[int]:
@@ -63,8 +67,8 @@ def class_plan(task: TaskSpec, seed: int, split: str, count: int) -> list[int]:
     for c in by_remainder[:count - counts.sum()]:
         counts[c] += 1
     classes = np.repeat(np.arange(task.num_classes), counts)
-    task_key = int.from_bytes(hashlib.sha256(task.task_id.encode()).digest()[:4], "little")
-    rng = np.random.default_rng(np.random.SeedSequence([seed, task_key, SPLIT_CODES[split], CLASS_PLAN_CODE]))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _task_key(task.task_id), SPLIT_CODES[split],
+                                                         CLASS_PLAN_CODE]))
     return [int(c) for c in rng.permutation(classes)]
 
 
