@@ -58,18 +58,18 @@ def trivial_baseline_records(train: pd.DataFrame, val: pd.DataFrame,
         source = train[train["task_id"] == task_id]
         if source.empty:
             raise ValueError(f"{task_id}: no training rows, so no trivial baseline can be learned")
-        if task.task_name == CLASSIFICATION:
+        if task.task_type == CLASSIFICATION:
             counts = class_counts(source, task.num_classes)
             probs = counts / counts.sum()
-        elif task.task_name in (DETECTION, REGRESSION):
+        elif task.task_type in (DETECTION, REGRESSION):
             mean = mean_normalised_target(source).ravel()
         for row in rows.itertuples():
             record: dict[str, Any] = {"task_id": task_id, "image_path": row.image_path}
-            if task.task_name == SEGMENTATION:
+            if task.task_type == SEGMENTATION:
                 record.update(mask_path=row.mask_path, mask=np.zeros(image_size(row.image_file), np.uint8))
-            elif task.task_name == CLASSIFICATION:
+            elif task.task_type == CLASSIFICATION:
                 record["probs"] = probs
-            elif task.task_name == DETECTION:
+            elif task.task_type == DETECTION:
                 record.update(box_normalized=mean, orig_size=image_size(row.image_file))
             else:
                 record.update(points_normalized=mean, orig_size=image_size(row.image_file))
@@ -88,9 +88,9 @@ def compare_to_baseline(model: pd.DataFrame, baseline: pd.DataFrame,
     base = baseline.set_index("task_id")
     for rec in model.to_dict("records"):
         task = tasks[rec["task_id"]]
-        for metric, higher in METRICS[task.task_name]:
+        for metric, higher in METRICS[task.task_type]:
             m, b = float(rec[metric]), float(base.loc[rec["task_id"], metric])
-            rows.append({"task_id": task.task_id, "task_type": task.task_name, "metric": metric,
+            rows.append({"task_id": task.task_id, "task_type": task.task_type, "metric": metric,
                          "higher_is_better": higher, "model": m, "baseline": b,
                          "beats_baseline": bool(m > b if higher else m < b)})
     return pd.DataFrame(rows)
@@ -118,9 +118,9 @@ def per_image_errors(val: pd.DataFrame, pred_dir: str | Path, tasks: Mapping[str
     rows = []
     for row in val.itertuples():
         task = tasks[row.task_id]
-        out: dict[str, Any] = {"task_id": task.task_id, "task_type": task.task_name,
+        out: dict[str, Any] = {"task_id": task.task_id, "task_type": task.task_type,
                                "image_path": row.image_path, "image_file": row.image_file, "source": row.source}
-        if task.task_name == SEGMENTATION:
+        if task.task_type == SEGMENTATION:
             pred_file = submission_path(pred_dir, row.mask_path)
             if not pred_file.is_file():
                 raise FileNotFoundError(f"{row.source}: no predicted mask {pred_file}")
@@ -132,16 +132,16 @@ def per_image_errors(val: pd.DataFrame, pred_dir: str | Path, tasks: Mapping[str
                        true_fraction=float((gt > 0).mean()), pred_fraction=float((pred > 0).mean()))
             out["error"] = 1 - out["DSC"]
         else:
-            entry = entries[task.task_name].get((task.task_id, row.image_path))
+            entry = entries[task.task_type].get((task.task_id, row.image_path))
             if entry is None:
                 raise KeyError(f"{row.source}: no prediction for {row.image_path} in {pred_dir}")
-            if task.task_name == CLASSIFICATION:
+            if task.task_type == CLASSIFICATION:
                 probs = np.asarray(entry["predicted_probs"], dtype=np.float64)
                 truth = int(row.target)
                 out.update(true=truth, predicted=int(entry["predicted_class"]), p_true=float(probs[truth]),
                            confidence=float(probs.max()), probs=probs)
                 out["error"] = 1 - out["p_true"]
-            elif task.task_name == DETECTION:
+            elif task.task_type == DETECTION:
                 height, width = image_size(row.image_file)
                 truth, pred = np.asarray(row.target, float), np.asarray(entry["bbox_pixels"], float)
                 out.update(IoU=float(metrics.box_iou(pred, truth)[0]), truth=truth, prediction=pred,
@@ -171,7 +171,7 @@ def failure_kind(task: TaskSpec, r: Mapping[str, Any]) -> str:
     detection: ``missed`` (IoU 0), ``poorly localised`` (IoU < 0.5), ``ok``;
     Regression: ``far`` (mean error > 10% of the image diagonal), ``ok``.
     """
-    if task.task_name == SEGMENTATION:
+    if task.task_type == SEGMENTATION:
         true_area, pred_area = r["true_fraction"], r["pred_fraction"]
         if true_area > 0 and pred_area == 0:
             return "missed"
@@ -184,11 +184,11 @@ def failure_kind(task: TaskSpec, r: Mapping[str, Any]) -> str:
         if pred_area > 2 * true_area:
             return "over-segmented"
         return "misplaced"
-    if task.task_name == CLASSIFICATION:
+    if task.task_type == CLASSIFICATION:
         if r["predicted"] == r["true"]:
             return "ok"
         return "confident error" if r["confidence"] >= 0.8 else "error"
-    if task.task_name == DETECTION:
+    if task.task_type == DETECTION:
         if r["IoU"] == 0:
             return "missed"
         return "poorly localised" if r["IoU"] < 0.5 else "ok"
@@ -205,10 +205,10 @@ def overlay_item(row: pd.Series | Mapping[str, Any], tasks: Mapping[str, TaskSpe
     """What :func:`fmuia_lib.viz.overlay` draws for one row of :func:`per_image_errors`."""
     task = tasks[row["task_id"]]
     item: dict[str, Any] = {"image": load_image(row["image_file"]), "title": f"{task.task_id}\nerror {row['error']:.3g}"}
-    if task.task_name == SEGMENTATION:
+    if task.task_type == SEGMENTATION:
         item["truth"] = load_mask(row["mask_file"])
         item["prediction"] = metrics.resize_nearest(load_mask(row["pred_file"]), item["truth"].shape)
-    elif task.task_name == CLASSIFICATION:
+    elif task.task_type == CLASSIFICATION:
         item["truth"], item["prediction"] = row["true"], row["predicted"]
     else:
         item["truth"], item["prediction"] = row["truth"], row["prediction"]

@@ -214,17 +214,17 @@ def _score_entries(task: TaskSpec, rows: pd.DataFrame, index: _Index | None) -> 
     """Classification, detection and Regression: look up each row's entry and score."""
     found_rows: list[tuple[Any, dict]] = []
     missing = invalid = 0
-    key_name = SCORED_KEYS[task.task_name]
+    key_name = SCORED_KEYS[task.task_type]
     for image_path, target in zip(rows["image_path"], rows["target"]):
         entry = None if index is None else index.entries.get((task.task_id, image_path))
         if entry is None:
             missing += 1
             continue
         value = entry.get(key_name)
-        if task.task_name == CLASSIFICATION:
+        if task.task_type == CLASSIFICATION:
             ok = isinstance(value, int) and not isinstance(value, bool)
         else:
-            length = 4 if task.task_name == DETECTION else 2 * task.num_classes
+            length = 4 if task.task_type == DETECTION else 2 * task.num_classes
             ok = _number_list(value, length) is not None
         if not ok:
             invalid += 1
@@ -235,7 +235,7 @@ def _score_entries(task: TaskSpec, rows: pd.DataFrame, index: _Index | None) -> 
         return result
     targets = [t for t, _ in found_rows]
     entries = [e for _, e in found_rows]
-    if task.task_name == CLASSIFICATION:
+    if task.task_type == CLASSIFICATION:
         probs = _probability_matrix(entries, task.num_classes)
         scores = metrics.classification_scores(targets, probs, task.num_classes,
                                                y_pred=[e["predicted_class"] for e in entries])
@@ -247,7 +247,7 @@ def _score_entries(task: TaskSpec, rows: pd.DataFrame, index: _Index | None) -> 
         result.scores = scores
         result.per_class = [{"class_index": c, "class_name": task.class_names[c], "F1": f1[c]}
                             for c in range(task.num_classes)]
-    elif task.task_name == DETECTION:
+    elif task.task_type == DETECTION:
         iou = metrics.box_iou([e["bbox_pixels"] for e in entries], targets)
         result.scores = {"IoU": float(np.mean(iou))}
     else:
@@ -290,30 +290,30 @@ def evaluate_submission(data_root: str | Path, pred_dir: str | Path,
     for kind, file_name in PREDICTION_FILES.items():
         path = pred_dir / file_name
         indexes[kind] = _index_entries(_load_json_list(path)) if path.is_file() else None
-        if indexes[kind] is None and any(t.task_name == kind for t in tasks):
+        if indexes[kind] is None and any(t.task_type == kind for t in tasks):
             notes.append(f"{file_name} is missing: no {kind} task was scored")
 
     task_rows, class_rows, coverage_rows = [], [], []
     challenge: dict[str, dict[str, Any]] = {}
     for task in tasks:
         rows = frame[frame["task_id"] == task.task_id]
-        if task.task_name == SEGMENTATION:
+        if task.task_type == SEGMENTATION:
             result = _score_segmentation(task, rows, pred_dir)
             duplicates = unknown = 0
         else:
-            index = indexes[task.task_name]
+            index = indexes[task.task_type]
             result = _score_entries(task, rows, index)
             expected_paths = set(rows["image_path"])
             duplicates = sum(n for (tid, _), n in (index.duplicates.items() if index else []) if tid == task.task_id)
             unknown = sum(1 for (tid, path) in (index.entries if index else {}) if tid == task.task_id
                           and path not in expected_paths)
         auc_error = result.scores.get("AUC_error")
-        task_rows.append({"task_id": task.task_id, "task_type": task.task_name, "num_samples": result.found,
+        task_rows.append({"task_id": task.task_id, "task_type": task.task_type, "num_samples": result.found,
                           **{m: result.scores.get(m, np.nan) for metric_list in TASK_METRICS.values()
                              for m in metric_list},
                           "AUC_error": auc_error})
         class_rows += [{"task_id": task.task_id, **row} for row in result.per_class]
-        coverage_rows.append({"task_id": task.task_id, "task_type": task.task_name, "expected": len(rows),
+        coverage_rows.append({"task_id": task.task_id, "task_type": task.task_type, "expected": len(rows),
                               "found": result.found, "missing": result.missing, "invalid": result.invalid,
                               "duplicates": duplicates, "unknown": unknown})
         if auc_error:
@@ -323,7 +323,7 @@ def evaluate_submission(data_root: str | Path, pred_dir: str | Path,
     for kind, index in indexes.items():
         if index is None:
             continue
-        known = {t.task_id for t in tasks if t.task_name == kind}
+        known = {t.task_id for t in tasks if t.task_type == kind}
         foreign = sorted({tid for tid, _ in index.entries if tid not in known})
         for tid in foreign:
             count = sum(1 for t, _ in index.entries if t == tid)
@@ -357,18 +357,18 @@ def _add_challenge_entry(challenge: dict, task: TaskSpec, result: _TaskResult) -
     in order, so when a class is absent the later entries belong to other classes;
     here ``class_c`` is always the F1 of class ``c``. All other numbers are the same.
     """
-    group = challenge.setdefault(CHALLENGE_GROUPS[task.task_name], {})
-    if task.task_name == SEGMENTATION:
+    group = challenge.setdefault(CHALLENGE_GROUPS[task.task_type], {})
+    if task.task_type == SEGMENTATION:
         entry = {"DSC": result.scores.get("DSC", 0.0), "HD": result.scores.get("HD", 0.0),
                  "num_samples": result.found,
                  "per_class": {f"class_{row['class_index']}": {"DSC": row["DSC"], "HD": row["HD"]}
                                for row in result.per_class}}
-    elif task.task_name == CLASSIFICATION:
+    elif task.task_type == CLASSIFICATION:
         entry = {m: result.scores.get(m, 0.0) for m in TASK_METRICS[CLASSIFICATION]}
         entry.update(num_samples=result.found,
                      per_class={f"class_{row['class_index']}": {"F1": row["F1"]} for row in result.per_class})
     else:
-        metric = TASK_METRICS[task.task_name][0]
+        metric = TASK_METRICS[task.task_type][0]
         entry = {metric: result.scores.get(metric, 0.0), "num_samples": result.found}
     group[task.task_id] = entry
 
@@ -432,7 +432,7 @@ def _coordinate_problems(pixels: list[float], normalised: list[float] | None, si
 
 def _entry_problems(task: TaskSpec, entry: dict, row: pd.Series) -> list[str]:
     """What is wrong with one classification / detection / Regression entry."""
-    if task.task_name == CLASSIFICATION:
+    if task.task_type == CLASSIFICATION:
         problems = []
         label = entry.get("predicted_class")
         if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < task.num_classes:
@@ -447,7 +447,7 @@ def _entry_problems(task: TaskSpec, entry: dict, row: pd.Series) -> list[str]:
             problems.append(f"predicted_probs {values} must lie in [0, 1] and sum to 1 "
                             f"(within {PROB_TOLERANCE}); they sum to {sum(values):.6f}")
         return problems
-    if task.task_name == DETECTION:
+    if task.task_type == DETECTION:
         pixels_key, norm_key, length, name = "bbox_pixels", "bbox_normalized", 4, "box"
     else:
         pixels_key, norm_key = "predicted_points_pixels", "predicted_points_normalized"
@@ -460,7 +460,7 @@ def _entry_problems(task: TaskSpec, entry: dict, row: pd.Series) -> list[str]:
             problems.append(f"{key} {entry.get(key)!r} is not a list of {length} finite numbers")
     if pixels is None:
         return problems
-    if task.task_name == DETECTION and (pixels[0] >= pixels[2] or pixels[1] >= pixels[3]):
+    if task.task_type == DETECTION and (pixels[0] >= pixels[2] or pixels[1] >= pixels[3]):
         problems.append(f"box {pixels} is not well formed: needs x_min < x_max and y_min < y_max")
     return problems + _coordinate_problems(pixels, normalised, image_size(row["image_file"]), name)
 
@@ -485,7 +485,7 @@ def validate_submission(pred_dir: str | Path, data_root: str | Path,
         return [f"{pred_dir}: submission folder not found"]
     tasks = _tasks_in(frame, tasks_by_id)
     for task in tasks:
-        if task.task_name == SEGMENTATION:
+        if task.task_type == SEGMENTATION:
             for _, row in frame[frame["task_id"] == task.task_id].iterrows():
                 problems += _mask_file_problems(task, row, pred_dir)
 
@@ -519,7 +519,7 @@ def validate_submission(pred_dir: str | Path, data_root: str | Path,
                 continue
             seen[key] = position
             if key not in rows_by_key:
-                why = ("unknown task_id" if task_id not in tasks_by_id or tasks_by_id[task_id].task_name != kind
+                why = ("unknown task_id" if task_id not in tasks_by_id or tasks_by_id[task_id].task_type != kind
                        else "image not in the ground truth CSVs")
                 problems.append(f"{where}: unknown entry ({why})")
                 continue

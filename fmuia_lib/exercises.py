@@ -80,7 +80,7 @@ def _describe(args: tuple) -> str:
         if isinstance(a, np.ndarray):
             parts.append(f"array{a.shape} {a.dtype}" + (f" = {a.tolist()}" if a.size <= 16 else ""))
         elif isinstance(a, TaskSpec):
-            parts.append(f"TaskSpec({a.task_id}, {a.task_name})")
+            parts.append(f"TaskSpec({a.task_id}, {a.task_type})")
         else:
             text = repr(a)
             parts.append(text if len(text) < 120 else text[:117] + "...")

@@ -131,9 +131,9 @@ def set_output_prior(head: nn.Module, task: TaskSpec, prior: torch.Tensor) -> No
     """
     linear = [m for m in head.modules() if isinstance(m, nn.Linear)][-1]
     prior = prior.to(linear.bias).flatten().clamp(1e-4, 1 - 1e-4)
-    if task.task_name == CLASSIFICATION:
+    if task.task_type == CLASSIFICATION:
         bias = prior.log()
-    elif task.task_name == REGRESSION:
+    elif task.task_type == REGRESSION:
         bias = torch.logit(prior)
     else:
         raise ValueError(f"{task.task_id}: output priors are for classification and Regression heads")
@@ -147,13 +147,13 @@ def set_output_prior(head: nn.Module, task: TaskSpec, prior: torch.Tensor) -> No
 def build_head(task: TaskSpec, fpn_channels: int, deepest_channels: int,
                dropout: float = 0.2, detection_channels: int = 64) -> nn.Module:
     """The head for one subtask, sized from its TaskSpec."""
-    if task.task_name == SEGMENTATION:
+    if task.task_type == SEGMENTATION:
         return SegmentationTaskHead(fpn_channels, task.num_classes)
-    if task.task_name == CLASSIFICATION:
+    if task.task_type == CLASSIFICATION:
         return ClassificationTaskHead(deepest_channels, task.num_classes, dropout)
-    if task.task_name == REGRESSION:
+    if task.task_type == REGRESSION:
         return LandmarkRegressionHead(deepest_channels, task.num_points, dropout)
-    if task.task_name == DETECTION:
+    if task.task_type == DETECTION:
         return CenterNetHead(fpn_channels, detection_channels)
-    raise ValueError(f"{task.task_id}: no head for task type {task.task_name!r}")
+    raise ValueError(f"{task.task_id}: no head for task type {task.task_type!r}")
 

@@ -153,16 +153,16 @@ class MultiTaskLoss(nn.Module):
         """The unweighted loss of ``task``'s type (float32 even under autocast)."""
         if isinstance(outputs, torch.Tensor):
             outputs = outputs.float()
-        return self.losses[task.task_name](outputs, target)
+        return self.losses[task.task_type](outputs, target)
 
     def forward(self, outputs: torch.Tensor | dict[str, torch.Tensor], target: torch.Tensor,
                 task: TaskSpec) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loss to back-propagate, unweighted loss for logging)``."""
         raw = self.raw(outputs, target, task)
         if self.log_vars is not None:
-            s = self.log_vars[task.task_name]
+            s = self.log_vars[task.task_type]
             return torch.exp(-s) * raw + s, raw.detach()
-        return self.weights[task.task_name] * raw, raw.detach()
+        return self.weights[task.task_type] * raw, raw.detach()
 
 
 def build_loss(config: "TrainConfig") -> MultiTaskLoss:

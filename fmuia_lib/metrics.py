@@ -363,14 +363,14 @@ def task_scores(task: TaskSpec, preds: Any, gts: Any,
     by its diagonal, averaged (``image_sizes`` gives ``(height, width)`` per image; without
     it the points are taken as normalised to ``[0, 1]`` and the diagonal is ``sqrt(2)``).
     """
-    if task.task_name == SEGMENTATION:
+    if task.task_type == SEGMENTATION:
         return segmentation_scores(list(preds), list(gts), task.num_classes)
-    if task.task_name == CLASSIFICATION:
+    if task.task_type == CLASSIFICATION:
         return classification_scores(gts, preds, task.num_classes)
-    if task.task_name == DETECTION:
+    if task.task_type == DETECTION:
         iou = box_iou(preds, gts)
         return {"IoU": float(iou.mean()), "num_samples": len(iou)}
-    if task.task_name == REGRESSION:
+    if task.task_type == REGRESSION:
         mre = mean_radial_error(preds, gts)
         if image_sizes is None:
             diagonal = np.full(len(mre), np.sqrt(2.0))
@@ -379,7 +379,7 @@ def task_scores(task: TaskSpec, preds: Any, gts: Any,
             diagonal = np.hypot(sizes[:, 0], sizes[:, 1])
         return {"MRE": float(mre.mean()), "NMRE": float((mre / diagonal).mean()),
                 "num_samples": len(mre)}
-    raise ValueError(f"{task.task_id}: unknown task type {task.task_name!r}")
+    raise ValueError(f"{task.task_id}: unknown task type {task.task_type!r}")
 
 
 def task_quality(task: TaskSpec, scores: Mapping[str, Any]) -> float:
@@ -388,20 +388,20 @@ def task_quality(task: TaskSpec, scores: Mapping[str, Any]) -> float:
     segmentation: DSC; classification: mean of Accuracy, F1_macro and AUC (AUC left out
     when it could not be computed); detection: IoU; Regression: ``1 - NMRE``, clipped at 0.
     """
-    if task.task_name == SEGMENTATION:
+    if task.task_type == SEGMENTATION:
         return float(scores["DSC"])
-    if task.task_name == CLASSIFICATION:
+    if task.task_type == CLASSIFICATION:
         parts = [scores["Accuracy"], scores["F1_macro"]]
         if scores.get("AUC_error") is None:
             parts.append(scores["AUC"])
         return float(np.mean(parts))
-    if task.task_name == DETECTION:
+    if task.task_type == DETECTION:
         return float(scores["IoU"])
-    if task.task_name == REGRESSION:
+    if task.task_type == REGRESSION:
         if "NMRE" not in scores:
             raise KeyError(f"{task.task_id}: Regression scores need 'NMRE' (see metrics.task_scores)")
         return float(max(0.0, 1.0 - scores["NMRE"]))
-    raise ValueError(f"{task.task_id}: unknown task type {task.task_name!r}")
+    raise ValueError(f"{task.task_id}: unknown task type {task.task_type!r}")
 
 
 def selection_score(per_task: Mapping[str, Mapping[str, Any]], tasks: Sequence[TaskSpec]) -> float:

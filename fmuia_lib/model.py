@@ -130,7 +130,7 @@ class MultiTaskNet(nn.Module):
             out = self(images, task_id)
         finally:
             self.train(was_training)
-        kind = self.task(task_id).task_name
+        kind = self.task(task_id).task_type
         if kind in (SEGMENTATION, CLASSIFICATION):
             return {"probs": out.float().softmax(dim=1)}
         if kind == DETECTION:

@@ -96,12 +96,12 @@ def _entry(task: TaskSpec, record: Mapping[str, Any], where: str) -> dict[str, A
     """The JSON entry of one classification/detection/Regression record."""
     entry: dict[str, Any] = {"image_path": record["image_path"], "task_id": task.task_id}
     try:
-        if task.task_name == CLASSIFICATION:
+        if task.task_type == CLASSIFICATION:
             probs = np.asarray(record["probs"], dtype=np.float64).ravel()
             _check_probs(probs, task, where)
             entry["predicted_class"] = int(probs.argmax())
             entry["predicted_probs"] = [float(p) for p in probs]
-        elif task.task_name == DETECTION:
+        elif task.task_type == DETECTION:
             box = np.clip(np.asarray(record["box_normalized"], dtype=np.float64).ravel(), 0.0, 1.0)
             if box.shape != (4,):
                 raise SubmissionError(f"{where}: box_normalized needs 4 numbers, got {box.size}")
@@ -170,11 +170,11 @@ def write_submission(out_dir: str | Path, records: Iterable[Mapping[str, Any]],
             raise SubmissionError(f"{where}: duplicate prediction for this image")
         seen.add(key)
         task = tasks[task_id]
-        if task.task_name == SEGMENTATION:
+        if task.task_type == SEGMENTATION:
             _write_mask(out_dir, task, record, where)
         else:
-            entries[task.task_name].append(_entry(task, record, where))
-        counts[task.task_name] += 1
+            entries[task.task_type].append(_entry(task, record, where))
+        counts[task.task_type] += 1
     for kind, file_name in PREDICTION_FILES.items():
         with (out_dir / file_name).open("w", encoding="utf-8") as fh:
             json.dump(entries[kind], fh, indent=1)
@@ -198,17 +198,17 @@ def records_from_ground_truth(data_root: str | Path,
     for _, row in frame.iterrows():
         task = tasks[row["task_id"]]
         record: dict[str, Any] = {"task_id": task.task_id, "image_path": row["image_path"]}
-        if task.task_name == SEGMENTATION:
+        if task.task_type == SEGMENTATION:
             record["mask_path"] = row["mask_path"]
             record["mask"] = cv2.imread(row["mask_file"], cv2.IMREAD_GRAYSCALE)
-        elif task.task_name == CLASSIFICATION:
+        elif task.task_type == CLASSIFICATION:
             record["probs"] = np.eye(task.num_classes)[row["target"]]
         else:
             with Image.open(row["image_file"]) as image:
                 width, height = image.size
             scale = np.array([width, height], dtype=np.float64)
             coords = np.asarray(row["target"], dtype=np.float64).reshape(-1, 2) / scale
-            key = "box_normalized" if task.task_name == DETECTION else "points_normalized"
+            key = "box_normalized" if task.task_type == DETECTION else "points_normalized"
             record[key] = coords.ravel()
             record["orig_size"] = (height, width)
         records.append(record)
@@ -228,15 +228,15 @@ def _records_for_batch(task: TaskSpec, items: list[dict], rows: list[Mapping[str
     for i, (item, row) in enumerate(zip(items, rows)):
         height, width = (int(v) for v in item["orig_size"])
         record: dict[str, Any] = {"task_id": task.task_id, "image_path": item["image_path"]}
-        if task.task_name == SEGMENTATION:
+        if task.task_type == SEGMENTATION:
             probs = F.interpolate(output["probs"][i:i + 1].float(), size=(height, width),
                                   mode="bilinear", align_corners=False)
             record["mask_path"] = row["mask_path"]
             record["mask"] = probs[0].argmax(dim=0).to("cpu", dtype=torch.uint8).numpy()
-        elif task.task_name == CLASSIFICATION:
+        elif task.task_type == CLASSIFICATION:
             probs = output["probs"][i].double().cpu().numpy()
             record["probs"] = probs / probs.sum()  # float32 softmax -> exact float64 sum
-        elif task.task_name == DETECTION:
+        elif task.task_type == DETECTION:
             record["box_normalized"] = output["boxes"][i].double().cpu().numpy()
             record["orig_size"] = (height, width)
         else:

@@ -54,7 +54,7 @@ class TaskSpec:
     """One subtask, as one row of the manifest describes it."""
 
     task_id: str
-    task_name: str  # task type, challenge spelling
+    task_type: str  # segmentation | classification | detection | Regression (the CSVs' task_name column)
     num_classes: int  # Regression: number of landmarks; detection: 1
     class_names: tuple[str, ...]
     anatomy: str
@@ -69,26 +69,22 @@ class TaskSpec:
     index: int = field(default=0, compare=False)  # row order in the manifest
 
     @property
-    def task_type(self) -> str:
-        return self.task_name
-
-    @property
     def is_dense(self) -> bool:
         """True when the head reads FPN features (segmentation, detection)."""
-        return self.task_name in DENSE_TYPES
+        return self.task_type in DENSE_TYPES
 
     @property
     def num_points(self) -> int:
-        if self.task_name != REGRESSION:
-            raise AttributeError(f"{self.task_id} is a {self.task_name} task, not Regression")
+        if self.task_type != REGRESSION:
+            raise AttributeError(f"{self.task_id} is a {self.task_type} task, not Regression")
         return self.num_classes
 
     @property
     def folder(self) -> str:
         """Image folder of this task relative to a split root, e.g. ``Segmentation/Two/cervix``."""
-        if self.task_name == SEGMENTATION:
+        if self.task_type == SEGMENTATION:
             return f"{TYPE_FOLDERS[SEGMENTATION]}/{self.seg_folder}/{self.task_id}"
-        return f"{TYPE_FOLDERS[self.task_name]}/{self.task_id}"
+        return f"{TYPE_FOLDERS[self.task_type]}/{self.task_id}"
 
     def class_index(self, name: str) -> int:
         try:
@@ -144,7 +140,7 @@ def _parse_row(row: dict, path: Path, line: int) -> TaskSpec:
         raise ManifestError(f"{where}: phantom_width/phantom_height of {task_id} are not integers") from None
     return TaskSpec(
         task_id=task_id,
-        task_name=task_name,
+        task_type=task_name,
         num_classes=num_classes,
         class_names=class_names,
         anatomy=need("anatomy"),
@@ -202,7 +198,7 @@ def get_task(task_id: str, manifest: str | Path | None = None) -> TaskSpec:
 def tasks_of_type(task_type: str, manifest: str | Path | None = None) -> list[TaskSpec]:
     if task_type not in TASK_TYPES:
         raise ValueError(f"unknown task type {task_type!r}; expected one of {TASK_TYPES}")
-    return [t for t in load_manifest(manifest).values() if t.task_name == task_type]
+    return [t for t in load_manifest(manifest).values() if t.task_type == task_type]
 
 
 def select_tasks(task_ids: Iterable[str] | None = None,
@@ -225,5 +221,5 @@ def manifest_hash(task_ids: Sequence[str] | None = None, manifest: str | Path | 
     """
     h = hashlib.sha256()
     for t in select_tasks(task_ids, manifest):
-        h.update(f"{t.task_id}|{t.task_name}|{t.num_classes}|{';'.join(t.class_names)}\n".encode())
+        h.update(f"{t.task_id}|{t.task_type}|{t.num_classes}|{';'.join(t.class_names)}\n".encode())
     return h.hexdigest()[:16]

@@ -274,18 +274,18 @@ def validate(model: MultiTaskNet, loader_or_dataset: DataLoader | MultiTaskDatas
             out = model.predict(images, task_id)
         target = batch["target"]
         hw = orig_sizes(batch)
-        if task.task_name == SEGMENTATION:
+        if task.task_type == SEGMENTATION:
             pred = out["probs"].argmax(dim=1).to(torch.uint8).cpu().numpy()
             preds.setdefault(task_id, []).extend(pred)
             gts.setdefault(task_id, []).extend(target.numpy().astype(np.uint8))
-        elif task.task_name == CLASSIFICATION:
+        elif task.task_type == CLASSIFICATION:
             preds.setdefault(task_id, []).append(out["probs"].cpu().numpy())
             gts.setdefault(task_id, []).append(target.numpy())
-        elif task.task_name == DETECTION:
+        elif task.task_type == DETECTION:
             scale = np.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], axis=1)
             preds.setdefault(task_id, []).append(out["boxes"].cpu().numpy() * scale)
             gts.setdefault(task_id, []).append(target.numpy() * scale)
-        elif task.task_name == REGRESSION:
+        elif task.task_type == REGRESSION:
             scale = hw[:, None, ::-1]  # (x, y) scale = (width, height)
             preds.setdefault(task_id, []).append(out["points"].cpu().numpy() * scale)
             gts.setdefault(task_id, []).append(target.numpy() * scale)
@@ -294,7 +294,7 @@ def validate(model: MultiTaskNet, loader_or_dataset: DataLoader | MultiTaskDatas
     results: dict[str, dict[str, Any]] = {}
     for task_id in preds:
         task = model.task(task_id)
-        if task.task_name == SEGMENTATION:
+        if task.task_type == SEGMENTATION:
             scores = metrics.task_scores(task, preds[task_id], gts[task_id])
         else:
             scores = metrics.task_scores(task, np.concatenate(preds[task_id]), np.concatenate(gts[task_id]),
@@ -443,7 +443,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         first_head = next(name for name in lrs if name.startswith("head:"))
-        return {"task_id": task_id, "task_type": task.task_name, "loss": raw.item(),
+        return {"task_id": task_id, "task_type": task.task_type, "loss": raw.item(),
                 "weighted_loss": loss.item(), "grad_norm": float(grad_norm),
                 "lr_encoder": lrs["encoder"], "lr_fpn_decoder": lrs.get("fpn_decoder", 0.0),
                 "lr_heads": lrs[first_head], "batch_size": images.shape[0]}
@@ -460,7 +460,7 @@ class Trainer:
                                 num_workers=self.config.num_workers, amp_dtype=self.amp_dtype)
             score = metrics.selection_score(per_task, self.tasks)
             for task_id, scores in per_task.items():
-                row = {"step": self.step, "task_id": task_id, "task_type": self.model.task(task_id).task_name,
+                row = {"step": self.step, "task_id": task_id, "task_type": self.model.task(task_id).task_type,
                        "selection_score": score}
                 row.update({k: float(v) for k, v in scores.items() if isinstance(v, (int, float, np.number))})
                 self.val_history.append(row)

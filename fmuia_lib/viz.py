@@ -132,7 +132,7 @@ def overlay(ax: plt.Axes, image: np.ndarray, task: TaskSpec, truth: Any = None, 
     ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
     ax.set_xticks([])
     ax.set_yticks([])
-    kind = task.task_name
+    kind = task.task_type
     if kind == SEGMENTATION:
         for mask, colour, fill in ((truth, TRUE_COLOUR, 0.35), (prediction, PRED_COLOUR, 0.0)):
             if mask is None:
@@ -229,10 +229,10 @@ def plot_loss_curves(history: pd.DataFrame, tasks: Mapping[str, TaskSpec], smoot
     """
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     hist = history.copy()
-    hist["task_type"] = hist["task_id"].map(lambda t: tasks[t].task_name)
+    hist["task_type"] = hist["task_id"].map(lambda t: tasks[t].task_type)
     for task_id, part in hist.groupby("task_id", sort=False):
         axes[0].plot(part["step"], part["loss"].rolling(smooth, min_periods=1).mean(), lw=0.8,
-                     color=TYPE_COLOURS[tasks[task_id].task_name], alpha=0.6)
+                     color=TYPE_COLOURS[tasks[task_id].task_type], alpha=0.6)
     for task_type, part in hist.groupby("task_type", sort=False):
         axes[1].plot(part["step"], part["loss"].rolling(smooth, min_periods=1).mean(),
                      label=task_type, color=TYPE_COLOURS[task_type])

@@ -32,7 +32,7 @@ def main() -> None:
         image, target = render_sample(task, args.seed)
         ax.imshow(image, cmap="gray", vmin=0, vmax=255)
         subtitle = ""
-        if task.task_name == SEGMENTATION:
+        if task.task_type == SEGMENTATION:
             overlay = np.zeros((*target.shape, 4))
             for k in range(1, task.num_classes):  # each class tinted, its outline drawn
                 overlay[target == k] = (*colours(k - 1)[:3], 0.3)
@@ -40,13 +40,13 @@ def main() -> None:
                     ax.contour(target == k, levels=[0.5], colors=[colours(k - 1)], linewidths=0.8)
             ax.imshow(overlay)
             subtitle = "mask: " + ", ".join(task.class_names[1:])
-        elif task.task_name == CLASSIFICATION:
+        elif task.task_type == CLASSIFICATION:
             subtitle = f"class: {task.class_names[target]}"
-        elif task.task_name == DETECTION:
+        elif task.task_type == DETECTION:
             x0, y0, x1, y1 = target
             ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="yellow", lw=1.2))
             subtitle = f"box: {task.class_names[0]}"
-        elif task.task_name == REGRESSION:
+        elif task.task_type == REGRESSION:
             pts = np.asarray(target)
             ax.scatter(pts[:, 0], pts[:, 1], c=[colours(k) for k in range(len(pts))], s=18, marker="x")
             subtitle = "points: " + ", ".join(task.class_names)

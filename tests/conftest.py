@@ -34,16 +34,16 @@ def _synthetic_sample(task, i: int, rng: np.random.Generator, scale: int = 1):
     cv2.ellipse(image, (cx, cy), (ax, ay), 0, 0, 360, 230, -1)
     fields: dict = {}
     mask = None
-    if task.task_name == SEGMENTATION:
+    if task.task_type == SEGMENTATION:
         mask = np.zeros((h, w), np.uint8)
         for k in range(1, task.num_classes):  # nested blobs: class k inside class k-1
             shrink = 1 - (k - 1) / task.num_classes
             cv2.ellipse(mask, (cx, cy), (max(1, int(ax * shrink)), max(1, int(ay * shrink))), 0, 0, 360, k, -1)
-    elif task.task_name == CLASSIFICATION:
+    elif task.task_type == CLASSIFICATION:
         fields["mask"] = i % task.num_classes
-    elif task.task_name == DETECTION:
+    elif task.task_type == DETECTION:
         fields.update(x_min=cx - ax, y_min=cy - ay, x_max=cx + ax + 1, y_max=cy + ay + 1)
-    elif task.task_name == REGRESSION:
+    elif task.task_type == REGRESSION:
         points = [[float(rng.integers(4, w - 4)), float(rng.integers(4, h - 4))] for _ in range(task.num_classes)]
         for x, y in points:
             cv2.circle(image, (int(x), int(y)), 2, 255, -1)
@@ -65,7 +65,7 @@ def make_root(tmp_path: Path, tasks=DEFAULT_TASKS, n: int = 4, seed: int = 0, na
         records = []
         for i in range(n):
             image, fields, mask = _synthetic_sample(task, i, rng, scale)
-            ext = ".jpg" if (i % 3 == 2 and task.task_name != SEGMENTATION) else ".png"
+            ext = ".jpg" if (i % 3 == 2 and task.task_type != SEGMENTATION) else ".png"
             image_file = root / task.folder / "images" / f"{task_id}_{i:03d}{ext}"
             image_file.parent.mkdir(parents=True, exist_ok=True)
             if i % 2:  # odd samples are RGB (stored as BGR by OpenCV), even ones grayscale

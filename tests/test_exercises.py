@@ -43,7 +43,7 @@ def test_box_iou_and_mre():
 
 def test_routing_rule():
     assert exercises.check_routing(lambda task: task.is_dense).passed
-    assert exercises.check_routing(lambda task: task.task_name == "segmentation").status == "fail"
+    assert exercises.check_routing(lambda task: task.task_type == "segmentation").status == "fail"
     result = exercises.check_routing(lambda task: "yes")
     assert result.status == "fail" and "True or False" in result.message
 

@@ -30,11 +30,11 @@ def blob_images(boxes: torch.Tensor) -> torch.Tensor:
 
 
 def targets_for(task, images: torch.Tensor) -> torch.Tensor:
-    if task.task_name == SEGMENTATION:
+    if task.task_type == SEGMENTATION:
         return (images[:, 0] > 1).long() * (task.num_classes - 1)
-    if task.task_name == CLASSIFICATION:
+    if task.task_type == CLASSIFICATION:
         return torch.tensor([0, 1])
-    if task.task_name == REGRESSION:
+    if task.task_type == REGRESSION:
         centres = torch.stack([(BOXES[:, 0] + BOXES[:, 2]) / 2, (BOXES[:, 1] + BOXES[:, 3]) / 2], dim=1)
         return centres[:, None, :].repeat(1, task.num_points, 1)
     return BOXES
@@ -113,7 +113,7 @@ def test_each_loss_decreases_when_overfitting_one_batch(task_id):
         loss.backward()
         optimizer.step()
     after = eval_loss()
-    assert after < 0.7 * before, (task.task_name, before, after)
+    assert after < 0.7 * before, (task.task_type, before, after)
 
 
 def test_detection_selects_the_trained_box():

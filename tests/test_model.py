@@ -39,18 +39,18 @@ def test_output_shapes_of_all_27_heads(net):
         out = net(images, task.task_id)
         pred = net.predict(images, task.task_id)
         c = task.num_classes
-        if task.task_name == SEGMENTATION:
+        if task.task_type == SEGMENTATION:
             assert out.shape == (2, c, SIZE, SIZE)
             assert pred["probs"].shape == (2, c, SIZE, SIZE)
             torch.testing.assert_close(pred["probs"].sum(1), torch.ones(2, SIZE, SIZE))
-        elif task.task_name == CLASSIFICATION:
+        elif task.task_type == CLASSIFICATION:
             assert out.shape == (2, c)
             torch.testing.assert_close(pred["probs"].sum(1), torch.ones(2))
-        elif task.task_name == REGRESSION:
+        elif task.task_type == REGRESSION:
             assert out.shape == (2, c, 2)
             assert pred["points"].shape == (2, c, 2)
             assert 0 <= pred["points"].min() and pred["points"].max() <= 1
-        elif task.task_name == DETECTION:
+        elif task.task_type == DETECTION:
             assert out["heatmap"].shape == (2, 1, SIZE // 4, SIZE // 4)
             assert out["size"].shape == out["offset"].shape == (2, 2, SIZE // 4, SIZE // 4)
             boxes = pred["boxes"]
@@ -127,7 +127,7 @@ def test_output_priors_start_global_heads_at_the_trivial_baseline(make_root, tmp
     root = make_root(tmp_path, n=6)
     train_set = MultiTaskDataset(root)
     priors = training_priors(train_set)
-    global_tasks = [t for t in train_set.tasks if t.task_name in (CLASSIFICATION, REGRESSION)]
+    global_tasks = [t for t in train_set.tasks if t.task_type in (CLASSIFICATION, REGRESSION)]
     assert sorted(priors) == sorted(t.task_id for t in global_tasks)
     torch.manual_seed(0)
     net = MultiTaskNet(train_set.tasks, encoder_name="resnet18", encoder_weights=None).eval()
@@ -136,7 +136,7 @@ def test_output_priors_start_global_heads_at_the_trivial_baseline(make_root, tmp
         prior = priors[task.task_id]
         set_output_prior(net.heads[task.task_id], task, prior)
         pred = net.predict(images, task.task_id)
-        if task.task_name == CLASSIFICATION:
+        if task.task_type == CLASSIFICATION:
             labels = train_set.frame.iloc[train_set.task_indices[task.task_id]]["target"].astype(int)
             counts = torch.bincount(torch.tensor(labels.to_numpy()), minlength=task.num_classes) + 1.0
             torch.testing.assert_close(prior, counts / counts.sum())

@@ -92,18 +92,18 @@ def test_labels_follow_the_image(task):
         image, target, label_map = sample.image, sample.target, sample.label_map
         h, w = image.shape
         assert label_map.shape == (h, w)
-        if task.task_name == SEGMENTATION:
+        if task.task_type == SEGMENTATION:
             present = np.unique(target)
             assert target.dtype == np.uint8 and present.max() < task.num_classes
             assert set(range(1, task.num_classes)) <= set(present.tolist())  # every structure visible
-        elif task.task_name == CLASSIFICATION:
+        elif task.task_type == CLASSIFICATION:
             assert 0 <= target < task.num_classes
-        elif task.task_name == DETECTION:
+        elif task.task_type == DETECTION:
             ys, xs = np.nonzero(label_map)
             assert xs.size > 0
             assert list(target) == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
             assert 0 <= target[0] < target[2] <= w and 0 <= target[1] < target[3] <= h
-        elif task.task_name == REGRESSION:
+        elif task.task_type == REGRESSION:
             assert target.shape == (task.num_points, 2)
             assert (target >= 0).all() and (target[:, 0] < w).all() and (target[:, 1] < h).all()
 
@@ -126,10 +126,10 @@ def test_csv_labels_match_the_renders(phantom):
     for task_id in ("thyroid_nodule_det", "FUGC", "organ_cls", "cervix_multi"):
         task = load_manifest()[task_id]
         row = frame[frame["task_id"] == task_id].iloc[1]
-        cls = class_plan(task, 7, "val", 2)[1] if task.task_name == CLASSIFICATION else None
+        cls = class_plan(task, 7, "val", 2)[1] if task.task_type == CLASSIFICATION else None
         sample = render(task, image_rng(7, task_id, "val", 1), cls)
         assert np.array_equal(cv2.imread(row["image_file"], cv2.IMREAD_UNCHANGED), sample.image)
-        if task.task_name == SEGMENTATION:
+        if task.task_type == SEGMENTATION:
             assert np.array_equal(cv2.imread(row["mask_file"], cv2.IMREAD_UNCHANGED), sample.target)
         else:
             np.testing.assert_allclose(np.asarray(row["target"], dtype=float), np.asarray(sample.target, dtype=float))
@@ -138,7 +138,7 @@ def test_csv_labels_match_the_renders(phantom):
 def test_class_balance_follows_the_manifest_weights():
     rng = np.random.default_rng(0)
     for task in TASKS:
-        if task.task_name != CLASSIFICATION:
+        if task.task_type != CLASSIFICATION:
             continue
         draws = np.bincount([_draw_class(task, rng) for _ in range(3000)], minlength=task.num_classes) / 3000
         weights = np.asarray(task.phantom_class_weights or [1.0] * task.num_classes)

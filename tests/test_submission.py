@@ -102,15 +102,15 @@ class _KnownOutputs(torch.nn.Module):
     def predict(self, images, task_id):
         b, _, h, w = images.shape
         task = self.tasks[task_id]
-        if task.task_name == "segmentation":
+        if task.task_type == "segmentation":
             probs = torch.zeros(b, task.num_classes, h, w)
             probs[:, 0] = 1.0
             probs[:, 0, : h // 2, : w // 2] = 0.0  # top-left quarter is class 1
             probs[:, 1, : h // 2, : w // 2] = 1.0
             return {"probs": probs}
-        if task.task_name == "classification":
+        if task.task_type == "classification":
             return {"probs": torch.tensor([[0.25] * 4 + [0.0] * (task.num_classes - 4)]).repeat(b, 1)}
-        if task.task_name == "detection":
+        if task.task_type == "detection":
             return {"boxes": torch.tensor([[0.25, 0.5, 0.75, 1.0]]).repeat(b, 1), "scores": torch.ones(b)}
         return {"points": torch.tensor([[[0.5, 0.25]] * task.num_classes]).repeat(b, 1, 1)}
 

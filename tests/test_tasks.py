@@ -28,7 +28,7 @@ CHALLENGE = {
 def test_manifest_matches_challenge_configuration():
     tasks = T.load_manifest()
     assert len(tasks) == 27
-    got = {ttype: {t.task_id: t.num_classes for t in tasks.values() if t.task_name == ttype}
+    got = {ttype: {t.task_id: t.num_classes for t in tasks.values() if t.task_type == ttype}
            for ttype in T.TASK_TYPES}
     assert got == CHALLENGE
 
@@ -39,18 +39,18 @@ def test_counts_per_type():
 
 @pytest.mark.parametrize("task", T.load_manifest().values(), ids=lambda t: t.task_id)
 def test_row_is_consistent(task):
-    if task.task_name == T.SEGMENTATION:
+    if task.task_type == T.SEGMENTATION:
         assert task.class_names[0] == "background"
         assert task.seg_folder == T.SEG_FOLDERS[task.num_classes]
         assert task.folder == f"Segmentation/{task.seg_folder}/{task.task_id}"
         assert task.metrics == ("DSC", "HD")
     else:
         assert task.seg_folder == ""
-        assert task.folder == f"{T.TYPE_FOLDERS[task.task_name]}/{task.task_id}"
-    if task.task_name != T.DETECTION:
+        assert task.folder == f"{T.TYPE_FOLDERS[task.task_type]}/{task.task_id}"
+    if task.task_type != T.DETECTION:
         assert len(task.class_names) == task.num_classes
     assert len(set(task.class_names)) == len(task.class_names)
-    assert task.is_dense == (task.task_name in ("segmentation", "detection"))
+    assert task.is_dense == (task.task_type in ("segmentation", "detection"))
     w, h = task.phantom_size
     assert 128 <= w <= 1024 and 128 <= h <= 1024
     if task.phantom_class_weights:

@@ -88,7 +88,7 @@ def test_classification_gets_no_geometric_augmentation():
     policy = {t.task_id: geometric_augmentation(t) for t in TASKS.values()}
     assert policy["fetal_head_pos_cls"] == policy["fetal_sacral_pos_cls"] == "none"
     assert {t.task_id for t in TASKS.values() if policy[t.task_id] == "none"} == \
-        {t.task_id for t in TASKS.values() if t.task_name == CLASSIFICATION}
+        {t.task_id for t in TASKS.values() if t.task_type == CLASSIFICATION}
     transform = build_transforms(64, train=True)
     reference = build_transforms(64, train=False)(synthetic_sample(), TASKS["fetal_head_pos_cls"])
     for seed in range(12):
@@ -104,7 +104,7 @@ def mirrored(points: torch.Tensor, reference: torch.Tensor) -> bool:
 
 
 def test_landmarks_are_warped_but_never_mirrored():
-    regression = [t for t in TASKS.values() if t.task_name == REGRESSION]
+    regression = [t for t in TASKS.values() if t.task_type == REGRESSION]
     assert regression and all(geometric_augmentation(t) == "affine" for t in regression)
     transform = build_transforms(96, train=True)
     reference = build_transforms(96, train=False)(synthetic_sample(), TASKS["IUGC"])["points"]

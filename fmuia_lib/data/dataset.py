@@ -125,7 +125,7 @@ class MultiTaskDataset(Dataset):
         height, width = image.shape[:2]
         sample = {"image": tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))}
         target = row["target"]
-        if task.task_name == SEGMENTATION:
+        if task.task_type == SEGMENTATION:
             try:
                 mask = load_mask(row["mask_file"])
             except (OSError, ValueError) as err:
@@ -137,12 +137,12 @@ class MultiTaskDataset(Dataset):
                 raise self._fail(row, row["mask_path"], f"mask has value {int(mask.max())} >= "
                                  f"num_classes {task.num_classes}")
             sample["mask"] = tv_tensors.Mask(torch.from_numpy(mask.astype(np.int64)))
-        elif task.task_name in (DETECTION, REGRESSION):
+        elif task.task_type in (DETECTION, REGRESSION):
             problem = target_outside_image(task, target, width, height)
             if problem:
                 raise self._fail(row, row["image_path"], problem)
             coords = torch.tensor(target, dtype=torch.float32)
-            if task.task_name == DETECTION:
+            if task.task_type == DETECTION:
                 sample["boxes"] = tv_tensors.BoundingBoxes(coords[None], format="XYXY",
                                                            canvas_size=(height, width))
             else:
@@ -157,15 +157,15 @@ class MultiTaskDataset(Dataset):
             sample = self.transforms(sample, task)
         image = normalize_image(sample["image"])
         height, width = image.shape[-2:]
-        if task.task_name == SEGMENTATION:
+        if task.task_type == SEGMENTATION:
             target = sample["mask"].as_subclass(torch.Tensor).long()
-        elif task.task_name == CLASSIFICATION:
+        elif task.task_type == CLASSIFICATION:
             target = torch.tensor(row["target"], dtype=torch.int64)
-        elif task.task_name == DETECTION:
+        elif task.task_type == DETECTION:
             target = sample["boxes"].as_subclass(torch.Tensor)[0] / torch.tensor([width, height] * 2)
         else:
             target = sample["points"].as_subclass(torch.Tensor) / torch.tensor([width, height])
-        return {"image": image, "task_id": task.task_id, "task_type": task.task_name,
+        return {"image": image, "task_id": task.task_id, "task_type": task.task_type,
                 "target": target.float() if target.is_floating_point() else target,
                 "orig_size": orig_size, "image_path": row["image_path"], "source": row["source"]}
 

@@ -73,7 +73,7 @@ def task_columns(task: TaskSpec) -> list[str]:
         CLASSIFICATION: ["mask"],
         DETECTION: list(BOX_COLUMNS),
         REGRESSION: point_columns(task.num_classes),
-    }[task.task_name]
+    }[task.task_type]
     return [*COMMON_COLUMNS, *extra]
 
 
@@ -110,19 +110,19 @@ def _format_record(task: TaskSpec, record: dict, index: int) -> dict[str, str]:
     """One CSV row (all text) from a writer record, checked as the reader will check it."""
     where = f"{task.task_id} record {index} ({record.get('image_path', '?')})"
     row = {"image_path": record.get("image_path"), "task_id": task.task_id,
-           "task_name": task.task_name, "num_classes": str(task.num_classes)}
-    for key in ["image_path"] + (["mask_path"] if task.task_name == SEGMENTATION else []):
+           "task_name": task.task_type, "num_classes": str(task.num_classes)}
+    for key in ["image_path"] + (["mask_path"] if task.task_type == SEGMENTATION else []):
         value = record.get(key)
         if not isinstance(value, str) or not value.startswith("../") or _inside_root(value) is None:
             raise LayoutError(f"{where}: {key} {value!r} must be a '../...' path inside the data root "
                               f"(build it with rel_path)")
         row[key] = value
     try:
-        if task.task_name == CLASSIFICATION:
+        if task.task_type == CLASSIFICATION:
             row["mask"] = str(record["mask"])
-        elif task.task_name == DETECTION:
+        elif task.task_type == DETECTION:
             row.update({c: repr(float(record[c])) for c in BOX_COLUMNS})
-        elif task.task_name == REGRESSION:
+        elif task.task_type == REGRESSION:
             points = record["points"]
             if len(points) != task.num_classes or any(len(p) != 2 for p in points):
                 raise ValueError(f"needs {task.num_classes} points of [x, y], got {points!r}")
@@ -187,7 +187,7 @@ def _parse_target(task: TaskSpec, row: dict[str, str]):
     classification -> int; detection -> [x_min, y_min, x_max, y_max];
     Regression -> [[x, y], ...]. Raises ValueError naming the problem.
     """
-    if task.task_name == CLASSIFICATION:
+    if task.task_type == CLASSIFICATION:
         text = row["mask"]
         if not text.lstrip("+-").isdigit():
             raise ValueError(f"label {text!r} is not an integer")
@@ -195,7 +195,7 @@ def _parse_target(task: TaskSpec, row: dict[str, str]):
         if not 0 <= label < task.num_classes:
             raise ValueError(f"label {label} is outside [0, {task.num_classes}) for {task.task_id}")
         return label
-    if task.task_name == DETECTION:
+    if task.task_type == DETECTION:
         try:
             box = [_finite(row[c]) for c in BOX_COLUMNS]
         except ValueError:
@@ -205,7 +205,7 @@ def _parse_target(task: TaskSpec, row: dict[str, str]):
         if min(box) < 0:
             raise ValueError(f"box {box} lies partly outside the image (negative coordinate)")
         return box
-    if task.task_name == REGRESSION:
+    if task.task_type == REGRESSION:
         points = []
         for column in point_columns(task.num_classes):
             try:
@@ -244,18 +244,18 @@ def _parse_row(tasks: dict[str, TaskSpec], header: list[str], row: dict[str, str
     if task is None:
         problem(f"unknown task_id {row['task_id']!r} (not in the manifest)", image_path)
         return record, problems
-    if row["task_name"] != task.task_name:
+    if row["task_name"] != task.task_type:
         problem(f"task_name {row['task_name']!r} contradicts the manifest: "
-                f"{task.task_id} is a {task.task_name} task", image_path)
+                f"{task.task_id} is a {task.task_type} task", image_path)
     if row["num_classes"] != str(task.num_classes):
         problem(f"num_classes {row['num_classes']!r} contradicts the manifest: "
                 f"{task.task_id} has {task.num_classes}", image_path)
     record["num_classes"] = task.num_classes
     if any(c not in header for c in task_columns(task)):  # reported once per file by _read_csv
         return record, problems
-    if task.task_name == SEGMENTATION and not row["mask_path"]:
+    if task.task_type == SEGMENTATION and not row["mask_path"]:
         problem("mask_path is empty", image_path)
-    if task.task_name == REGRESSION:
+    if task.task_type == REGRESSION:
         extra = [c for c in header if c.startswith("point_") and c not in task_columns(task) and row[c]]
         if extra:
             problem(f"{', '.join(extra)} given but {task.task_id} has {task.num_classes} landmarks", image_path)
@@ -300,7 +300,7 @@ def _read_csv(tasks: dict[str, TaskSpec], csv_file: Path,
                     if gone and task.task_id not in reported_missing:
                         reported_missing.add(task.task_id)
                         problems.append(Problem(where, 1, None, f"missing columns {gone} needed by the "
-                                                f"{task.task_name} rows of {task.task_id} (first at line {line})"))
+                                                f"{task.task_type} rows of {task.task_id} (first at line {line})"))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         problems.append(Problem(where, None, None, f"cannot read CSV: {err}"))
     return records, problems
@@ -414,9 +414,9 @@ def _mask_problem(mask_file: str, size: tuple[int, int] | None, num_classes: int
 
 def target_outside_image(task: TaskSpec, target, width: int, height: int) -> str | None:
     """Why a parsed box or point list does not fit a ``width`` x ``height`` image (None if it does)."""
-    if task.task_name == DETECTION and (target[2] > width or target[3] > height):
+    if task.task_type == DETECTION and (target[2] > width or target[3] > height):
         return f"box {target} reaches outside the {width}x{height} image"
-    if task.task_name == REGRESSION:
+    if task.task_type == REGRESSION:
         for k, (x, y) in enumerate(target, start=1):
             if x > width or y > height:
                 return f"point_{k}_xy {[x, y]} lies outside the {width}x{height} image"
@@ -438,7 +438,7 @@ def _check_files(record: dict, task: TaskSpec | None, verify_images: bool) -> li
         problems.append(problem(record["image_path"], str(err)))
     if task is None:
         return problems
-    if task.task_name == SEGMENTATION and record["mask_file"]:
+    if task.task_type == SEGMENTATION and record["mask_file"]:
         message = _mask_problem(record["mask_file"], size, task.num_classes)
         if message:
             problems.append(problem(record["mask_path"], message))
@@ -488,7 +488,7 @@ def check_main(args) -> int:
     print(f"{args.root}: OK, {len(frame)} rows, {len(counts)} tasks")
     for task in resolve_tasks(args.manifest).values():
         if task.task_id in counts:
-            print(f"  {task.task_name:<15} {task.task_id:<25} {counts[task.task_id]:>7}")
+            print(f"  {task.task_type:<15} {task.task_id:<25} {counts[task.task_id]:>7}")
     type_counts = frame["task_name"].value_counts()
     for task_type in TASK_TYPES:
         if task_type in type_counts:

@@ -47,7 +47,7 @@ GEOMETRIC_AUGMENTATION = {SEGMENTATION: "flip+affine", DETECTION: "flip+affine",
 
 def geometric_augmentation(task: TaskSpec) -> str:
     """``"flip+affine"``, ``"affine"`` or ``"none"``: the warps that keep ``task``'s label true."""
-    return GEOMETRIC_AUGMENTATION[task.task_name]
+    return GEOMETRIC_AUGMENTATION[task.task_type]
 
 
 class JointTransform:

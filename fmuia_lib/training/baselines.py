@@ -35,28 +35,28 @@ def trivial_baseline_scores(train_set: MultiTaskDataset, val_set: MultiTaskDatas
     results: dict[str, dict[str, Any]] = {}
     for task in val_set.tasks:
         gts, hw = _targets(val_set, task.task_id)
-        if task.task_name == SEGMENTATION:
+        if task.task_type == SEGMENTATION:
             scores = metrics.task_scores(task, [np.zeros_like(g, dtype=np.uint8) for g in gts],
                                          [g.astype(np.uint8) for g in gts])
         else:
             # Training means come from the labels and image headers (no pixels, no augmentation).
             train_rows = train_set.frame.iloc[train_set.task_indices[task.task_id]]
-            if task.task_name == CLASSIFICATION:
+            if task.task_type == CLASSIFICATION:
                 majority = class_counts(train_rows, task.num_classes).argmax()
                 probs = np.zeros((len(gts), task.num_classes))
                 probs[:, majority] = 1.0
                 scores = metrics.task_scores(task, probs, np.array(gts, int))
-            elif task.task_name == DETECTION:
+            elif task.task_type == DETECTION:
                 scale = np.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], axis=1)
                 mean_box = mean_normalised_target(train_rows).ravel()
                 scores = metrics.task_scores(task, mean_box[None] * scale, np.array(gts) * scale)
-            elif task.task_name == REGRESSION:
+            elif task.task_type == REGRESSION:
                 scale = hw[:, None, ::-1]
                 mean_points = mean_normalised_target(train_rows)
                 scores = metrics.task_scores(task, mean_points[None] * scale, np.array(gts) * scale,
                                              image_sizes=hw)
             else:
-                raise ValueError(f"{task.task_id}: unknown task type {task.task_name!r}")
+                raise ValueError(f"{task.task_id}: unknown task type {task.task_type!r}")
         scores["score"] = metrics.task_quality(task, scores)
         results[task.task_id] = scores
     return results
@@ -72,13 +72,13 @@ def training_priors(train_set: MultiTaskDataset,
     """
     priors: dict[str, torch.Tensor] = {}
     for task in train_set.tasks:
-        if task.task_name not in types:
+        if task.task_type not in types:
             continue
         rows = train_set.frame.iloc[train_set.task_indices[task.task_id]]
-        if task.task_name == CLASSIFICATION:
+        if task.task_type == CLASSIFICATION:
             counts = class_counts(rows, task.num_classes) + 1.0
             priors[task.task_id] = torch.tensor(counts / counts.sum(), dtype=torch.float32)
-        elif task.task_name == REGRESSION:
+        elif task.task_type == REGRESSION:
             priors[task.task_id] = torch.tensor(mean_normalised_target(rows), dtype=torch.float32)
     return priors
 

@@ -56,7 +56,7 @@ def generate_phantom(out: str | Path, seed: int = 0, n_train: int = 96, n_val: i
 
     counts = {"train": n_train, "val": n_val}
     plans = {(t.task_id, split): class_plan(t, seed, split, counts[split])
-             for split in SPLITS for t in specs if t.task_name == CLASSIFICATION}
+             for split in SPLITS for t in specs if t.task_type == CLASSIFICATION}
     jobs: list[Job] = [(t.task_id, split, i, seed, str(out / split),
                         plans[t.task_id, split][i] if (t.task_id, split) in plans else None)
                        for split in SPLITS for t in specs for i in range(counts[split])]
@@ -163,15 +163,15 @@ def _write_sample(job: Job) -> dict:
     image_file = root / task.folder / "images" / name
     _write_png(image_file, sample.image)
     record: dict = {"image_path": rel_path(root, image_file)}
-    if task.task_name == SEGMENTATION:
+    if task.task_type == SEGMENTATION:
         mask_file = root / task.folder / "masks" / name
         _write_png(mask_file, sample.target)
         record["mask_path"] = rel_path(root, mask_file)
-    elif task.task_name == CLASSIFICATION:
+    elif task.task_type == CLASSIFICATION:
         record["mask"] = int(sample.target)
-    elif task.task_name == DETECTION:
+    elif task.task_type == DETECTION:
         record.update(zip(BOX_COLUMNS, (float(v) for v in sample.target)))
-    elif task.task_name == REGRESSION:
+    elif task.task_type == REGRESSION:
         record["points"] = sample.target.tolist()
     return record
 

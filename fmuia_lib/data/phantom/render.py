@@ -86,7 +86,7 @@ def render(task: TaskSpec, rng: np.random.Generator, cls: int | None = None) -> 
         h = int(round(height * rng.uniform(1 - SIZE_JITTER, 1 + SIZE_JITTER)))
         probe = make_probe(task.phantom_probe, w, h, rng)
         scene = Scene(probe, rng)
-        if task.task_name == CLASSIFICATION and cls is None:
+        if task.task_type == CLASSIFICATION and cls is None:
             cls = _draw_class(task, rng)
         points = paint(scene, rng, cls)
         fov = probe.field_of_view()
@@ -117,18 +117,18 @@ def _draw_class(task: TaskSpec, rng: np.random.Generator) -> int:
 def _target(task: TaskSpec, label_map: np.ndarray, fov: np.ndarray, cls: int | None,
             points: np.ndarray | None) -> np.ndarray | int | None:
     """The challenge target of a painted scene, or None when the scene is unusable."""
-    if task.task_name == SEGMENTATION:
+    if task.task_type == SEGMENTATION:
         # every foreground class must be visible (and not just a sliver)
         counts = np.bincount(label_map.ravel(), minlength=task.num_classes)
         return label_map if counts[1:task.num_classes].min() >= 20 else None
-    if task.task_name == CLASSIFICATION:
+    if task.task_type == CLASSIFICATION:
         return cls
-    if task.task_name == DETECTION:
+    if task.task_type == DETECTION:
         ys, xs = np.nonzero(label_map)
         if xs.size < 20:
             return None
         return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
-    if task.task_name == REGRESSION:
+    if task.task_type == REGRESSION:
         pts = np.round(np.asarray(points, dtype=np.float64), 2)
         if pts.shape != (task.num_points, 2):
             raise RuntimeError(f"task {task.task_id}: recipe returned {pts.shape} points, "
@@ -138,4 +138,4 @@ def _target(task: TaskSpec, label_map: np.ndarray, fov: np.ndarray, cls: int | N
         if ((cols < 0) | (cols >= w) | (rows < 0) | (rows >= h)).any():
             return None
         return pts if fov[rows, cols].all() else None  # landmarks must be in the field of view
-    raise ValueError(f"unknown task type {task.task_name!r}")
+    raise ValueError(f"unknown task type {task.task_type!r}")

@@ -60,13 +60,13 @@ def dataset_tasks(dataset: RealDataset, manifest: dict[str, TaskSpec]) -> list[T
     """
     tasks = [t for t in manifest.values() if t.real_us_folder == dataset.folder]
     for task in tasks:
-        if task.task_name == CLASSIFICATION and task.task_id not in dataset.class_names:
+        if task.task_type == CLASSIFICATION and task.task_id not in dataset.class_names:
             raise RealDataError(f"manifest: {task.task_id} uses {dataset.folder} but the converter "
                                 f"has no class mapping for it")
-        if task.task_name in (SEGMENTATION, DETECTION) and dataset.mask_class is None:
+        if task.task_type in (SEGMENTATION, DETECTION) and dataset.mask_class is None:
             raise RealDataError(f"manifest: {task.task_id} uses {dataset.folder}, which has no masks")
-        if task.task_name not in (SEGMENTATION, DETECTION, CLASSIFICATION):
-            raise RealDataError(f"manifest: {task.task_id} ({task.task_name}) cannot be made from "
+        if task.task_type not in (SEGMENTATION, DETECTION, CLASSIFICATION):
+            raise RealDataError(f"manifest: {task.task_id} ({task.task_type}) cannot be made from "
                                 f"{dataset.folder}")
     return tasks
 
@@ -140,9 +140,9 @@ def _class_counts(task: TaskSpec, targets: list) -> dict[str, int]:
     (segmentation) or the boxed class (detection)."""
     counts: Counter = Counter()
     for target in targets:
-        if task.task_name == CLASSIFICATION:
+        if task.task_type == CLASSIFICATION:
             counts[task.class_names[target]] += 1
-        elif task.task_name == SEGMENTATION:
+        elif task.task_type == SEGMENTATION:
             counts.update(task.class_names[v] for v in target)
         else:
             counts[task.class_names[0]] += 1
@@ -171,7 +171,7 @@ def _convert_dataset(dataset: RealDataset, src: Path, out: Path, tasks: list[Tas
     targets: dict[tuple[str, str], list] = {}
     excluded: dict[str, Counter] = {t.task_id: Counter() for t in tasks}
     outlines_filled = 0
-    needs_mask = any(t.task_name in (SEGMENTATION, DETECTION) for t in tasks)
+    needs_mask = any(t.task_type in (SEGMENTATION, DETECTION) for t in tasks)
     for item in tqdm(items, desc=dataset.name, disable=not progress, leave=False):
         pixels, warning = read_image(item.image)
         if warning:
@@ -185,14 +185,14 @@ def _convert_dataset(dataset: RealDataset, src: Path, out: Path, tasks: list[Tas
         file_name = f"{safe_name(item.key)}.png"
         for task in tasks:
             record: dict = {}
-            if task.task_name == CLASSIFICATION:
+            if task.task_type == CLASSIFICATION:
                 class_name = dataset.class_names[task.task_id][item.label]
                 if class_name is None:
                     excluded[task.task_id][item.label] += 1
                     continue
                 record["mask"] = task.class_index(class_name)
                 target = record["mask"]
-            elif task.task_name == DETECTION:
+            elif task.task_type == DETECTION:
                 box = mask_box(mask)
                 if box is None:
                     skipped.append({"dataset": dataset.name, "task_id": task.task_id,
@@ -222,7 +222,7 @@ def _convert_dataset(dataset: RealDataset, src: Path, out: Path, tasks: list[Tas
 
     task_report = {}
     for task in tasks:
-        entry = {"dataset": dataset.name, "type": task.task_name,
+        entry = {"dataset": dataset.name, "type": task.task_type,
                  "class_mapping": {str(i): name for i, name in enumerate(task.class_names)}}
         for split_name in SPLITS:
             rows = records.get((task.task_id, split_name), [])
