@@ -1,67 +1,77 @@
 """Scoring a submission against ground truth, and checking a submission's form.
 
-:func:`evaluate_submission` reproduces the challenge's scoring (see :mod:`fmuia_lib.metrics`
-for the definitions) and adds what the challenge leaves out:
+One scorer, :func:`score`, takes the ground truth of a data root (:class:`GroundTruth`)
+and a :class:`~fmuia_lib.submission.Submission` (read from a folder, or made in memory
+from prediction records). ``fmuia evaluate`` (:func:`evaluate_submission`), training-time
+validation (``training.validation.validate``, through :func:`evaluate_records`) and the
+error analysis all go through it, so a number means the same everywhere. It reproduces
+the challenge's scoring (see :mod:`fmuia_lib.metrics` for the definitions) and adds what
+the challenge leaves out:
 
 * **coverage**: per task, how many predictions were expected, found, missing, unusable
   or duplicated, and entries for images that are not in the ground truth. Like the
   challenge, a missing prediction is *not scored* (it does not count as a failure), so
-  a score only means something together with its coverage; the report says so loudly;
-* HD95 and per-class tables (DSC / HD / HD95 of every segmentation class, F1 of every
-  classification class);
+  a score only means something together with its coverage; the report says so loudly.
+  A prediction the scorer cannot use (``submission.entry_findings``: a class out of
+  range, probabilities that are not a distribution, an inverted box or one wholly
+  outside the image, a mask value that is no class) is *invalid*: not scored, listed
+  in ``invalid`` with its reason, and the submission is not complete;
+* HD95 and NMRE, and per-class tables (DSC / HD / HD95 of every segmentation class, F1
+  of every classification class);
 * the reason behind an AUC of 0 (e.g. only one class present in the labels).
 
 The leaderboard summary is the mean, over the tasks of each type that have at least one
 scored image, of the per-task numbers (the challenge's rule).
 
-:func:`validate_submission` checks a submission folder before it is scored or uploaded:
-every expected file and entry present, values well formed, nothing duplicated or unknown.
+:func:`check_submission` (``fmuia validate-submission``) checks a submission folder
+before it is scored or uploaded: errors (what the scorer cannot use, missing or
+duplicated predictions, paths outside the submission) apart from warnings (what is
+scored, but differently than it may look, or differently by the challenge's scorer).
+
+This module imports no torch: scoring 432 images takes about a second.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
-import cv2
 import numpy as np
 import pandas as pd
 
 from fmuia_lib import metrics
-from fmuia_lib.data.dataset import image_size
-from fmuia_lib.data.layout import LayoutError, read_root
-from fmuia_lib.predict import PREDICTION_FILES, SubmissionError, submission_path
-from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec, load_manifest
+from fmuia_lib.data.images import ImageReadError, Mask, image_size, mask_value_problem, read_mask
+from fmuia_lib.data.layout import CSV_DIR, LayoutError, Problem, read_root, resolve_tasks
+from fmuia_lib.submission import (PREDICTION_FILES, SCORED_KEYS, EntryIndex, Submission, SubmissionError,
+                                  entry_findings, load_json_list, mask_output_path, number_list,
+                                  read_mask_findings, submission_relpath)
+from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, TaskSpec
 
-#: Per-task metric columns of each type, in report order.
-TASK_METRICS = {
-    SEGMENTATION: ("DSC", "HD", "HD95"),
-    CLASSIFICATION: ("Accuracy", "AUC", "F1_macro", "F1_weighted", "MCC"),
-    DETECTION: ("IoU",),
-    REGRESSION: ("MRE",),
-}
+#: Per-task metric columns of each type, in report order (``metrics.reported_metrics``).
+TASK_METRICS = {kind: metrics.reported_metrics(kind) for kind in TASK_TYPES}
 #: The key of each task type's group in the challenge's results JSON.
 CHALLENGE_GROUPS = {SEGMENTATION: "segmentation", CLASSIFICATION: "classification",
                     DETECTION: "detection", REGRESSION: "regression"}
-#: The entry key holding the scored value(s) of each JSON file.
-SCORED_KEYS = {CLASSIFICATION: "predicted_class", DETECTION: "bbox_pixels",
-               REGRESSION: "predicted_points_pixels"}
-PROB_TOLERANCE = 1e-4
+#: Findings printed in a report before "... and N more".
+SHOWN_FINDINGS = 20
 
 
 @dataclass
 class EvaluationReport:
-    """Everything :func:`evaluate_submission` measured.
+    """Everything :func:`score` measured.
 
     ``per_task``: one row per task (type, number of scored images, metrics);
     ``per_class``: one row per task class; ``summary``: the nine leaderboard columns
     (None for a type with no scored task); ``coverage``: expected / found / missing /
     invalid / duplicate / unknown predictions per task (segmentation masks are looked up by
     path, so they cannot be duplicated or unknown); ``challenge``: the numbers in the
-    layout of the challenge's results JSON; ``notes``: warnings worth reading.
+    layout of the challenge's results JSON; ``invalid``: every prediction that could not
+    be scored, with its reason; ``warnings``: every scored prediction with something off
+    (``fmuia validate-submission`` explains them); ``notes``: what is worth reading first.
     """
 
     per_task: pd.DataFrame
@@ -70,12 +80,36 @@ class EvaluationReport:
     coverage: pd.DataFrame
     challenge: dict[str, dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
-        """True when every expected prediction was found and usable."""
+        """True when every expected prediction was found once and usable, and nothing unknown,
+        duplicated or malformed was given."""
         return bool((self.coverage["found"] == self.coverage["expected"]).all()
-                    and (self.coverage["unknown"] == 0).all())
+                    and (self.coverage["unknown"] == 0).all() and (self.coverage["duplicates"] == 0).all()
+                    and not self.invalid)
+
+    def task_results(self) -> dict[str, dict[str, Any]]:
+        """Per task: its metrics (``TASK_METRICS``), ``AUC_error``, ``num_samples`` and the
+        per-class lists (segmentation ``per_class = {DSC, HD, HD95: [C values]}``,
+        classification ``F1_per_class``), for tasks with at least one scored image."""
+        out: dict[str, dict[str, Any]] = {}
+        for row in self.per_task.to_dict("records"):
+            if not row["num_samples"]:
+                continue
+            kind = row["task_type"]
+            scores: dict[str, Any] = {m: float(row[m]) for m in TASK_METRICS[kind]}
+            scores["num_samples"] = int(row["num_samples"])
+            classes = self.per_class[self.per_class["task_id"] == row["task_id"]].sort_values("class_index")
+            if kind == SEGMENTATION:
+                scores["per_class"] = {m: [float(v) for v in classes[m]] for m in ("DSC", "HD", "HD95")}
+            elif kind == CLASSIFICATION:
+                scores["AUC_error"] = row["AUC_error"]
+                scores["F1_per_class"] = [float(v) for v in classes["F1"]]
+            out[row["task_id"]] = scores
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -84,7 +118,8 @@ class EvaluationReport:
         return {"summary": {k: _plain(v) for k, v in self.summary.items()},
                 "per_task": records(self.per_task), "per_class": records(self.per_class),
                 "coverage": records(self.coverage), "challenge": self.challenge,
-                "complete": self.complete, "notes": list(self.notes)}
+                "complete": self.complete, "notes": list(self.notes), "invalid": list(self.invalid),
+                "warnings": list(self.warnings)}
 
     def to_json(self, path: str | Path) -> Path:
         path = Path(path)
@@ -93,7 +128,8 @@ class EvaluationReport:
         return path
 
     def format(self) -> str:
-        """The report as text: per-task table, per-class table, summary, coverage, notes."""
+        """The report as text: per-task table, per-class table, summary, coverage, notes,
+        and the first unusable predictions."""
         def table(frame: pd.DataFrame) -> str:
             if frame.empty:
                 return "  (nothing scored)"
@@ -107,6 +143,11 @@ class EvaluationReport:
                  "", "Coverage", table(self.coverage)]
         if self.notes:
             parts += ["", "Notes"] + [f"  - {n}" for n in self.notes]
+        if self.invalid:
+            parts += ["", f"Unusable predictions, not scored ({len(self.invalid)})"]
+            parts += [f"  - {p}" for p in self.invalid[:SHOWN_FINDINGS]]
+            if len(self.invalid) > SHOWN_FINDINGS:
+                parts.append(f"  ... and {len(self.invalid) - SHOWN_FINDINGS} more (all of them in --json)")
         return "\n".join(parts)
 
 
@@ -120,56 +161,59 @@ def _plain(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------
-# Reading a submission
+# Ground truth
 # --------------------------------------------------------------------------------------
-def _load_json_list(path: Path) -> list:
-    """The list in a prediction JSON file; raises SubmissionError naming the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SubmissionError(f"{path}: cannot read JSON: {err}") from None
-    if not isinstance(data, list):
-        raise SubmissionError(f"{path}: expected a JSON list of predictions, found {type(data).__name__}")
-    return data
+class GroundTruth:
+    """The labelled rows of a data root, with what scoring needs read from disk once.
 
+    Labels, boxes and points come from the CSVs (:func:`~fmuia_lib.data.layout.read_root`);
+    image sizes are read from image headers when first needed and kept (cheap); masks
+    are read at their original size each time :meth:`mask` is called (the scorer calls it
+    once per row and scoring run), with :func:`~fmuia_lib.data.images.read_mask`'s rules.
+    A file that cannot be used raises :class:`~fmuia_lib.data.layout.LayoutError`
+    naming the CSV line.
+    """
 
-@dataclass
-class _Index:
-    """The entries of one prediction file, keyed by (task_id, image_path); the last one wins."""
+    def __init__(self, frame: pd.DataFrame, manifest: Mapping[str, TaskSpec] | str | Path | None = None) -> None:
+        self.specs = resolve_tasks(dict(manifest) if isinstance(manifest, Mapping) else manifest)
+        self.frame = frame.reset_index(drop=True)
+        present = set(self.frame["task_id"])
+        self.tasks: list[TaskSpec] = [t for t in self.specs.values() if t.task_id in present]
+        self.rows: dict[str, list[dict]] = {t.task_id: [] for t in self.tasks}
+        for row in self.frame.to_dict("records"):
+            self.rows[row["task_id"]].append(row)
+        self._sizes: dict[str, tuple[int, int]] = {}
 
-    entries: dict[tuple[str, str], dict] = field(default_factory=dict)
-    duplicates: dict[tuple[str, str], int] = field(default_factory=dict)
-    malformed: int = 0
+    @classmethod
+    def from_root(cls, data_root: str | Path,
+                  manifest: Mapping[str, TaskSpec] | str | Path | None = None) -> "GroundTruth":
+        specs = resolve_tasks(dict(manifest) if isinstance(manifest, Mapping) else manifest)
+        return cls(read_root(data_root, specs), specs)
 
+    @staticmethod
+    def _error(row: Mapping[str, Any], path: str, message: str) -> LayoutError:
+        return LayoutError(str(Problem(f"{CSV_DIR}/{row['csv_file']}", row["csv_line"], path, message)))
 
-def _index_entries(items: list) -> _Index:
-    index = _Index()
-    for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("task_id"), str) \
-                or not isinstance(item.get("image_path"), str):
-            index.malformed += 1
-            continue
-        key = (item["task_id"], item["image_path"])
-        if key in index.entries:
-            index.duplicates[key] = index.duplicates.get(key, 0) + 1
-        index.entries[key] = item
-    return index
+    def size(self, row: Mapping[str, Any]) -> tuple[int, int]:
+        """``(height, width)`` of the row's image, from its header (read once)."""
+        key = row["image_file"]
+        if key not in self._sizes:
+            try:
+                self._sizes[key] = image_size(key)
+            except ImageReadError as err:
+                raise self._error(row, row["image_path"], f"ground-truth image: {err.reason}") from None
+        return self._sizes[key]
 
-
-def _number_list(value: Any, length: int | None = None) -> list[float] | None:
-    """``value`` as a list of finite floats (of ``length`` when given), or None."""
-    if not isinstance(value, list) or (length is not None and len(value) != length):
-        return None
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
-        return None
-    return [float(v) for v in value]
-
-
-def _read_mask(path: Path) -> np.ndarray | None:
-    """A mask as the challenge reads it (8-bit grayscale), or None when missing or unreadable."""
-    if not path.is_file():
-        return None
-    return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    def mask(self, row: Mapping[str, Any], task: TaskSpec) -> Mask:
+        """The row's ground-truth mask at its original size (checked: class indices only)."""
+        try:
+            mask = read_mask(row["mask_file"])
+        except ImageReadError as err:
+            raise self._error(row, row["mask_path"], f"ground-truth {err.reason}") from None
+        problem = mask_value_problem(mask.values, task.num_classes)
+        if problem:
+            raise self._error(row, row["mask_path"], f"ground-truth {problem}")
+        return mask
 
 
 # --------------------------------------------------------------------------------------
@@ -179,28 +223,33 @@ def _read_mask(path: Path) -> np.ndarray | None:
 class _TaskResult:
     scores: dict[str, Any]          # per-task metrics (empty when nothing was scored)
     per_class: list[dict[str, Any]]
-    found: int
-    missing: int
-    invalid: int
+    found: int = 0
+    missing: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    unknown: int = 0
 
 
-def _score_segmentation(task: TaskSpec, rows: pd.DataFrame, pred_dir: Path) -> _TaskResult:
+def _score_segmentation(task: TaskSpec, truth: GroundTruth, submission: Submission,
+                        invalid: list[str], warnings: list[str]) -> _TaskResult:
     scorer = metrics.SegmentationScorer(task.num_classes, hd95=True)
-    missing = invalid = 0
-    for mask_path, mask_file in zip(rows["mask_path"], rows["mask_file"]):
-        gt = _read_mask(Path(mask_file))
-        if gt is None:
-            raise ValueError(f"ground-truth mask {mask_file} cannot be read")
-        pred_file = submission_path(pred_dir, mask_path)
-        if not pred_file.is_file():
-            missing += 1
-            continue
-        pred = _read_mask(pred_file)
-        if pred is None:
-            invalid += 1
-            continue
-        scorer.add(pred, gt)
-    result = _TaskResult({}, [], len(scorer), missing, invalid)
+    result = _TaskResult({}, [])
+    for row in truth.rows[task.task_id]:
+        gt = truth.mask(row, task)
+        where = f"{row['mask_path']} ({task.task_id}, {row['source']})"
+        try:
+            pred, errors, notes = read_mask_findings(task, submission, row["mask_path"], gt.shape)
+        except SubmissionError as err:
+            pred, errors, notes = None, [str(err)], []
+        invalid += [f"{where}: {e}" for e in errors]
+        warnings += [f"{where}: {w}" for w in notes]
+        if errors:
+            result.invalid += 1
+        elif pred is None:
+            result.missing += 1
+        else:
+            scorer.add(pred.values, gt.values)
+    result.found = len(scorer)
     if len(scorer):
         scores = scorer.result()
         result.scores = {name: scores[name] for name in TASK_METRICS[SEGMENTATION]}
@@ -210,37 +259,44 @@ def _score_segmentation(task: TaskSpec, rows: pd.DataFrame, pred_dir: Path) -> _
     return result
 
 
-def _score_entries(task: TaskSpec, rows: pd.DataFrame, index: _Index | None) -> _TaskResult:
-    """Classification, detection and Regression: look up each row's entry and score."""
-    found_rows: list[tuple[Any, dict]] = []
-    missing = invalid = 0
-    key_name = SCORED_KEYS[task.task_type]
-    for image_path, target in zip(rows["image_path"], rows["target"]):
-        entry = None if index is None else index.entries.get((task.task_id, image_path))
+def _score_entries(task: TaskSpec, truth: GroundTruth, index: EntryIndex | None,
+                   invalid: list[str], warnings: list[str]) -> _TaskResult:
+    """Classification, detection and Regression: look up each row's entry, judge it, score."""
+    file_name = PREDICTION_FILES[task.task_type]
+    rows = truth.rows[task.task_id]
+    result = _TaskResult({}, [])
+    found: list[tuple[dict, dict]] = []
+    for row in rows:
+        key = (task.task_id, row["image_path"])
+        entry = None if index is None else index.entries.get(key)
         if entry is None:
-            missing += 1
+            result.missing += 1
             continue
-        value = entry.get(key_name)
-        if task.task_type == CLASSIFICATION:
-            ok = isinstance(value, int) and not isinstance(value, bool)
+        size = truth.size(row) if task.task_type == DETECTION else None
+        errors, notes = entry_findings(task, entry, size)
+        where = f"{file_name}[{index.position[key]}] ({task.task_id}, {row['image_path']})"
+        invalid += [f"{where}: {e}" for e in errors]
+        warnings += [f"{where}: {w}" for w in notes]
+        if errors:
+            result.invalid += 1
         else:
-            length = 4 if task.task_type == DETECTION else 2 * task.num_classes
-            ok = _number_list(value, length) is not None
-        if not ok:
-            invalid += 1
-            continue
-        found_rows.append((target, entry))
-    result = _TaskResult({}, [], len(found_rows), missing, invalid)
-    if not found_rows:
+            found.append((row, entry))
+    if index is not None:
+        expected = {row["image_path"] for row in rows}
+        result.duplicates = sum(len(p) - 1 for (tid, _), p in index.duplicates.items() if tid == task.task_id)
+        result.unknown = sum(1 for tid, path in index.entries if tid == task.task_id and path not in expected)
+    result.found = len(found)
+    if not found:
         return result
-    targets = [t for t, _ in found_rows]
-    entries = [e for _, e in found_rows]
+    targets = [row["target"] for row, _ in found]
+    entries = [entry for _, entry in found]
+    key = SCORED_KEYS[task.task_type]
     if task.task_type == CLASSIFICATION:
-        probs = _probability_matrix(entries, task.num_classes)
-        scores = metrics.classification_scores(targets, probs, task.num_classes,
-                                               y_pred=[e["predicted_class"] for e in entries])
-        if probs is None and scores["AUC_error"] == "no predicted probabilities":
-            lacking = sum(_number_list(e.get("predicted_probs"), task.num_classes) is None for e in entries)
+        probs = [number_list(e.get("predicted_probs"), task.num_classes) for e in entries]
+        lacking = sum(p is None for p in probs)
+        scores = metrics.classification_scores(targets, None if lacking else np.array(probs, dtype=np.float64),
+                                               task.num_classes, y_pred=[e[key] for e in entries])
+        if lacking:
             scores["AUC_error"] = f"{lacking} entries lack a list of {task.num_classes} predicted_probs"
         f1 = scores.pop("F1_per_class")
         scores.pop("num_samples")
@@ -248,82 +304,57 @@ def _score_entries(task: TaskSpec, rows: pd.DataFrame, index: _Index | None) -> 
         result.per_class = [{"class_index": c, "class_name": task.class_names[c], "F1": f1[c]}
                             for c in range(task.num_classes)]
     elif task.task_type == DETECTION:
-        iou = metrics.box_iou([e["bbox_pixels"] for e in entries], targets)
+        iou = metrics.box_iou([e[key] for e in entries], targets)
         result.scores = {"IoU": float(np.mean(iou))}
     else:
-        pred = np.array([e["predicted_points_pixels"] for e in entries], dtype=np.float64)
-        mre = metrics.mean_radial_error(pred.reshape(len(entries), -1, 2), np.array(targets, dtype=np.float64))
-        result.scores = {"MRE": float(np.mean(mre))}
+        pred = np.array([e[key] for e in entries], dtype=np.float64).reshape(len(entries), -1, 2)
+        sizes = [truth.size(row) for row, _ in found]
+        scores = metrics.task_scores(task, pred, np.array(targets, dtype=np.float64), image_sizes=sizes)
+        result.scores = {"MRE": scores["MRE"], "NMRE": scores["NMRE"]}
     return result
-
-
-def _probability_matrix(entries: list[dict], num_classes: int) -> np.ndarray | None:
-    """``(N, C)`` probabilities when every entry has ``num_classes`` of them, else None."""
-    rows = [_number_list(e.get("predicted_probs"), num_classes) for e in entries]
-    if any(r is None for r in rows):
-        return None
-    return np.array(rows, dtype=np.float64)
 
 
 # --------------------------------------------------------------------------------------
 # The whole submission
 # --------------------------------------------------------------------------------------
-def _tasks_in(frame: pd.DataFrame, manifest: Mapping[str, TaskSpec]) -> list[TaskSpec]:
-    present = set(frame["task_id"])
-    return [t for t in manifest.values() if t.task_id in present]
+def score(truth: GroundTruth, submission: Submission) -> EvaluationReport:
+    """Score ``submission`` against ``truth``: the one scorer (see the module docstring).
 
-
-def evaluate_submission(data_root: str | Path, pred_dir: str | Path,
-                        manifest: str | Path | Mapping[str, TaskSpec] | None = None) -> EvaluationReport:
-    """Score the submission in ``pred_dir`` against the ground truth of ``data_root``.
-
-    Raises :class:`~fmuia_lib.data.layout.LayoutError` when the ground truth is unusable
-    and :class:`~fmuia_lib.predict.SubmissionError` when a prediction JSON cannot be read. Everything else (missing,
-    unusable, duplicated or unknown predictions) is counted in ``coverage``.
+    Raises :class:`~fmuia_lib.data.layout.LayoutError` when the ground truth cannot be
+    used. Everything wrong with the predictions is counted in ``coverage`` and listed.
     """
-    tasks_by_id = dict(manifest) if isinstance(manifest, Mapping) else load_manifest(manifest)
-    frame = read_root(data_root, tasks_by_id)
-    pred_dir = Path(pred_dir)
-    tasks = _tasks_in(frame, tasks_by_id)
-    indexes: dict[str, _Index | None] = {}
     notes: list[str] = []
+    invalid: list[str] = []
+    warnings: list[str] = []
     for kind, file_name in PREDICTION_FILES.items():
-        path = pred_dir / file_name
-        indexes[kind] = _index_entries(_load_json_list(path)) if path.is_file() else None
-        if indexes[kind] is None and any(t.task_type == kind for t in tasks):
+        if submission.entries.get(kind) is None and any(t.task_type == kind for t in truth.tasks):
             notes.append(f"{file_name} is missing: no {kind} task was scored")
 
     task_rows, class_rows, coverage_rows = [], [], []
     challenge: dict[str, dict[str, Any]] = {}
-    for task in tasks:
-        rows = frame[frame["task_id"] == task.task_id]
+    for task in truth.tasks:
         if task.task_type == SEGMENTATION:
-            result = _score_segmentation(task, rows, pred_dir)
-            duplicates = unknown = 0
+            result = _score_segmentation(task, truth, submission, invalid, warnings)
         else:
-            index = indexes[task.task_type]
-            result = _score_entries(task, rows, index)
-            expected_paths = set(rows["image_path"])
-            duplicates = sum(n for (tid, _), n in (index.duplicates.items() if index else []) if tid == task.task_id)
-            unknown = sum(1 for (tid, path) in (index.entries if index else {}) if tid == task.task_id
-                          and path not in expected_paths)
+            result = _score_entries(task, truth, submission.entries.get(task.task_type), invalid, warnings)
         auc_error = result.scores.get("AUC_error")
         task_rows.append({"task_id": task.task_id, "task_type": task.task_type, "num_samples": result.found,
                           **{m: result.scores.get(m, np.nan) for metric_list in TASK_METRICS.values()
                              for m in metric_list},
                           "AUC_error": auc_error})
         class_rows += [{"task_id": task.task_id, **row} for row in result.per_class]
-        coverage_rows.append({"task_id": task.task_id, "task_type": task.task_type, "expected": len(rows),
-                              "found": result.found, "missing": result.missing, "invalid": result.invalid,
-                              "duplicates": duplicates, "unknown": unknown})
+        coverage_rows.append({"task_id": task.task_id, "task_type": task.task_type,
+                              "expected": len(truth.rows[task.task_id]), "found": result.found,
+                              "missing": result.missing, "invalid": result.invalid,
+                              "duplicates": result.duplicates, "unknown": result.unknown})
         if auc_error:
             notes.append(f"{task.task_id}: AUC counted as 0 because {auc_error}")
         _add_challenge_entry(challenge, task, result)
 
-    for kind, index in indexes.items():
+    for kind, index in submission.entries.items():
         if index is None:
             continue
-        known = {t.task_id for t in tasks if t.task_type == kind}
+        known = {t.task_id for t in truth.tasks if t.task_type == kind}
         foreign = sorted({tid for tid, _ in index.entries if tid not in known})
         for tid in foreign:
             count = sum(1 for t, _ in index.entries if t == tid)
@@ -331,9 +362,7 @@ def evaluate_submission(data_root: str | Path, pred_dir: str | Path,
                                   "invalid": 0, "duplicates": 0, "unknown": count})
             notes.append(f"{PREDICTION_FILES[kind]}: {count} entries for task {tid!r}, which the ground truth "
                          f"has no {kind} rows for")
-        if index.malformed:
-            notes.append(f"{PREDICTION_FILES[kind]}: {index.malformed} entries without a task_id/image_path "
-                         "string were ignored")
+        invalid += [f"{PREDICTION_FILES[kind]}[{position}]: {why}" for position, why in index.malformed]
 
     per_task = pd.DataFrame(task_rows)
     coverage = pd.DataFrame(coverage_rows, columns=["task_id", "task_type", "expected", "found", "missing",
@@ -345,8 +374,15 @@ def evaluate_submission(data_root: str | Path, pred_dir: str | Path,
         notes.insert(0, f"INCOMPLETE: {int(incomplete['expected'].sum() - incomplete['found'].sum())} expected "
                         f"predictions in {len(incomplete)} task(s) were missing or unusable and were not "
                         "scored (the challenge skips them too); see Coverage")
+    if invalid:
+        notes.append(f"{len(invalid)} prediction(s) could not be scored; they are listed under "
+                     "'Unusable predictions'")
+    if warnings:
+        notes.append(f"{len(warnings)} scored prediction(s) have warnings (first: {warnings[0]}); "
+                     "`fmuia validate-submission` lists them all")
     return EvaluationReport(per_task=per_task, per_class=per_class, summary=leaderboard_summary(per_task),
-                            coverage=coverage, challenge=challenge, notes=notes)
+                            coverage=coverage, challenge=challenge, notes=notes, invalid=invalid,
+                            warnings=warnings)
 
 
 def _add_challenge_entry(challenge: dict, task: TaskSpec, result: _TaskResult) -> None:
@@ -383,183 +419,208 @@ def leaderboard_summary(per_task: pd.DataFrame) -> dict[str, float | None]:
     return summary
 
 
+def _same_folder(a: str | Path, b: str | Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def evaluate_submission(data_root: str | Path, pred_dir: str | Path,
+                        manifest: str | Path | Mapping[str, TaskSpec] | None = None) -> EvaluationReport:
+    """Score the submission folder ``pred_dir`` against the ground truth of ``data_root``.
+
+    Raises :class:`~fmuia_lib.data.layout.LayoutError` when the ground truth is unusable
+    and :class:`~fmuia_lib.submission.SubmissionError` when the folder does not exist, is
+    the data root itself, or a prediction JSON cannot be read.
+    """
+    submission = Submission.from_folder(pred_dir)
+    if _same_folder(data_root, pred_dir):
+        raise SubmissionError(f"the submission folder {pred_dir} is the data root: its masks are the ground "
+                              "truth itself")
+    return score(GroundTruth.from_root(data_root, manifest), submission)
+
+
+def evaluate_records(truth: GroundTruth | str | Path, records: Iterable[Mapping[str, Any]],
+                     manifest: str | Path | Mapping[str, TaskSpec] | None = None) -> EvaluationReport:
+    """Score prediction records in memory (``predict.write_submission``'s format) with the
+    same scorer, exactly as if they had been written and read back."""
+    if not isinstance(truth, GroundTruth):
+        truth = GroundTruth.from_root(truth, manifest)
+    return score(truth, Submission.from_records(records, truth.specs))
+
+
 # --------------------------------------------------------------------------------------
-# Validating the form of a submission
+# Checking the form of a submission
 # --------------------------------------------------------------------------------------
-def _mask_file_problems(task: TaskSpec, row: pd.Series, pred_dir: Path) -> list[str]:
-    where = f"{row['mask_path']} ({task.task_id}, {row['source']})"
-    try:
-        pred_file = submission_path(pred_dir, row["mask_path"])
-    except SubmissionError as err:
-        return [f"{where}: {err}"]
-    if not pred_file.is_file():
-        return [f"{where}: predicted mask missing: {pred_file}"]
-    mask = cv2.imread(str(pred_file), cv2.IMREAD_UNCHANGED)
-    if mask is None:
-        return [f"{where}: predicted mask {pred_file} cannot be read as an image"]
-    if mask.ndim != 2:
-        return [f"{where}: predicted mask has {mask.shape[2]} channels; write one channel of class indices"]
-    problems = []
-    expected = image_size(row["image_file"])
-    if mask.shape != expected:
-        problems.append(f"{where}: predicted mask is {mask.shape[1]}x{mask.shape[0]}, the image is "
-                        f"{expected[1]}x{expected[0]} (width x height)")
-    if mask.dtype != np.uint8:
-        problems.append(f"{where}: predicted mask is {mask.dtype}; write 8-bit class indices")
-    if mask.size and int(mask.max()) >= task.num_classes:
-        problems.append(f"{where}: predicted mask has value {int(mask.max())} >= num_classes {task.num_classes}")
-    return problems
+@dataclass
+class SubmissionCheck:
+    """What :func:`check_submission` found: ``errors`` (predictions missing or unusable, files
+    unreadable, paths outside the submission) and ``warnings`` (scored, but see the message)."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
 
 
-def _coordinate_problems(pixels: list[float], normalised: list[float] | None, size: tuple[int, int],
-                         name: str) -> list[str]:
-    """Pixel coordinates inside the image and consistent with their normalised twins."""
-    height, width = size
-    problems = []
-    xs, ys = pixels[0::2], pixels[1::2]
-    if min(xs) < 0 or max(xs) > width or min(ys) < 0 or max(ys) > height:
-        problems.append(f"{name} {pixels} reaches outside the {width}x{height} image")
-    if normalised is not None:
-        if min(normalised) < 0 or max(normalised) > 1:
-            problems.append(f"normalised coordinates {normalised} are not in [0, 1]")
-        else:
-            back = [v * (width if i % 2 == 0 else height) for i, v in enumerate(normalised)]
-            if max(abs(a - b) for a, b in zip(back, pixels)) > 1.0:
-                problems.append(f"{name} {pixels} disagree with the normalised coordinates {normalised} "
-                                f"(more than 1 pixel apart at {width}x{height})")
-    return problems
+def check_submission(pred_dir: str | Path, data_root: str | Path,
+                     manifest: str | Path | Mapping[str, TaskSpec] | None = None) -> SubmissionCheck:
+    """Every error and warning of the submission in ``pred_dir`` for the rows of ``data_root``.
 
+    The data root needs only the four common CSV columns (a test set will do): no label
+    is read. Each image header is read once. A submission passes (no errors) exactly
+    when ``fmuia evaluate`` would score every prediction; the rules are
+    :mod:`fmuia_lib.submission`'s. Also reported: missing files and entries, duplicates,
+    entries for unknown tasks or images, unreadable JSON.
+    Raises :class:`SubmissionError` when ``pred_dir`` is not a folder.
+    """
+    tasks_by_id = resolve_tasks(dict(manifest) if isinstance(manifest, Mapping) else manifest)
+    frame = read_root(data_root, tasks_by_id, labels=False)
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        what = "is a file, not a folder" if pred_dir.exists() else "not found"
+        raise SubmissionError(f"submission folder {pred_dir} {what}")
+    check = SubmissionCheck()
+    sizes: dict[str, tuple[int, int]] = {}
 
-def _entry_problems(task: TaskSpec, entry: dict, row: pd.Series) -> list[str]:
-    """What is wrong with one classification / detection / Regression entry."""
-    if task.task_type == CLASSIFICATION:
-        problems = []
-        label = entry.get("predicted_class")
-        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < task.num_classes:
-            problems.append(f"predicted_class {label!r} is not an integer in [0, {task.num_classes})")
-        probs = entry.get("predicted_probs")
-        values = _number_list(probs)
-        if values is None:
-            problems.append(f"predicted_probs {probs!r} is not a list of finite numbers")
-        elif len(values) != task.num_classes:
-            problems.append(f"{len(values)} predicted_probs, {task.task_id} has {task.num_classes} classes")
-        elif min(values) < 0 or max(values) > 1 or abs(sum(values) - 1) > PROB_TOLERANCE:
-            problems.append(f"predicted_probs {values} must lie in [0, 1] and sum to 1 "
-                            f"(within {PROB_TOLERANCE}); they sum to {sum(values):.6f}")
-        return problems
-    if task.task_type == DETECTION:
-        pixels_key, norm_key, length, name = "bbox_pixels", "bbox_normalized", 4, "box"
-    else:
-        pixels_key, norm_key = "predicted_points_pixels", "predicted_points_normalized"
-        length, name = 2 * task.num_classes, "points"
-    problems = []
-    pixels = _number_list(entry.get(pixels_key), length)
-    normalised = _number_list(entry.get(norm_key), length)
-    for key, values in ((pixels_key, pixels), (norm_key, normalised)):
-        if values is None:
-            problems.append(f"{key} {entry.get(key)!r} is not a list of {length} finite numbers")
-    if pixels is None:
-        return problems
-    if task.task_type == DETECTION and (pixels[0] >= pixels[2] or pixels[1] >= pixels[3]):
-        problems.append(f"box {pixels} is not well formed: needs x_min < x_max and y_min < y_max")
-    return problems + _coordinate_problems(pixels, normalised, image_size(row["image_file"]), name)
+    def size_of(row: Mapping[str, Any]) -> tuple[int, int] | None:
+        if row["image_file"] not in sizes:
+            try:
+                sizes[row["image_file"]] = image_size(row["image_file"])
+            except ImageReadError as err:
+                check.errors.append(f"{row['image_path']} ({row['source']}): cannot check against the image: "
+                                    f"{err.reason}")
+                return None
+        return sizes[row["image_file"]]
+
+    rows = frame.to_dict("records")
+    submission = Submission(entries={}, folder=pred_dir, label=str(pred_dir))
+    for row in rows:
+        task = tasks_by_id[row["task_id"]]
+        if task.task_type != SEGMENTATION:
+            continue
+        mask_path = mask_output_path(row["image_path"], row.get("mask_path"))
+        where = f"{mask_path} ({task.task_id}, {row['source']})"
+        try:
+            pred_file = pred_dir / submission_relpath(mask_path)
+        except SubmissionError as err:
+            check.errors.append(f"{where}: {err}")
+            continue
+        if not pred_file.exists():
+            check.errors.append(f"{where}: predicted mask missing: {pred_file}")
+            continue
+        _, errors, notes = read_mask_findings(task, submission, mask_path, size_of(row))
+        check.errors += [f"{where}: {e}" for e in errors]
+        check.warnings += [f"{where}: {w}" for w in notes]
+
+    for kind, file_name in PREDICTION_FILES.items():
+        kind_rows = [r for r in rows if tasks_by_id[r["task_id"]].task_type == kind]
+        path = pred_dir / file_name
+        if not path.is_file():
+            if kind_rows:
+                check.errors.append(f"{file_name}: missing ({len(kind_rows)} {kind} predictions expected)")
+            continue
+        try:
+            index = EntryIndex.of(load_json_list(path))
+        except SubmissionError as err:
+            check.errors.append(str(err))
+            continue
+        check.errors += [f"{file_name}[{position}]: {why}" for position, why in index.malformed]
+        for key, positions in index.duplicates.items():
+            for position in positions[1:]:
+                check.errors.append(f"{file_name}[{position}] ({key[0]}, {key[1]}): duplicate entry "
+                                    f"(first at {file_name}[{positions[0]}])")
+        rows_by_key = {(r["task_id"], r["image_path"]): r for r in kind_rows}
+        for key, entry in index.entries.items():
+            where = f"{file_name}[{index.position[key]}] ({key[0]}, {key[1]})"
+            if key not in rows_by_key:
+                task = tasks_by_id.get(key[0])
+                why = ("unknown task_id" if task is None or task.task_type != kind
+                       else "image not in the ground truth CSVs")
+                check.errors.append(f"{where}: unknown entry ({why})")
+                continue
+            task = tasks_by_id[key[0]]
+            size = size_of(rows_by_key[key]) if task.task_type != CLASSIFICATION else None
+            errors, notes = entry_findings(task, entry, size)
+            check.errors += [f"{where}: {e}" for e in errors]
+            check.warnings += [f"{where}: {w}" for w in notes]
+        for key, row in rows_by_key.items():
+            if key not in index.entries:
+                check.errors.append(f"{file_name}: missing entry for {key[0]}, {key[1]} ({row['source']})")
+    return check
 
 
 def validate_submission(pred_dir: str | Path, data_root: str | Path,
                         manifest: str | Path | Mapping[str, TaskSpec] | None = None) -> list[str]:
-    """Every problem of the submission in ``pred_dir`` (empty list = valid).
-
-    Checks, against the rows of ``data_root``: each segmentation mask exists, is one
-    8-bit channel at the original image size with values < num_classes; each JSON file
-    that a task type needs exists and is a list; every expected entry is present exactly
-    once, no entry is for an unknown task or image; probabilities are num_classes finite
-    numbers in [0, 1] summing to 1 (within 1e-4); boxes have 4 and points 2K finite
-    numbers, inside the image, consistent with their normalised form, boxes with
-    x_min < x_max and y_min < y_max.
-    """
-    tasks_by_id = dict(manifest) if isinstance(manifest, Mapping) else load_manifest(manifest)
-    frame = read_root(data_root, tasks_by_id)
-    pred_dir = Path(pred_dir)
-    problems: list[str] = []
-    if not pred_dir.is_dir():
-        return [f"{pred_dir}: submission folder not found"]
-    tasks = _tasks_in(frame, tasks_by_id)
-    for task in tasks:
-        if task.task_type == SEGMENTATION:
-            for _, row in frame[frame["task_id"] == task.task_id].iterrows():
-                problems += _mask_file_problems(task, row, pred_dir)
-
-    for kind, file_name in PREDICTION_FILES.items():
-        kind_rows = frame[frame["task_name"] == kind]
-        path = pred_dir / file_name
-        if not path.is_file():
-            if len(kind_rows):
-                problems.append(f"{file_name}: missing ({len(kind_rows)} {kind} predictions expected)")
-            continue
-        try:
-            items = _load_json_list(path)
-        except SubmissionError as err:
-            problems.append(str(err))
-            continue
-        rows_by_key = {(row["task_id"], row["image_path"]): row for _, row in kind_rows.iterrows()}
-        seen: dict[tuple[str, str], int] = {}
-        for position, item in enumerate(items):
-            where = f"{file_name}[{position}]"
-            if not isinstance(item, dict):
-                problems.append(f"{where}: entry is a {type(item).__name__}, not an object")
-                continue
-            task_id, image_path = item.get("task_id"), item.get("image_path")
-            where = f"{where} ({task_id}, {image_path})"
-            key = (task_id, image_path)
-            if not isinstance(task_id, str) or not isinstance(image_path, str):
-                problems.append(f"{where}: task_id and image_path must be strings")
-                continue
-            if key in seen:
-                problems.append(f"{where}: duplicate entry (first at {file_name}[{seen[key]}])")
-                continue
-            seen[key] = position
-            if key not in rows_by_key:
-                why = ("unknown task_id" if task_id not in tasks_by_id or tasks_by_id[task_id].task_type != kind
-                       else "image not in the ground truth CSVs")
-                problems.append(f"{where}: unknown entry ({why})")
-                continue
-            problems += [f"{where}: {p}" for p in _entry_problems(tasks_by_id[task_id], item, rows_by_key[key])]
-        for key, row in rows_by_key.items():
-            if key not in seen:
-                problems.append(f"{file_name}: missing entry for {key[0]}, {key[1]} ({row['source']})")
-    return problems
+    """Every finding of :func:`check_submission` as text, errors first, then warnings
+    (an empty list: complete and well formed). A missing submission folder is one finding."""
+    try:
+        check = check_submission(pred_dir, data_root, manifest)
+    except SubmissionError as err:
+        return [str(err)]
+    return check.errors + check.warnings
 
 
 # --------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------
+def _json_target_problem(path: str | None) -> str | None:
+    """Why ``--json PATH`` cannot be written (None when it can), checked before scoring."""
+    if path is None:
+        return None
+    target = Path(path)
+    if target.is_dir():
+        return f"--json {path} is a folder; give a file name"
+    parent = target.parent if str(target.parent) else Path(".")
+    for folder in (parent, *parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                return f"--json {path}: {folder} is a file, so no folder can be made there"
+            if not os.access(folder, os.W_OK):
+                return f"--json {path}: {folder} is not writable"
+            return None
+    return None
+
+
 def evaluate_main(args) -> int:
     """``fmuia evaluate --data ROOT --pred DIR [--json OUT]`` (exit 2 when it cannot score)."""
+    problem = _json_target_problem(args.json)
+    if problem:
+        print(f"fmuia evaluate: error: {problem}", file=sys.stderr)
+        return 2
     try:
         report = evaluate_submission(args.data, args.pred)
     except (LayoutError, SubmissionError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"fmuia evaluate: error: {err}", file=sys.stderr)
         return 2
     print(report.format())
     if args.json:
-        print(f"\nwrote {report.to_json(args.json)}")
+        try:
+            print(f"\nwrote {report.to_json(args.json)}")
+        except OSError as err:
+            print(f"fmuia evaluate: error: cannot write --json {args.json}: {err.strerror or err}",
+                  file=sys.stderr)
+            return 2
     return 0
 
 
 def validate_submission_main(args) -> int:
-    """``fmuia validate-submission DIR --data ROOT``: list every problem (exit 1) or say OK.
-
-    Exit 2 when the ground truth itself cannot be read.
-    """
+    """``fmuia validate-submission DIR --data ROOT``: errors (exit 1), warnings only (exit 0),
+    or unusable input (exit 2: the data root, or the submission folder, cannot be read)."""
     try:
-        problems = validate_submission(args.pred, args.data)
-    except LayoutError as err:
-        print(f"error: {err}", file=sys.stderr)
+        check = check_submission(args.pred, args.data)
+    except (LayoutError, SubmissionError) as err:
+        print(f"fmuia validate-submission: error: {err}", file=sys.stderr)
         return 2
-    for problem in problems:
-        print(problem)
-    if problems:
-        print(f"{args.pred}: {len(problems)} problem(s)")
+    for error in check.errors:
+        print(f"ERROR {error}")
+    for warning in check.warnings:
+        print(f"WARNING {warning}")
+    if check.errors:
+        print(f"{args.pred}: {len(check.errors)} error(s), {len(check.warnings)} warning(s)")
         return 1
+    if check.warnings:
+        print(f"{args.pred}: complete and scorable for {args.data}, with {len(check.warnings)} warning(s)")
+        return 0
     print(f"{args.pred}: OK, a complete and well-formed submission for {args.data}")
     return 0

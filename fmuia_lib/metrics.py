@@ -26,39 +26,54 @@ How the Hausdorff distance is computed fast, yet exactly
 The directed distance ``h(A, B) = max_{a in A} min_{b in B} |a - b|`` only needs the
 points of ``A`` that lie outside ``B`` (the others are at distance 0), and the nearest
 pixel of ``B`` to a point outside ``B`` is always a *boundary* pixel of ``B`` (a step
-from any interior pixel towards the point would be closer). So the work happens in
-the box around ``A \\ B`` and the boundary of ``B`` (small for most classes, even the
-background). There, OpenCV's fast float32 distance transform finds the few points of
-``A \\ B`` near the maximum, and a k-d tree (:class:`scipy.spatial.cKDTree`) over the
-boundary of ``B`` gives their exact distances. Pixel coordinates are integers, so each
-distance is the square root of an exact integer: the values are identical, bit for
-bit, to SimpleITK's (the tests check this).
+from any interior pixel towards the point would be closer). So one distance transform
+to the boundary of ``B``, on the crop that holds ``A \\ B`` and that boundary, gives
+every distance that matters (OpenCV's exact Euclidean transform, ``DIST_MASK_PRECISE``).
+Pixel coordinates are integers, so every distance is the square root of an integer
+``n``; the transform returns it in float32, from which ``n`` is recovered exactly (for
+``n < 2**21``, i.e. distances below 1448 px; larger ones are measured point by point)
+and ``sqrt(n)`` taken in float64: the values are identical, bit for bit, to SimpleITK's
+(the tests check this). HD95 uses the same transform between the two boundaries.
+
+Only numpy and OpenCV are used: the scorer is imported by ``fmuia evaluate``, whose
+whole run is shorter than importing scikit-learn (about 1.5 s) or torch. The
+classification metrics are therefore written out below, by the definitions
+scikit-learn implements (the tests check them against scikit-learn on random inputs).
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
-from scipy.spatial import cKDTree
-from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import f1_score, matthews_corrcoef, roc_auc_score
 
-from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec
+from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, TaskSpec
 
-#: The leaderboard columns: (column, task type, per-task metric key).
-LEADERBOARD_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("Segmentation_DSC", SEGMENTATION, "DSC"),
-    ("Segmentation_HD", SEGMENTATION, "HD"),
-    ("Classification_Accuracy", CLASSIFICATION, "Accuracy"),
-    ("Classification_AUC", CLASSIFICATION, "AUC"),
-    ("Classification_F1_macro", CLASSIFICATION, "F1_macro"),
-    ("Classification_F1_weighted", CLASSIFICATION, "F1_weighted"),
-    ("Classification_MCC", CLASSIFICATION, "MCC"),
-    ("Detection_IoU", DETECTION, "IoU"),
-    ("Regression_MRE", REGRESSION, "MRE"),
-)
+#: The challenge's metrics of each task type, and whether higher is better.
+CHALLENGE_METRICS: dict[str, tuple[tuple[str, bool], ...]] = {
+    SEGMENTATION: (("DSC", True), ("HD", False)),
+    CLASSIFICATION: (("Accuracy", True), ("AUC", True), ("F1_macro", True), ("F1_weighted", True),
+                     ("MCC", True)),
+    DETECTION: (("IoU", True),),
+    REGRESSION: (("MRE", False),),
+}
+#: What fmuia reports beside them: HD95 (95th percentile of the surface distances) and
+#: NMRE (each image's MRE divided by its diagonal, averaged).
+EXTRA_METRICS: dict[str, tuple[tuple[str, bool], ...]] = {
+    SEGMENTATION: (("HD95", False),), CLASSIFICATION: (), DETECTION: (), REGRESSION: (("NMRE", False),),
+}
+
+
+def reported_metrics(task_type: str) -> tuple[str, ...]:
+    """The per-task numbers of a task type, challenge metrics first, then the extras."""
+    return tuple(name for name, _ in CHALLENGE_METRICS[task_type] + EXTRA_METRICS[task_type])
+
+
+#: The leaderboard columns: (column, task type, per-task metric key), e.g.
+#: ``("Segmentation_DSC", "segmentation", "DSC")``.
+LEADERBOARD_COLUMNS: tuple[tuple[str, str, str], ...] = tuple(
+    (f"{kind[0].upper()}{kind[1:]}_{name}", kind, name)
+    for kind in TASK_TYPES for name, _ in CHALLENGE_METRICS[kind])
 
 _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=np.uint8)
 
@@ -121,27 +136,42 @@ def _bounding_slices(mask: np.ndarray) -> tuple[slice, slice]:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
+#: Squared distances below this are recovered exactly from a float32 distance: the
+#: float32 value has a relative error of at most 2**-24, so its square is within
+#: n * 2**-23 < 0.25 of the integer n.
+_EXACT_SQUARED_LIMIT = 2 ** 21
+
+
 def _nearest_distances(points: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Exact distance from each row of ``points`` to its nearest row of ``targets`` (pixels)."""
-    if len(points) == 0:
-        return np.zeros(0, dtype=np.float64)
-    distances, _ = cKDTree(targets).query(points, k=1)
-    return np.asarray(distances, dtype=np.float64)
+    """Exact distance from each row of ``points`` to its nearest row of ``targets`` (pixels),
+    by brute force in chunks (only for the rare distances beyond ``_EXACT_SQUARED_LIMIT``)."""
+    out = np.empty(len(points), dtype=np.float64)
+    targets = targets.astype(np.int64)
+    step = max(1, 2_000_000 // max(1, len(targets)))
+    for i in range(0, len(points), step):
+        diff = points[i:i + step, None, :].astype(np.int64) - targets[None, :, :]
+        out[i:i + step] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff).min(axis=1).astype(np.float64))
+    return out
 
 
-#: Candidates kept from the fast float32 distance map: within this many pixels of its
-#: maximum. OpenCV's precise transform is exact up to float32 rounding (< 1e-3 px here),
-#: so the true maximiser is always among them.
-_CANDIDATE_MARGIN = 0.5
+def _distances_to(edge: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Exact distances (float64) from each ``True`` pixel of ``points`` (row-major order) to the
+    nearest ``True`` pixel of ``edge``; both boolean masks of one (cropped) frame."""
+    approx = cv2.distanceTransform((~edge).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[points]
+    squared = np.square(approx.astype(np.float64))
+    exact = np.sqrt(np.rint(squared))
+    far = squared >= _EXACT_SQUARED_LIMIT
+    if far.any():
+        exact[far] = _nearest_distances(np.argwhere(points)[far], np.argwhere(edge))
+    return exact
 
 
 def _directed_hausdorff(src: np.ndarray, dst: np.ndarray) -> float:
     """``max_{a in src} min_{b in dst} |a - b|`` for non-empty boolean masks, exactly.
 
-    1. Only ``src`` pixels outside ``dst`` matter, and the nearest ``dst`` pixel of such a
-       point is a boundary pixel of ``dst``: so work in the box around both sets.
-    2. A fast float32 distance map (``cv2.distanceTransform``) there finds the few
-       candidates near the maximum; a k-d tree gives their exact float64 distances.
+    Only ``src`` pixels outside ``dst`` matter, and the nearest ``dst`` pixel of such a
+    point is a boundary pixel of ``dst``: one distance transform to that boundary, on the
+    box around both sets, gives every distance needed.
     """
     outside = src & ~dst
     if not outside.any():
@@ -150,16 +180,22 @@ def _directed_hausdorff(src: np.ndarray, dst: np.ndarray) -> float:
     rows, cols = _bounding_slices(outside | edge)
     outside, edge = outside[rows, cols], edge[rows, cols]
     approx = cv2.distanceTransform((~edge).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    top = float(approx[outside].max())
+    if top * top < _EXACT_SQUARED_LIMIT:
+        return float(np.sqrt(np.rint(top * top)))
+    # beyond the exact range: measure the points near the maximum one by one
     values = approx[outside]
-    candidates = np.argwhere(outside)[values >= values.max() - _CANDIDATE_MARGIN]
+    candidates = np.argwhere(outside)[values >= top * (1 - 1e-6) - 1e-3]
     return float(_nearest_distances(candidates, np.argwhere(edge)).max())
 
 
 def _surface_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Distances from every boundary pixel of ``a`` to the boundary of ``b`` and back, pooled."""
-    edge_a = np.argwhere(_boundary(a, edge_is_outside=True))
-    edge_b = np.argwhere(_boundary(b, edge_is_outside=True))
-    return np.concatenate([_nearest_distances(edge_a, edge_b), _nearest_distances(edge_b, edge_a)])
+    edge_a = _boundary(a, edge_is_outside=True)
+    edge_b = _boundary(b, edge_is_outside=True)
+    rows, cols = _bounding_slices(edge_a | edge_b)
+    edge_a, edge_b = edge_a[rows, cols], edge_b[rows, cols]
+    return np.concatenate([_distances_to(edge_b, edge_a), _distances_to(edge_a, edge_b)])
 
 
 def hausdorff_pair(a: np.ndarray, b: np.ndarray, percentile: float | None = None) -> float:
@@ -199,32 +235,78 @@ def hausdorff_per_class(pred: np.ndarray, gt: np.ndarray, num_classes: int,
 # --------------------------------------------------------------------------------------
 # Classification
 # --------------------------------------------------------------------------------------
+def _rank_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve of a binary problem: the probability that a positive scores
+    above a negative, ties counting one half (the Mann-Whitney statistic), which is the
+    trapezoidal area scikit-learn's ``roc_auc_score`` computes. Needs both classes."""
+    order = np.argsort(scores, kind="mergesort")
+    ranked = scores[order]
+    # average rank (1-based) of each run of equal scores
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+    ends = np.r_[starts[1:], len(ranked)]
+    ranks = np.empty(len(scores), dtype=np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    n_pos = int(np.count_nonzero(positive))
+    n_neg = len(scores) - n_pos
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
 def _auc(y_true: np.ndarray, probs: np.ndarray | None, num_classes: int) -> tuple[float, str | None]:
-    """(AUC, reason it could not be computed or None). A failed AUC counts 0."""
+    """(AUC, reason it could not be computed or None). A failed AUC counts 0.
+
+    Two classes: the AUC of the class-1 probability. More: the macro mean of the
+    one-vs-rest AUCs, defined (as scikit-learn defines it) only when every class occurs
+    in ``y_true`` and each row of probabilities sums to 1 (``numpy.allclose``).
+    """
     if probs is None:
         return 0.0, "no predicted probabilities"
     if probs.ndim != 2 or probs.shape != (len(y_true), num_classes):
         return 0.0, f"probabilities have shape {probs.shape}, expected ({len(y_true)}, {num_classes})"
+    if not np.isfinite(probs).all():
+        return 0.0, "probabilities contain NaN or infinity"
     present = np.unique(y_true)
     if len(present) < 2:
         return 0.0, (f"only one class present in y_true (class {present[0]}); "
                      "ROC AUC is not defined")
-    if num_classes > 2 and len(present) < num_classes:
+    if num_classes == 2:
+        return _rank_auc(y_true == 1, probs[:, 1]), None
+    if len(present) < num_classes:
         absent = sorted(set(range(num_classes)) - set(present.tolist()))
         return 0.0, (f"only {len(present)} of {num_classes} classes present in y_true (absent: "
                      f"{', '.join(map(str, absent))}); one-vs-rest AUC needs every class")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", UndefinedMetricWarning)
-            if num_classes == 2:
-                auc = roc_auc_score(y_true, probs[:, 1])
-            else:
-                auc = roc_auc_score(y_true, probs, average="macro", multi_class="ovr")
-    except (ValueError, UndefinedMetricWarning) as err:
-        return 0.0, str(err)
-    if not np.isfinite(auc):
-        return 0.0, "ROC AUC is undefined (not finite)"
-    return float(auc), None
+    if not np.allclose(1.0, probs.sum(axis=1)):
+        return 0.0, ("Target scores need to be probabilities for multiclass roc_auc, i.e. they should "
+                     "sum up to 1.0 over classes")
+    return float(np.mean([_rank_auc(y_true == c, probs[:, c]) for c in range(num_classes)])), None
+
+
+def _f1_scores(y_true: np.ndarray, y_pred: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(F1 of each label, its support in ``y_true``); F1 = 2TP / (2TP + FP + FN), 0 when
+    the label occurs in neither (scikit-learn's ``zero_division=0``)."""
+    tp = np.array([np.count_nonzero((y_true == c) & (y_pred == c)) for c in labels], dtype=np.float64)
+    true_sum = np.array([np.count_nonzero(y_true == c) for c in labels], dtype=np.float64)
+    pred_sum = np.array([np.count_nonzero(y_pred == c) for c in labels], dtype=np.float64)
+    denominator = true_sum + pred_sum
+    f1 = np.zeros(len(labels), dtype=np.float64)
+    nonzero = denominator > 0
+    f1[nonzero] = 2.0 * tp[nonzero] / denominator[nonzero]
+    return f1, true_sum
+
+
+def _matthews(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Matthews correlation coefficient of a multi-class confusion matrix (Gorodkin's R_K);
+    0 when it is undefined (one label only in the truth or in the predictions)."""
+    labels = np.union1d(y_true, y_pred)
+    t_sum = np.array([np.count_nonzero(y_true == c) for c in labels], dtype=np.float64)
+    p_sum = np.array([np.count_nonzero(y_pred == c) for c in labels], dtype=np.float64)
+    n_correct = float(np.count_nonzero(y_true == y_pred))
+    n_samples = float(len(y_true))
+    cov_ytyp = n_correct * n_samples - np.dot(t_sum, p_sum)
+    cov_ypyp = n_samples ** 2 - np.dot(p_sum, p_sum)
+    cov_ytyt = n_samples ** 2 - np.dot(t_sum, t_sum)
+    if cov_ypyp * cov_ytyt == 0:
+        return 0.0
+    return float(cov_ytyp / np.sqrt(cov_ypyp * cov_ytyt))
 
 
 def classification_scores(y_true: Sequence[int] | np.ndarray, probs: np.ndarray | None,
@@ -249,15 +331,17 @@ def classification_scores(y_true: Sequence[int] | np.ndarray, probs: np.ndarray 
     if len(y_true) == 0 or len(y_true) != len(y_pred):
         raise ValueError(f"need as many predictions as labels (>0); got {len(y_pred)} and {len(y_true)}")
     auc, auc_error = _auc(y_true, probs, num_classes)
+    present = np.union1d(y_true, y_pred)
+    f1_present, support = _f1_scores(y_true, y_pred, present)
+    f1_all, _ = _f1_scores(y_true, y_pred, np.arange(num_classes))
     return {
         "Accuracy": float(np.mean(y_true == y_pred)),
         "AUC": auc,
-        "F1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-        "F1_weighted": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
-        "MCC": float(matthews_corrcoef(y_true, y_pred)),
+        "F1_macro": float(np.mean(f1_present)),
+        "F1_weighted": float(np.average(f1_present, weights=support)),
+        "MCC": _matthews(y_true, y_pred),
         "AUC_error": auc_error,
-        "F1_per_class": [float(v) for v in f1_score(y_true, y_pred, labels=list(range(num_classes)),
-                                                     average=None, zero_division=0)],
+        "F1_per_class": [float(v) for v in f1_all],
         "num_samples": int(len(y_true)),
     }
 
@@ -271,6 +355,8 @@ def box_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     Intersection sides are clipped at 0; areas are ``(x_max-x_min)*(y_max-y_min)``;
     a zero union scores 0.
     """
+    # Written out rather than torchvision.ops.box_iou: importing torchvision (and torch)
+    # costs seconds, longer than scoring a whole submission, and these are five lines.
     pred = np.asarray(pred, dtype=np.float64).reshape(-1, 4)
     gt = np.asarray(gt, dtype=np.float64).reshape(-1, 4)
     if pred.shape != gt.shape:

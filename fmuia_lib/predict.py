@@ -1,139 +1,82 @@
-"""Writing a challenge-format submission: from prediction records, or from a model.
+"""Prediction: a model over a data root -> prediction records -> a submission, or scores.
 
-The submission folder ``DIR`` holds
+One path from model outputs to a score, used by ``fmuia predict``, the exported Docker
+``Model`` and training-time validation alike::
 
-* one PNG per segmentation image at ``DIR/<mask_path without its leading ../>``, pixel
-  value = class index, at the original image size;
-* ``classification_predictions.json``: ``[{image_path, task_id, predicted_class, predicted_probs}]``;
-* ``detection_predictions.json``: ``[{image_path, task_id, bbox_normalized, bbox_pixels}]``;
-* ``regression_predictions.json``: ``[{image_path, task_id, predicted_points_normalized,
-  predicted_points_pixels}]`` with points flattened as ``[x1, y1, x2, y2, ...]``.
+    PredictionDataset (no labels)  ──DataLoader, one task per batch──>  model.predict
+        ──records_from_outputs──>  prediction records, in original pixels
+            ├──write_submission──>  submission folder  ──fmuia evaluate──┐
+            └──evaluate.evaluate_records (in memory) ─────────────────────┴─> evaluate.score
 
-``image_path`` is written exactly as in the ground-truth CSV, which is how the scorer
-matches predictions to rows.
+The model works in its own frame (every image resized to ``image_size``). The
+evaluation transform resizes the *whole* image, so a normalised coordinate maps back to
+the original image by multiplying with its width (x) or height (y)
+(:func:`~fmuia_lib.submission.to_pixels`), and mask probabilities are resized back to
+the original size before the arg-max.
 
-Two layers, so that the format can be tested without a model:
-
-1. :func:`write_submission` turns plain *prediction records* (dicts, see its docstring)
-   into the files above.
-2. :func:`predict_to_submission` runs a :class:`~fmuia_lib.model.MultiTaskNet` over a data
-   root and makes those records. The model works in its own frame (every image resized
-   to ``image_size``); because the evaluation transform resizes the *whole* image, a
-   normalised coordinate maps back to the original image by multiplying with its width
-   (x) or height (y), and mask probabilities are resized back before the arg-max.
+*Prediction records* are plain dicts, so the format can be tested without a model (see
+:func:`write_submission`). The submission format itself is described in
+:mod:`fmuia_lib.submission`.
 """
 from __future__ import annotations
 
 import json
-import posixpath
+import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
-import cv2
 import numpy as np
 
-from fmuia_lib.tasks import (CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec,
-                             load_manifest)
+from fmuia_lib.submission import (PREDICTION_FILES, SubmissionError, encode_mask, entry_from_record, iter_records,
+                                  mask_from_record, mask_output_path, submission_path,
+                                  to_pixels)
+from fmuia_lib.tasks import CLASSIFICATION, DETECTION, SEGMENTATION, TaskSpec, load_manifest
 
-#: The prediction file of each non-segmentation task type.
-PREDICTION_FILES = {
-    CLASSIFICATION: "classification_predictions.json",
-    DETECTION: "detection_predictions.json",
-    REGRESSION: "regression_predictions.json",
-}
+if TYPE_CHECKING:
+    import torch
 
+    from fmuia_lib.model import MultiTaskNet
 
-class SubmissionError(ValueError):
-    """A prediction cannot be written as asked; the message names the record and problem."""
+__all__ = ["PREDICTION_FILES", "SubmissionError", "ModelLoadError", "submission_path", "to_pixels",
+           "mask_output_path", "write_submission", "records_from_ground_truth", "records_from_outputs",
+           "predict_records", "predict_to_submission", "check_output_folder", "load_model",
+           "inference_state", "predict_main"]
 
-
-def submission_path(out_dir: str | Path, csv_path: str) -> Path:
-    """Where the submission keeps the file that the CSV calls ``csv_path``.
-
-    ``"../Segmentation/Two/x/masks/a.png"`` -> ``out_dir/Segmentation/Two/x/masks/a.png``
-    (the leading ``../`` is dropped, as the challenge's scorer does). Raises
-    :class:`SubmissionError` when the result would land outside ``out_dir``: an absolute
-    path, a drive letter, or ``..`` components that climb out.
-    """
-    text = str(csv_path).replace("\\", "/")
-    relative = text[3:] if text.startswith("../") else text
-    first = relative.split("/", 1)[0]
-    normal = posixpath.normpath(relative) if relative else ""
-    if (not relative or relative.startswith("/") or ":" in first
-            or normal == ".." or normal.startswith("../") or normal == "."):
-        raise SubmissionError(f"refusing to write {csv_path!r}: the path would land outside the "
-                              f"submission folder {out_dir}")
-    return Path(out_dir) / normal
+#: ``format`` of a weights-only inference file (``fmuia export``'s ``weights.pt``).
+WEIGHTS_FORMAT = "fmuia-weights/1"
 
 
-def to_pixels(normalised: Sequence[float] | np.ndarray, orig_size: Sequence[int]) -> list[float]:
-    """Flat ``[x1, y1, x2, y2, ...]`` in [0, 1] -> original pixels of an image of ``(height, width)``.
-
-    Coordinates are first clipped to [0, 1] (a point outside the image cannot be right).
-    """
-    values = np.clip(np.asarray(normalised, dtype=np.float64).ravel(), 0.0, 1.0)
-    height, width = float(orig_size[0]), float(orig_size[1])
-    scale = np.tile([width, height], len(values) // 2)
-    return [float(v) for v in values * scale]
+class ModelLoadError(ValueError):
+    """A checkpoint or weights file cannot be loaded; the message names the file and why."""
 
 
-def _record_key(record: Mapping[str, Any], index: int) -> tuple[str, str]:
-    try:
-        return str(record["task_id"]), str(record["image_path"])
-    except KeyError as err:
-        raise SubmissionError(f"prediction record {index}: missing key {err.args[0]!r}") from None
+# --------------------------------------------------------------------------------------
+# Writing files, never outside the output folder
+# --------------------------------------------------------------------------------------
+def _inside(path: str, folder: str) -> bool:
+    return os.path.commonpath([path, folder]) == folder
 
 
-def _check_probs(probs: np.ndarray, task: TaskSpec, where: str) -> None:
-    if probs.shape != (task.num_classes,):
-        raise SubmissionError(f"{where}: {probs.size} probabilities, {task.task_id} has {task.num_classes} classes")
-    if not np.all(np.isfinite(probs)) or probs.min() < 0 or probs.max() > 1 or abs(probs.sum() - 1) > 1e-4:
-        raise SubmissionError(f"{where}: probabilities must be finite, in [0, 1] and sum to 1; got {probs.tolist()}")
-
-
-def _entry(task: TaskSpec, record: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """The JSON entry of one classification/detection/Regression record."""
-    entry: dict[str, Any] = {"image_path": record["image_path"], "task_id": task.task_id}
-    try:
-        if task.task_type == CLASSIFICATION:
-            probs = np.asarray(record["probs"], dtype=np.float64).ravel()
-            _check_probs(probs, task, where)
-            entry["predicted_class"] = int(probs.argmax())
-            entry["predicted_probs"] = [float(p) for p in probs]
-        elif task.task_type == DETECTION:
-            box = np.clip(np.asarray(record["box_normalized"], dtype=np.float64).ravel(), 0.0, 1.0)
-            if box.shape != (4,):
-                raise SubmissionError(f"{where}: box_normalized needs 4 numbers, got {box.size}")
-            entry["bbox_normalized"] = [float(v) for v in box]
-            entry["bbox_pixels"] = to_pixels(box, record["orig_size"])
-        else:
-            points = np.clip(np.asarray(record["points_normalized"], dtype=np.float64).ravel(), 0.0, 1.0)
-            if points.shape != (2 * task.num_classes,):
-                raise SubmissionError(f"{where}: points_normalized needs {task.num_classes} (x, y) points, "
-                                      f"got {points.size} numbers")
-            entry["predicted_points_normalized"] = [float(v) for v in points]
-            entry["predicted_points_pixels"] = to_pixels(points, record["orig_size"])
-    except KeyError as err:
-        raise SubmissionError(f"{where}: missing key {err.args[0]!r}") from None
-    return entry
-
-
-def _write_mask(out_dir: Path, task: TaskSpec, record: Mapping[str, Any], where: str) -> Path:
-    try:
-        mask_path, mask = record["mask_path"], np.asarray(record["mask"])
-    except KeyError as err:
-        raise SubmissionError(f"{where}: missing key {err.args[0]!r}") from None
-    if mask.ndim != 2:
-        raise SubmissionError(f"{where}: mask must be a 2-D array of class indices, got shape {mask.shape}")
-    if mask.size and (mask.min() < 0 or mask.max() >= task.num_classes):
-        raise SubmissionError(f"{where}: mask values must be in [0, {task.num_classes}), "
-                              f"got {mask.min()}..{mask.max()}")
-    target = submission_path(out_dir, mask_path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(target), mask.astype(np.uint8)):
-        raise SubmissionError(f"{where}: could not write {target}")
+def _safe_target(out_real: str, out_dir: Path, relative: str) -> Path:
+    """``out_dir / relative``, refused when symbolic links would take it outside ``out_dir``."""
+    target = out_dir / relative
+    real = os.path.realpath(target)
+    if not _inside(real, out_real):
+        raise SubmissionError(f"refusing to write {target}: it resolves to {real}, outside the output folder "
+                              f"{out_real} (a symbolic link)")
     return target
+
+
+def _prepare_output(out_dir: Path) -> str:
+    """Create ``out_dir`` (a folder; never a file) and return its real path."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SubmissionError(f"output folder {out_dir} is a file")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SubmissionError(f"cannot create the output folder {out_dir}: {err.strerror or err}") from None
+    return os.path.realpath(out_dir)
 
 
 def write_submission(out_dir: str | Path, records: Iterable[Mapping[str, Any]],
@@ -143,8 +86,8 @@ def write_submission(out_dir: str | Path, records: Iterable[Mapping[str, Any]],
     Every record has ``task_id`` and ``image_path`` (exactly as in the CSV), plus:
 
     ==============  ==================================================================
-    segmentation    ``mask_path`` (as in the CSV), ``mask`` (H x W class indices at the
-                    original image size)
+    segmentation    ``mask_path`` (the CSV's, or :func:`mask_output_path`'s), ``mask``
+                    (H x W class indices at the original image size)
     classification  ``probs`` (C probabilities; ``predicted_class`` is their arg-max)
     detection       ``box_normalized`` ([x_min, y_min, x_max, y_max] in [0, 1]),
                     ``orig_size`` ((height, width) of the original image)
@@ -152,33 +95,47 @@ def write_submission(out_dir: str | Path, records: Iterable[Mapping[str, Any]],
     ==============  ==================================================================
 
     All three JSON files are always written (an empty list when a type has no
-    records). Raises :class:`SubmissionError` on an unknown task, a duplicate record,
-    malformed values, or a path that would land outside ``out_dir``.
+    records). Nothing is written outside ``out_dir``, symbolic links included. Raises
+    :class:`SubmissionError` on an unknown task, a duplicate record, malformed values,
+    or a path that would land outside ``out_dir``.
     """
     tasks = dict(manifest) if isinstance(manifest, Mapping) else load_manifest(manifest)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_real = _prepare_output(out_dir)
     entries: dict[str, list[dict[str, Any]]] = {kind: [] for kind in PREDICTION_FILES}
     counts = {kind: 0 for kind in (SEGMENTATION, *PREDICTION_FILES)}
-    seen: set[tuple[str, str]] = set()
-    for index, record in enumerate(records):
-        task_id, image_path = key = _record_key(record, index)
-        where = f"prediction record {index} ({task_id}, {image_path})"
-        if task_id not in tasks:
-            raise SubmissionError(f"{where}: unknown task_id (not in the manifest)")
-        if key in seen:
-            raise SubmissionError(f"{where}: duplicate prediction for this image")
-        seen.add(key)
-        task = tasks[task_id]
+    for _, task, record, where in iter_records(records, tasks):
         if task.task_type == SEGMENTATION:
-            _write_mask(out_dir, task, record, where)
+            relative, mask = mask_from_record(task, record, where)
+            target = _safe_target(out_real, out_dir, relative)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                target.write_bytes(encode_mask(mask))
+            except OSError as err:
+                raise SubmissionError(f"{where}: could not write {target}: {err.strerror or err}") from None
         else:
-            entries[task.task_type].append(_entry(task, record, where))
+            entries[task.task_type].append(entry_from_record(task, record, where))
         counts[task.task_type] += 1
     for kind, file_name in PREDICTION_FILES.items():
-        with (out_dir / file_name).open("w", encoding="utf-8") as fh:
+        with _safe_target(out_real, out_dir, file_name).open("w", encoding="utf-8") as fh:
             json.dump(entries[kind], fh, indent=1)
     return counts
+
+
+def check_output_folder(out_dir: str | Path, data_root: str | Path) -> None:
+    """Refuse an output folder that is, contains or lies inside the data root (symbolic
+    links resolved), or is a file: a submission must never overwrite data, ground-truth
+    masks least of all."""
+    out, root = Path(out_dir), Path(data_root)
+    if out.exists() and not out.is_dir():
+        raise SubmissionError(f"--out {out} is a file; give a folder for the submission")
+    out_real, root_real = os.path.realpath(out), os.path.realpath(root)
+    if out_real == root_real:
+        raise SubmissionError(f"--out {out} is the data root {root}: its ground-truth masks would be overwritten")
+    if _inside(out_real, root_real):
+        raise SubmissionError(f"--out {out} lies inside the data root {root}; write the submission elsewhere")
+    if _inside(root_real, out_real):
+        raise SubmissionError(f"--out {out} contains the data root {root}; write the submission elsewhere")
 
 
 def records_from_ground_truth(data_root: str | Path,
@@ -188,26 +145,23 @@ def records_from_ground_truth(data_root: str | Path,
     Useful to see the format, and as a check of the whole chain: written with
     :func:`write_submission` and scored, they give DSC 1, HD 0, IoU 1 and MRE 0.
     """
-    from PIL import Image
-
+    from fmuia_lib.data.images import image_size, read_mask
     from fmuia_lib.data.layout import read_root
 
     tasks = dict(manifest) if isinstance(manifest, Mapping) else load_manifest(manifest)
     frame = read_root(data_root, tasks)
     records: list[dict[str, Any]] = []
-    for _, row in frame.iterrows():
+    for row in frame.to_dict("records"):
         task = tasks[row["task_id"]]
         record: dict[str, Any] = {"task_id": task.task_id, "image_path": row["image_path"]}
         if task.task_type == SEGMENTATION:
             record["mask_path"] = row["mask_path"]
-            record["mask"] = cv2.imread(row["mask_file"], cv2.IMREAD_GRAYSCALE)
+            record["mask"] = read_mask(row["mask_file"]).values
         elif task.task_type == CLASSIFICATION:
             record["probs"] = np.eye(task.num_classes)[row["target"]]
         else:
-            with Image.open(row["image_file"]) as image:
-                width, height = image.size
-            scale = np.array([width, height], dtype=np.float64)
-            coords = np.asarray(row["target"], dtype=np.float64).reshape(-1, 2) / scale
+            height, width = image_size(row["image_file"])
+            coords = np.asarray(row["target"], dtype=np.float64).reshape(-1, 2) / np.array([width, height], float)
             key = "box_normalized" if task.task_type == DETECTION else "points_normalized"
             record[key] = coords.ravel()
             record["orig_size"] = (height, width)
@@ -218,20 +172,26 @@ def records_from_ground_truth(data_root: str | Path,
 # --------------------------------------------------------------------------------------
 # From a model
 # --------------------------------------------------------------------------------------
-def _records_for_batch(task: TaskSpec, items: list[dict], rows: list[Mapping[str, Any]],
-                       output: dict) -> list[dict[str, Any]]:
-    """Model outputs of one batch (model frame) -> prediction records (original frame)."""
+def records_from_outputs(task: TaskSpec, batch: Mapping[str, Any], output: Mapping[str, "torch.Tensor"]
+                         ) -> list[dict[str, Any]]:
+    """Model outputs of one collated prediction batch (model frame) -> prediction records
+    (original frame). The one place where model outputs become predictions.
+
+    Segmentation probabilities are resized (bilinear) to each image's original size
+    before the arg-max; boxes and points stay normalised, with ``orig_size`` beside them
+    (``write_submission`` turns them into pixels with :func:`to_pixels`).
+    """
     import torch
     import torch.nn.functional as F
 
     records = []
-    for i, (item, row) in enumerate(zip(items, rows)):
-        height, width = (int(v) for v in item["orig_size"])
-        record: dict[str, Any] = {"task_id": task.task_id, "image_path": item["image_path"]}
+    sizes = [(int(h), int(w)) for h, w in batch["orig_size"].tolist()]
+    for i, (image_path, (height, width)) in enumerate(zip(batch["image_path"], sizes)):
+        record: dict[str, Any] = {"task_id": task.task_id, "image_path": image_path}
         if task.task_type == SEGMENTATION:
             probs = F.interpolate(output["probs"][i:i + 1].float(), size=(height, width),
                                   mode="bilinear", align_corners=False)
-            record["mask_path"] = row["mask_path"]
+            record["mask_path"] = mask_output_path(image_path, batch["mask_path"][i])
             record["mask"] = probs[0].argmax(dim=0).to("cpu", dtype=torch.uint8).numpy()
         elif task.task_type == CLASSIFICATION:
             probs = output["probs"][i].double().cpu().numpy()
@@ -246,57 +206,161 @@ def _records_for_batch(task: TaskSpec, items: list[dict], rows: list[Mapping[str
     return records
 
 
-def predict_to_submission(model, data_root: str | Path, out: str | Path, image_size: int | tuple[int, int],
-                          batch_size: int = 16, device: str | None = None,
-                          progress: bool = True) -> dict[str, int]:
-    """Run ``model`` on every row of ``data_root``'s CSVs and write the submission to ``out``.
+def predict_records(model: "MultiTaskNet", dataset, batch_size: int = 16, device: "str | torch.device | None" = None,
+                    num_workers: int = 0, amp_dtype: "torch.dtype | None" = None,
+                    progress: bool = False) -> Iterator[dict[str, Any]]:
+    """Prediction records for every row of ``dataset`` (a
+    :class:`~fmuia_lib.data.dataset.PredictionDataset`), one task per batch through a
+    DataLoader (``num_workers`` processes; 0 reads in this process).
 
-    Images go through the evaluation transform (``build_transforms(image_size,
-    train=False)``: a plain resize), one task at a time in batches of ``batch_size``;
-    ``model.predict`` gives model-frame outputs, which are brought back to each image's
-    original size. Returns the counts per task type (see :func:`write_submission`).
+    Returns an iterator, so that a whole set's masks never have to be held at once
+    (``write_submission`` and ``Submission.from_records`` consume it as it comes). The
+    model runs in eval mode on ``device`` (default: the model's), under autocast when
+    ``amp_dtype`` is given. Raises :class:`SubmissionError` at once for a batch size
+    below 1 or a task the model has no head for.
     """
     import torch
-    from tqdm.auto import tqdm
 
-    from fmuia_lib.data.dataset import MultiTaskDataset
-    from fmuia_lib.data.transforms import build_transforms
-
-    dataset = MultiTaskDataset(data_root, transforms=build_transforms(image_size, train=False))
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = model.to(device)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise SubmissionError(f"batch size must be a whole number >= 1, got {batch_size!r}")
     missing = [t.task_id for t in dataset.tasks if t.task_id not in model.task_ids]
     if missing:
-        raise SubmissionError(f"the model has no head for task(s) {missing} found in {data_root}")
-    records: list[dict[str, Any]] = []
-    total = sum(len(dataset.task_indices[t.task_id]) for t in dataset.tasks)
-    with tqdm(total=total, desc="predict", unit="img", disable=not progress) as bar:
-        for task in dataset.tasks:
-            indices = dataset.task_indices[task.task_id]
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start:start + batch_size]
-                items = [dataset[i] for i in chunk]
-                images = torch.stack([item["image"] for item in items]).to(device)
+        raise SubmissionError(f"the model has no head for task(s) {missing} found in the data")
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = torch.device(device)
+    return _iter_predictions(model, dataset, batch_size, device, num_workers, amp_dtype, progress)
+
+
+def _iter_predictions(model, dataset, batch_size, device, num_workers, amp_dtype, progress):
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from fmuia_lib.data.dataset import collate, task_batches
+
+    model.to(device)
+    loader = DataLoader(dataset, batch_sampler=task_batches(dataset.task_indices, batch_size),
+                        collate_fn=collate, num_workers=num_workers, pin_memory=device.type == "cuda")
+    with tqdm(total=len(dataset), desc="predict", unit="img", disable=not progress) as bar:
+        for batch in loader:
+            task = dataset.specs[batch["task_id"]]
+            images = batch["image"].to(device, non_blocking=True)
+            with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 output = model.predict(images, task.task_id)
-                rows = [dataset.frame.iloc[i] for i in chunk]
-                records += _records_for_batch(task, items, rows, output)
-                bar.update(len(chunk))
+            yield from records_from_outputs(task, batch, output)
+            bar.update(len(batch["image_path"]))
+
+
+def predict_to_submission(model: "MultiTaskNet", data_root: str | Path, out: str | Path,
+                          image_size: int | tuple[int, int], batch_size: int = 16, device: str | None = None,
+                          progress: bool = True, num_workers: int = 0,
+                          amp_dtype: "torch.dtype | None" = None) -> dict[str, int]:
+    """Run ``model`` on every row of ``data_root``'s CSVs and write the submission to ``out``.
+
+    The data root needs only the four common CSV columns (``image_path, task_id,
+    task_name, num_classes``); label columns are ignored and masks never opened. Images go
+    through the evaluation transform (``build_transforms(image_size, train=False)``: a
+    plain resize). A segmentation mask is written at the CSV's ``mask_path`` when the CSV
+    has that column, else at the name the challenge's Docker code uses (``image_path``
+    with ``img`` -> ``mask``, see :func:`mask_output_path`), always inside ``out``.
+    ``out`` must not be, contain or lie inside the data root. Returns the counts per task
+    type (see :func:`write_submission`).
+    """
+    import torch
+
+    from fmuia_lib.data.dataset import PredictionDataset
+    from fmuia_lib.data.transforms import build_transforms
+
+    check_output_folder(out, data_root)
+    dataset = PredictionDataset(data_root, transforms=build_transforms(image_size, train=False))
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    records = predict_records(model, dataset, batch_size=batch_size, device=device, num_workers=num_workers,
+                              amp_dtype=amp_dtype, progress=progress)
     return write_submission(out, records, manifest={t.task_id: t for t in dataset.tasks})
 
 
-def predict_main(args) -> int:
-    """``fmuia predict --checkpoint C --data ROOT --out DIR`` (exit 2 on unusable data or output)."""
-    from fmuia_lib.train import load_checkpoint
+# --------------------------------------------------------------------------------------
+# Loading a model for inference
+# --------------------------------------------------------------------------------------
+def inference_state(model: "MultiTaskNet", image_size: int, versions: Mapping[str, Any] | None = None
+                    ) -> dict[str, Any]:
+    """What inference needs and nothing else (no optimiser, no history): the weights-only
+    file ``fmuia export`` writes, loadable with ``torch.load(weights_only=True)``."""
+    from fmuia_lib.tasks import manifest_hash
 
+    return {"format": WEIGHTS_FORMAT, "model": model.state_dict(), "task_ids": list(model.task_ids),
+            "encoder": model.encoder_name, "image_size": int(image_size),
+            "task_norm_stats": model.task_norm_stats is not None,
+            "manifest_hash": manifest_hash(model.task_ids), "versions": dict(versions or {})}
+
+
+def load_model(path: str | Path, device: "str | torch.device" = "cpu") -> tuple["MultiTaskNet", int, dict]:
+    """``(model in eval mode, its input size, the file's dict)`` from a training checkpoint
+    or a weights-only inference file. Every failure (missing, truncated or foreign file,
+    tasks that no longer match the manifest) raises :class:`ModelLoadError`."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"checkpoint {path}: {'is a folder' if path.is_dir() else 'not found'}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ModelLoadError(f"checkpoint {path} cannot be read (truncated, or not a PyTorch file): {reason}") from None
+    if not isinstance(state, dict) or state.get("format") not in (WEIGHTS_FORMAT, 1):
+        raise ModelLoadError(f"checkpoint {path} is not an fmuia checkpoint or weights file")
+    try:
+        if state["format"] == WEIGHTS_FORMAT:
+            model, size = _model_from_weights(state, path)
+        else:
+            from fmuia_lib.train import load_checkpoint
+
+            model, config, _ = load_checkpoint(path, map_location=device)
+            size = config.image_size
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        detail = f"missing entry {err.args[0]!r}" if isinstance(err, KeyError) else str(err).splitlines()[0]
+        raise ModelLoadError(f"checkpoint {path} cannot be used: {detail}") from None
+    return model.to(device).eval(), int(size), state
+
+
+def _model_from_weights(state: Mapping[str, Any], path: Path) -> tuple["MultiTaskNet", int]:
+    from fmuia_lib.model import MultiTaskNet
+    from fmuia_lib.tasks import manifest_hash, select_tasks
+
+    task_ids = list(state["task_ids"])
+    if state["manifest_hash"] != manifest_hash(task_ids):
+        raise ValueError(f"the manifest defines tasks {task_ids} differently than when {path.name} was written")
+    model = MultiTaskNet(select_tasks(task_ids), encoder_name=state["encoder"], encoder_weights=None,
+                         task_norm_stats=bool(state["task_norm_stats"]))
+    model.load_state_dict(state["model"])
+    return model, int(state["image_size"])
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------
+def predict_main(args) -> int:
+    """``fmuia predict --checkpoint C --data ROOT --out DIR`` (exit 2 on unusable input)."""
     from fmuia_lib.data.layout import LayoutError
 
-    model, config, _ = load_checkpoint(args.checkpoint)
-    try:
-        counts = predict_to_submission(model, args.data, args.out, config.image_size,
-                                       batch_size=args.batch_size, device=args.device)
-    except (LayoutError, SubmissionError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    def fail(message: str) -> int:
+        print(f"fmuia predict: error: {message}", file=sys.stderr)
         return 2
+
+    if args.batch_size < 1:
+        return fail(f"--batch-size must be at least 1, got {args.batch_size}")
+    try:
+        check_output_folder(args.out, args.data)
+        model, image_size, _ = load_model(args.checkpoint)
+        counts = predict_to_submission(model, args.data, args.out, image_size, batch_size=args.batch_size,
+                                       device=args.device, progress=sys.stderr.isatty())
+    except (LayoutError, SubmissionError, ModelLoadError) as err:
+        return fail(str(err))
     written = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
     print(f"wrote a submission to {args.out}: {written or 'nothing (no rows)'}")
     return 0

@@ -50,8 +50,13 @@ def test_written_format(data_root, tmp_path):
 
 
 def test_to_pixels_multiplies_by_original_width_and_height():
-    assert to_pixels([0.5, 0.25, 1.0, 1.0], (100, 200)) == [100.0, 25.0, 200.0, 100.0]
-    assert to_pixels([-0.1, 1.2], (10, 10)) == [0.0, 10.0]  # clipped to the image
+    assert to_pixels([0.5, 0.25, 1.0, 1.0], (100, 200)).tolist() == [100.0, 25.0, 200.0, 100.0]
+    assert to_pixels([-0.1, 1.2], (10, 10)).tolist() == [0.0, 10.0]  # clipped to the image
+    # a batch: (N, 4) boxes or (N, K, 2) points with one (height, width) per image
+    boxes = to_pixels([[0.5, 0.5, 1.0, 1.0], [0.0, 0.25, 0.5, 0.5]], [(10, 20), (100, 40)])
+    np.testing.assert_array_equal(boxes, [[10, 5, 20, 10], [0, 25, 20, 50]])
+    points = to_pixels([[[0.5, 0.5]], [[0.25, 1.0]]], [(10, 20), (100, 40)])
+    np.testing.assert_array_equal(points, [[[10, 5]], [[10, 100]]])
 
 
 @pytest.mark.parametrize("bad", ["/etc/passwd", "../../outside.png", "../a/../../outside.png",

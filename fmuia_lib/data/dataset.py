@@ -1,6 +1,9 @@
-"""``MultiTaskDataset``: one data root (or a table of its rows) as a torch Dataset.
+"""Datasets: a data root (or a table of its rows) as torch Datasets.
 
-An item is a dict (the contract in ``docs/architecture.md``)::
+``MultiTaskDataset`` (training and validation) reads images with their labels;
+``PredictionDataset`` reads images only (prediction on a data root without labels).
+
+A ``MultiTaskDataset`` item is a dict (the contract in ``docs/architecture.md``)::
 
     image       float32 3 x H x W, ImageNet-normalised, in the model frame
     task_id     str;  task_type: "segmentation" | "classification" | "detection" | "Regression"
@@ -19,56 +22,57 @@ The dataset never skips or replaces a sample: a missing or broken file raises a
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 from typing import Iterable
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from fmuia_lib.data.images import ImageReadError, image_size, mask_value_problem, read_image, read_mask
 from fmuia_lib.data.layout import (CSV_DIR, LayoutError, Problem, read_root, resolve_tasks,
                                    target_outside_image)
 from fmuia_lib.data.transforms import JointTransform, normalize_image
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Read a PNG/JPEG as an ``H x W x 3`` uint8 RGB array (grayscale is repeated to 3 channels).
-
-    EXIF orientation is ignored, so sizes and coordinates match the file as stored.
-    Raises FileNotFoundError or ValueError naming the file.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image file not found: {path}")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if image is None:
-        raise ValueError(f"unreadable image: {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """``(height, width)`` of an image as stored, read from its header (no pixels decoded)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        width, height = im.size
-    return height, width
+#: The readers live in :mod:`fmuia_lib.data.images`; the notebooks import them from here.
+load_image = read_image
+__all__ = ["MultiTaskDataset", "PredictionDataset", "collate", "task_batches", "image_size", "load_image",
+           "load_mask"]
 
 
 def load_mask(path: str | Path) -> np.ndarray:
-    """Read a single-channel class-index mask as an ``H x W`` integer array; raises naming the file."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"mask file not found: {path}")
-    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if mask is None:
-        raise ValueError(f"unreadable mask: {path}")
-    if mask.ndim != 2:
-        raise ValueError(f"mask is not single-channel ({mask.shape[2]} channels): {path}")
-    return mask
+    """A class-index mask as an ``H x W`` integer array (:func:`images.read_mask`'s rules)."""
+    return read_mask(path).values
+
+
+def _select_tasks(frame: pd.DataFrame, specs: dict[str, TaskSpec],
+                  tasks: Iterable[str | TaskSpec] | None) -> tuple[pd.DataFrame, list[TaskSpec], dict[str, list[int]]]:
+    """Rows of ``tasks`` only (re-indexed from 0), the TaskSpecs present (manifest order), and
+    task id -> item indices."""
+    if tasks is not None:
+        wanted = {t if isinstance(t, str) else t.task_id for t in tasks}
+        unknown = sorted(wanted - set(specs))
+        if unknown:
+            raise KeyError(f"unknown task_id(s) {unknown}: not in the manifest")
+        frame = frame[frame["task_id"].isin(wanted)]
+    frame = frame.reset_index(drop=True)
+    present = set(frame["task_id"])
+    present_tasks = [t for t in specs.values() if t.task_id in present]
+    indices = {t.task_id: np.flatnonzero(frame["task_id"].to_numpy() == t.task_id).tolist()
+               for t in present_tasks}
+    return frame, present_tasks, indices
+
+
+def task_batches(task_indices: dict[str, list[int]], batch_size: int) -> list[list[int]]:
+    """Every item once, in task order, in task-homogeneous batches of at most ``batch_size``
+    (the batch sampler of validation and prediction)."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    return [idx[i:i + batch_size] for idx in task_indices.values() for i in range(0, len(idx), batch_size)]
 
 
 class MultiTaskDataset(Dataset):
@@ -88,21 +92,15 @@ class MultiTaskDataset(Dataset):
         specs = resolve_tasks(manifest)
         frame = (root_or_frame if isinstance(root_or_frame, pd.DataFrame)
                  else read_root(root_or_frame, specs))
-        if tasks is not None:
-            wanted = {t if isinstance(t, str) else t.task_id for t in tasks}
-            unknown = sorted(wanted - set(specs))
-            if unknown:
-                raise KeyError(f"unknown task_id(s) {unknown}: not in the manifest")
-            frame = frame[frame["task_id"].isin(wanted)]
-        self.frame = frame.reset_index(drop=True)
+        self.frame, self.tasks, self.task_indices = _select_tasks(frame, specs, tasks)
         self.transforms = transforms
         self._specs = specs
-        present = set(self.frame["task_id"])
-        self.tasks: list[TaskSpec] = [t for t in specs.values() if t.task_id in present]
-        self.task_indices: dict[str, list[int]] = {
-            t.task_id: np.flatnonzero(self.frame["task_id"].to_numpy() == t.task_id).tolist()
-            for t in self.tasks}
         self._rows = self.frame.to_dict("records")  # plain dicts: fast to index, cheap to pickle
+
+    @property
+    def specs(self) -> dict[str, TaskSpec]:
+        """The manifest the dataset was read with (``{task_id: TaskSpec}``)."""
+        return self._specs
 
     def with_transforms(self, transforms: JointTransform | None) -> "MultiTaskDataset":
         """The same rows and tasks with other transforms (no files or manifest read again)."""
@@ -119,23 +117,23 @@ class MultiTaskDataset(Dataset):
     def _load_sample(self, row: dict, task: TaskSpec) -> tuple[dict, tuple[int, int]]:
         """The untransformed sample as tv_tensors, and the image's (height, width)."""
         try:
-            image = load_image(row["image_file"])
-        except (OSError, ValueError) as err:
-            raise self._fail(row, row["image_path"], str(err)) from None
+            image = read_image(row["image_file"])
+        except ImageReadError as err:
+            raise self._fail(row, row["image_path"], err.reason) from None
         height, width = image.shape[:2]
         sample = {"image": tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))}
         target = row["target"]
         if task.task_type == SEGMENTATION:
             try:
-                mask = load_mask(row["mask_file"])
-            except (OSError, ValueError) as err:
-                raise self._fail(row, row["mask_path"], str(err)) from None
+                mask = read_mask(row["mask_file"]).values
+            except ImageReadError as err:
+                raise self._fail(row, row["mask_path"], err.reason) from None
             if mask.shape != (height, width):
                 raise self._fail(row, row["mask_path"], f"mask is {mask.shape[1]}x{mask.shape[0]} but "
                                  f"its image is {width}x{height}")
-            if int(mask.max()) >= task.num_classes:
-                raise self._fail(row, row["mask_path"], f"mask has value {int(mask.max())} >= "
-                                 f"num_classes {task.num_classes}")
+            problem = mask_value_problem(mask, task.num_classes)
+            if problem:
+                raise self._fail(row, row["mask_path"], problem)
             sample["mask"] = tv_tensors.Mask(torch.from_numpy(mask.astype(np.int64)))
         elif task.task_type in (DETECTION, REGRESSION):
             problem = target_outside_image(task, target, width, height)
@@ -170,19 +168,82 @@ class MultiTaskDataset(Dataset):
                 "orig_size": orig_size, "image_path": row["image_path"], "source": row["source"]}
 
 
+class PredictionDataset(Dataset):
+    """The rows of a data root as model inputs, without labels: what prediction reads.
+
+    ``root_or_frame`` is a data root, read with ``read_root(root, labels=False)`` (only the
+    four common CSV columns are needed; annotation columns are ignored and no mask is
+    ever opened), or a table from :func:`~fmuia_lib.data.layout.read_root` (labelled or
+    not; its labels are not used). ``transforms`` is the evaluation transform
+    (``build_transforms(size, train=False)``); images of any size and mode are read
+    with :func:`~fmuia_lib.data.images.read_image`. An item is a dict::
+
+        image       float32 3 x H x W, ImageNet-normalised, in the model frame
+        task_id, task_type, image_path (as in the CSV), source ("<csv file>:<line>")
+        orig_size   (height, width) of the image on disk
+        mask_path   the CSV's mask_path, or None when the CSV has none (segmentation
+                    rows only; ``predict.mask_output_path`` names the file to write)
+
+    Attributes as :class:`MultiTaskDataset`: ``frame``, ``tasks``, ``task_indices``.
+    """
+
+    def __init__(self, root_or_frame: str | Path | pd.DataFrame, transforms: JointTransform | None = None,
+                 tasks: Iterable[str | TaskSpec] | None = None, manifest=None):
+        specs = resolve_tasks(manifest)
+        frame = (root_or_frame if isinstance(root_or_frame, pd.DataFrame)
+                 else read_root(root_or_frame, specs, labels=False))
+        self.frame, self.tasks, self.task_indices = _select_tasks(frame, specs, tasks)
+        self.transforms = transforms
+        self._specs = specs
+        columns = ["task_id", "image_path", "image_file", "source", "csv_file", "csv_line"]
+        mask_paths = (self.frame["mask_path"] if "mask_path" in self.frame.columns
+                      else pd.Series([None] * len(self.frame), dtype=object))
+        self._rows = [{**row, "mask_path": value or None}  # "" and NaN-free None alike
+                      for row, value in zip(self.frame[columns].to_dict("records"), mask_paths)]
+
+    @property
+    def specs(self) -> dict[str, TaskSpec]:
+        """The manifest the dataset was read with (``{task_id: TaskSpec}``)."""
+        return self._specs
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self._rows[index]
+        task = self._specs[row["task_id"]]
+        try:
+            image = read_image(row["image_file"])
+        except ImageReadError as err:
+            where = Problem(f"{CSV_DIR}/{row['csv_file']}", row["csv_line"], row["image_path"], err.reason)
+            raise LayoutError(str(where)) from None
+        orig_size = image.shape[:2]
+        sample = {"image": tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))}
+        if self.transforms is not None:
+            sample = self.transforms(sample, task)
+        return {"image": normalize_image(sample["image"]), "task_id": task.task_id, "task_type": task.task_type,
+                "orig_size": orig_size, "image_path": row["image_path"], "source": row["source"],
+                "mask_path": row["mask_path"] if task.task_type == SEGMENTATION else None}
+
+
 def collate(batch: list[dict]) -> dict:
-    """Stack a one-task batch: ``image`` (B,3,H,W), ``target`` (B, ...), ``orig_size`` (B, 2)
-    int64; ``task_id``/``task_type`` as single strings; ``image_path``/``source`` as lists."""
+    """Stack a one-task batch: ``image`` (B,3,H,W), ``target`` (B, ...; when the items have
+    one), ``orig_size`` (B, 2) int64; ``task_id``/``task_type`` as single strings;
+    ``image_path``/``source`` (and ``mask_path`` of prediction items) as lists."""
     task_ids = {item["task_id"] for item in batch}
     if len(task_ids) != 1:
         raise ValueError(f"a batch must hold one task, got {sorted(task_ids)} "
                          f"(rows {[item['source'] for item in batch]}); use TaskBatchSampler")
-    return {
+    out = {
         "image": torch.stack([item["image"] for item in batch]),
-        "target": torch.stack([item["target"] for item in batch]),
         "task_id": batch[0]["task_id"],
         "task_type": batch[0]["task_type"],
         "orig_size": torch.tensor([item["orig_size"] for item in batch], dtype=torch.int64),
         "image_path": [item["image_path"] for item in batch],
         "source": [item["source"] for item in batch],
     }
+    if "target" in batch[0]:
+        out["target"] = torch.stack([item["target"] for item in batch])
+    if "mask_path" in batch[0]:
+        out["mask_path"] = [item["mask_path"] for item in batch]
+    return out

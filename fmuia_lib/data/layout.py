@@ -31,10 +31,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-import cv2
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 
+from fmuia_lib.data.images import ImageReadError, image_header, mask_value_problem, read_mask
 from fmuia_lib.tasks import (CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, TaskSpec,
                              load_manifest)
 
@@ -77,19 +76,31 @@ def task_columns(task: TaskSpec) -> list[str]:
     return [*COMMON_COLUMNS, *extra]
 
 
+def contained_path(relative: str, start: str = "") -> str | None:
+    """``relative`` joined to ``start`` and normalised (POSIX), or None when it leaves the folder.
+
+    The one rule for paths that must stay inside a folder: the data root for the paths a
+    CSV writes (``start="csv_files"``), the submission folder for predicted masks. None
+    for an empty path, an absolute one (``/x``, ``C:/x``, ``\\x``) or one whose ``..``
+    climb above the folder. Judged on the text alone, so the answer does not depend on
+    the file system (symbolic links are the writer's concern, see ``predict``).
+    """
+    text = relative.replace("\\", "/")
+    if not text or text.startswith("/") or ":" in text.split("/")[0]:
+        return None
+    joined = posixpath.normpath(posixpath.join(start, text) if start else text)
+    if joined in (".", "..") or joined.startswith("../"):
+        return None
+    return joined
+
+
 def _inside_root(csv_relative: str) -> str | None:
     """The root-relative form of a path written in a CSV, or None when it leaves the data root.
 
     ``"../Classification/x.png"`` -> ``"Classification/x.png"``; absolute paths
     (``/x``, ``C:/x``) and paths climbing above the root (``../../x``) give None.
-    Judged on the text alone, so the answer does not depend on the file system.
     """
-    if not csv_relative or csv_relative.startswith(("/", "\\")) or ":" in csv_relative.split("/")[0]:
-        return None
-    joined = posixpath.normpath(posixpath.join(CSV_DIR, csv_relative.replace("\\", "/")))
-    if joined in (".", "..") or joined.startswith("../"):
-        return None
-    return joined
+    return contained_path(csv_relative, CSV_DIR)
 
 
 def rel_path(root: Path | str, file: Path | str) -> str:
@@ -220,9 +231,11 @@ def _parse_target(task: TaskSpec, row: dict[str, str]):
 
 
 def _parse_row(tasks: dict[str, TaskSpec], header: list[str], row: dict[str, str],
-               root_abs: Path, csv_name: str, line: int) -> tuple[dict, list[Problem]]:
+               root_abs: Path, csv_name: str, line: int, labels: bool = True) -> tuple[dict, list[Problem]]:
     """One CSV row -> (record for the frame, problems). The record is returned even when
-    problems were found, so the file checks can still look at whatever parsed."""
+    problems were found, so the file checks can still look at whatever parsed.
+
+    ``labels=False`` reads only what prediction needs (see :func:`read_root`)."""
     problems: list[Problem] = []
 
     def problem(message: str, path: str | None = None) -> None:
@@ -236,7 +249,7 @@ def _parse_row(tasks: dict[str, TaskSpec], header: list[str], row: dict[str, str
             inside = _inside_root(row[key])
             if inside is None:
                 problem("path escapes the data root (absolute, or '../' beyond it)", row[key])
-            else:
+            elif labels or key == "image_path":  # without labels a mask_path only names an output
                 record[file_key] = str(root_abs / inside)
     if not image_path:
         problem("image_path is empty")
@@ -251,6 +264,8 @@ def _parse_row(tasks: dict[str, TaskSpec], header: list[str], row: dict[str, str
         problem(f"num_classes {row['num_classes']!r} contradicts the manifest: "
                 f"{task.task_id} has {task.num_classes}", image_path)
     record["num_classes"] = task.num_classes
+    if not labels:
+        return record, problems
     if any(c not in header for c in task_columns(task)):  # reported once per file by _read_csv
         return record, problems
     if task.task_type == SEGMENTATION and not row["mask_path"]:
@@ -266,8 +281,8 @@ def _parse_row(tasks: dict[str, TaskSpec], header: list[str], row: dict[str, str
     return record, problems
 
 
-def _read_csv(tasks: dict[str, TaskSpec], csv_file: Path,
-              root_abs: Path) -> tuple[list[dict], list[Problem]]:
+def _read_csv(tasks: dict[str, TaskSpec], csv_file: Path, root_abs: Path,
+              labels: bool = True) -> tuple[list[dict], list[Problem]]:
     """The records and problems of one CSV file; a bad header stops its reading."""
     name = csv_file.name
     where = f"{CSV_DIR}/{name}"
@@ -291,11 +306,11 @@ def _read_csv(tasks: dict[str, TaskSpec], csv_file: Path,
                                             f"{len(values)} fields but the header has {len(header)}"))
                     continue
                 row = {h: v.strip() for h, v in zip(header, values)}
-                record, row_problems = _parse_row(tasks, header, row, root_abs, name, line)
+                record, row_problems = _parse_row(tasks, header, row, root_abs, name, line, labels)
                 records.append(record)
                 problems += row_problems
                 task = tasks.get(row["task_id"])
-                if task is not None:
+                if task is not None and labels:
                     gone = [c for c in task_columns(task) if c not in header]
                     if gone and task.task_id not in reported_missing:
                         reported_missing.add(task.task_id)
@@ -306,7 +321,8 @@ def _read_csv(tasks: dict[str, TaskSpec], csv_file: Path,
     return records, problems
 
 
-def _parse_root(root: Path | str, tasks: dict[str, TaskSpec]) -> tuple[list[dict], list[Problem]]:
+def _parse_root(root: Path | str, tasks: dict[str, TaskSpec],
+                labels: bool = True) -> tuple[list[dict], list[Problem]]:
     """Every CSV row of ``root`` as a record, and every problem found without opening images."""
     root_abs = Path(os.path.abspath(root))
     csv_dir = root_abs / CSV_DIR
@@ -318,7 +334,7 @@ def _parse_root(root: Path | str, tasks: dict[str, TaskSpec]) -> tuple[list[dict
     records: list[dict] = []
     problems: list[Problem] = []
     for path in csv_paths:
-        file_records, file_problems = _read_csv(tasks, path, root_abs)
+        file_records, file_problems = _read_csv(tasks, path, root_abs, labels)
         records += file_records
         problems += file_problems
     first_seen: dict[tuple[str, str], str] = {}
@@ -353,7 +369,8 @@ def _raise_if(problems: list[Problem], root: Path | str, shown: int = 20) -> Non
         raise LayoutError(f"{len(problems)} problem(s) in data root {root}:\n" + "\n".join(lines))
 
 
-def read_root(root: Path | str, manifest: str | Path | dict[str, TaskSpec] | None = None) -> pd.DataFrame:
+def read_root(root: Path | str, manifest: str | Path | dict[str, TaskSpec] | None = None,
+              labels: bool = True) -> pd.DataFrame:
     """All CSV rows of a data root as one ``pandas.DataFrame``, without opening any image.
 
     Columns: the CSV columns as written (text), ``num_classes`` (int), and
@@ -363,11 +380,19 @@ def read_root(root: Path | str, manifest: str | Path | dict[str, TaskSpec] | Non
     classification int, detection ``[x_min, y_min, x_max, y_max]``, Regression
     ``[[x, y], ...]``, segmentation None). Rows keep CSV order, CSV files sorted by name.
 
+    ``labels=False`` is the reading for prediction, where CSVs may hold only the four
+    common columns (a hidden test set): only those are required, annotation columns
+    are dropped when present (``target`` and ``mask_file`` stay None, no mask is ever
+    opened), and ``mask_path``, when the CSV has it, is kept as the name of the mask
+    to write (checked as text, never read).
+
     Raises :class:`LayoutError` listing the problems when any row cannot be used.
     """
-    records, problems = _parse_root(root, resolve_tasks(manifest))
+    records, problems = _parse_root(root, resolve_tasks(manifest), labels)
     _raise_if(problems, root)
     csv_columns = {c for rec in records for c in rec} - set(COMMON_COLUMNS) - set(DERIVED_COLUMNS)
+    if not labels:
+        csv_columns &= {"mask_path"}
     columns = [*COMMON_COLUMNS, *sorted(csv_columns, key=_column_order), *DERIVED_COLUMNS]
     # dtype=object keeps None (not NaN) for cells a row's task type does not have
     frame = pd.DataFrame([[rec.get(c) for c in columns] for rec in records], columns=columns, dtype=object)
@@ -377,39 +402,28 @@ def read_root(root: Path | str, manifest: str | Path | dict[str, TaskSpec] | Non
 # -- checking files -------------------------------------------------------------------------
 
 def _image_size(image_file: str, verify: bool = False) -> tuple[int, int]:
-    """(width, height) from the image header, without decoding pixels; with ``verify``
-    also walk the whole file (PNG chunk checksums), which catches truncated PNGs.
+    """(width, height) of a PNG/JPEG from its header (see :func:`images.image_header`).
     Raises ValueError with a readable reason."""
     try:
-        with Image.open(image_file) as im:
-            size, fmt = im.size, im.format
-            if verify:
-                im.verify()
-    except FileNotFoundError:
-        raise ValueError("image file not found") from None
-    except (OSError, SyntaxError, UnidentifiedImageError) as err:
-        raise ValueError(f"unreadable image: {err}") from None
-    if fmt not in IMAGE_FORMATS:
-        raise ValueError(f"image is a {fmt} file; images must be PNG or JPEG")
-    return size
+        header = image_header(image_file, verify)
+    except ImageReadError as err:
+        raise ValueError(err.reason) from None
+    if header.format not in IMAGE_FORMATS:
+        raise ValueError(f"image is a {header.format} file; images must be PNG or JPEG")
+    return header.width, header.height
 
 
-def _mask_problem(mask_file: str, size: tuple[int, int] | None, num_classes: int) -> str | None:
-    """What is wrong with a segmentation mask (None when fine); ``size`` = its image's (w, h)."""
-    if not os.path.isfile(mask_file):
-        return "mask file not found"
-    mask = cv2.imread(mask_file, cv2.IMREAD_UNCHANGED)
-    if mask is None:
-        return "unreadable mask"
-    if mask.ndim != 2:
-        return (f"mask is not single-channel (it has {mask.shape[2]} channels); "
-                "write class indices as a grayscale PNG")
-    if size is not None and mask.shape != (size[1], size[0]):
+def mask_problem(mask_file: str, size: tuple[int, int] | None, num_classes: int) -> str | None:
+    """What is wrong with a ground-truth mask (None when fine); ``size`` = its image's
+    (height, width), or None when unknown. The reading rules are :func:`images.read_mask`'s."""
+    try:
+        mask = read_mask(mask_file)
+    except ImageReadError as err:
+        return err.reason
+    if size is not None and mask.shape != tuple(size):
         return (f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                f"{size[0]}x{size[1]} (width x height)")
-    if int(mask.max()) >= num_classes:
-        return f"mask has value {int(mask.max())} >= num_classes {num_classes}"
-    return None
+                f"{size[1]}x{size[0]} (width x height)")
+    return mask_value_problem(mask.values, num_classes)
 
 
 def target_outside_image(task: TaskSpec, target, width: int, height: int) -> str | None:
@@ -439,7 +453,7 @@ def _check_files(record: dict, task: TaskSpec | None, verify_images: bool) -> li
     if task is None:
         return problems
     if task.task_type == SEGMENTATION and record["mask_file"]:
-        message = _mask_problem(record["mask_file"], size, task.num_classes)
+        message = mask_problem(record["mask_file"], None if size is None else size[::-1], task.num_classes)
         if message:
             problems.append(problem(record["mask_path"], message))
     elif size is not None and record["target"] is not None:

@@ -10,7 +10,9 @@ with ``torch.load(weights_only=True)`` (no pickled code is executed). It holds:
 * ``config`` (``TrainConfig.to_dict()``), ``task_ids``, ``manifest_hash`` and ``encoder``,
   so a checkpoint is refused when it does not fit the tasks or encoder asked for;
 * ``history`` and ``val_history`` (lists of row dicts), so a resumed run returns the
-  whole history.
+  whole history;
+* ``versions``: Python, the libraries and torch's CUDA / cuDNN the run used
+  (:func:`library_versions`), which ``fmuia export`` pins in the Docker image.
 
 The batch stream is a pure function of ``(seed, step)`` (see ``train.StepBatches``), and
 each stretch of steps between two checkpoints gets a fresh DataLoader seeded by its
@@ -20,6 +22,7 @@ an uninterrupted one.
 from __future__ import annotations
 
 import os
+import platform
 import random
 import tempfile
 from pathlib import Path
@@ -28,7 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from fmuia_lib.env_info import PACKAGES, package_versions
 from fmuia_lib.tasks import manifest_hash
+
+#: Distributions whose versions a checkpoint records: those that change results, and
+#: the rest of what inference imports.
+VERSIONED_PACKAGES = (*PACKAGES, "pillow", "tqdm", "pyyaml")
 
 FORMAT_VERSION = 1
 
@@ -110,3 +118,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def library_versions() -> dict[str, Any]:
+    """The software a checkpoint is trained with: ``python`` (``major.minor.micro``),
+    ``packages`` (distribution -> version, installed ones of :data:`VERSIONED_PACKAGES`),
+    ``torch_cuda`` and ``cudnn`` (None on a CPU-only build). Plain strings and ints, so
+    the checkpoint still loads with ``weights_only=True``."""
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {"python": platform.python_version(),
+            "packages": {name: version for name, version in package_versions(VERSIONED_PACKAGES).items()
+                         if version != "not installed"},
+            "torch_cuda": torch.version.cuda, "cudnn": None if cudnn is None else int(cudnn)}

@@ -1,0 +1,162 @@
+"""Reading images and masks from disk: one reader per file kind, without torch.
+
+Every part of fmuia that opens an image or a mask goes through this module: the layout
+checks (``fmuia data check``), the datasets, prediction, the scorer and the submission
+validator. It imports only numpy, OpenCV and Pillow, so scoring a submission never pays
+for importing torch.
+
+Images (:func:`read_image`)
+    Any PNG/JPEG that OpenCV reads (Pillow as a fallback): grayscale, RGB, RGBA,
+    palette, 8 or 16 bits. The result is always ``H x W x 3`` uint8 RGB, converted the
+    way the challenge's own inference code reads images (``cv2.imread`` in colour mode):
+    grayscale is repeated to three channels, alpha is dropped, 16-bit samples keep their
+    high byte. EXIF orientation is ignored, so sizes and coordinates match the file as
+    stored.
+Image sizes (:func:`image_header`, :func:`image_size`)
+    From the file header only (no pixels decoded).
+Masks (:func:`read_mask`), the same rules for ground truth and predictions
+    A mask holds one class index per pixel. Stored 8- or 16-bit, as one channel, or as
+    3/4 channels whose colour channels are equal (a gray mask saved as RGB; alpha is
+    ignored): the values are the class indices as stored. Colour channels that differ,
+    or a floating-point file, are refused: no class index can be read from them.
+    :class:`Mask` also records how the file was stored, because the challenge's scorer
+    reads every mask with ``cv2.IMREAD_GRAYSCALE``, which keeps an 8-bit single-channel
+    mask as it is, converts equal colour channels to the same values, but turns 16-bit
+    values into their high byte (class indices 0..255 all become 0).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+class ImageReadError(ValueError):
+    """A file cannot be read as an image or a mask.
+
+    ``reason`` says why without the path (for messages that already name the file, such
+    as a CSV problem), ``path`` is the file; ``str()`` gives both.
+    """
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{reason}: {path}")
+
+
+class ImageHeader(NamedTuple):
+    height: int
+    width: int
+    format: str | None  # as Pillow names it: "PNG", "JPEG", ...
+
+
+def image_header(path: str | Path, verify: bool = False) -> ImageHeader:
+    """Size and format from the file header, without decoding pixels.
+
+    ``verify=True`` also walks the whole file structure (PNG chunk checksums), which
+    catches truncated files. Raises :class:`ImageReadError` with a readable reason.
+    """
+    if not os.path.isfile(path):
+        raise ImageReadError(path, "image file not found")
+    try:
+        with Image.open(path) as im:
+            (width, height), fmt = im.size, im.format
+            if verify:
+                im.verify()
+    except (OSError, SyntaxError, UnidentifiedImageError) as err:
+        raise ImageReadError(path, f"unreadable image ({err})") from None
+    return ImageHeader(int(height), int(width), fmt)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of an image as stored, read from its header (no pixels decoded)."""
+    header = image_header(path)
+    return header.height, header.width
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as ``H x W x 3`` uint8 RGB (see the module docstring for the conversions).
+
+    Raises :class:`ImageReadError` naming the file.
+    """
+    if not os.path.isfile(path):
+        raise ImageReadError(path, "image file not found")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is not None:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return _read_image_with_pillow(path)
+
+
+def _read_image_with_pillow(path: str | Path) -> np.ndarray:
+    """The fallback for files OpenCV cannot decode, converted by the same rules."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                values = np.asarray(im, dtype=np.int64)
+                if im.mode == "I":  # 32-bit integers: keep the top byte of their 16-bit range
+                    values = np.clip(values, 0, 65535)
+                gray = (values >> 8).astype(np.uint8)
+                return np.repeat(gray[:, :, None], 3, axis=2)
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (OSError, SyntaxError, UnidentifiedImageError, ValueError) as err:
+        raise ImageReadError(path, f"unreadable image ({err})") from None
+
+
+class Mask(NamedTuple):
+    """A mask as read by :func:`read_mask`: the class indices and how the file stored them."""
+
+    values: np.ndarray  # H x W, uint8 or uint16, the class indices as stored
+    bits: int  # 8 or 16
+    channels: int  # 1, or 3/4 with equal colour channels
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.values.shape[:2]
+
+    def challenge_reading(self) -> str | None:
+        """How the challenge's scorer (``cv2.IMREAD_GRAYSCALE``) would read this file
+        differently, or None when it reads the same values."""
+        if self.bits == 16:
+            return ("it is stored as 16-bit, and the challenge's scorer reads masks as 8-bit grayscale, "
+                    "which keeps only the high byte (class indices 0..255 all become 0); save it as 8-bit")
+        if self.channels != 1:
+            return (f"it is stored with {self.channels} channels (equal colour channels); the challenge's "
+                    "scorer converts it to grayscale, which keeps the values, but one channel is the "
+                    "expected form")
+        return None
+
+
+def read_mask(path: str | Path) -> Mask:
+    """Read a class-index mask by the rules in the module docstring.
+
+    Raises :class:`ImageReadError` naming the file.
+    """
+    if not os.path.isfile(path):
+        raise ImageReadError(path, "mask file not found")
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None:
+        raise ImageReadError(path, "unreadable mask (not an image OpenCV can decode)")
+    if data.dtype not in (np.uint8, np.uint16):
+        raise ImageReadError(path, f"mask holds {data.dtype} samples; class indices must be stored "
+                                   "as 8- or 16-bit integers")
+    bits = 8 * data.dtype.itemsize
+    if data.ndim == 2:
+        return Mask(data, bits, 1)
+    channels = data.shape[2]
+    colour = data[:, :, :3] if channels >= 3 else data[:, :, :1]
+    first = colour[:, :, 0]
+    if any(not np.array_equal(first, colour[:, :, c]) for c in range(1, colour.shape[2])):
+        raise ImageReadError(path, f"mask is a colour image ({channels} channels that differ); "
+                                   "write one channel of class indices")
+    return Mask(np.ascontiguousarray(first), bits, channels)
+
+
+def mask_value_problem(values: np.ndarray, num_classes: int) -> str | None:
+    """Why a mask's values are not class indices of a ``num_classes`` task (None when they are)."""
+    if values.size and int(values.max()) >= num_classes:
+        return f"mask has value {int(values.max())} >= num_classes {num_classes}"
+    return None
