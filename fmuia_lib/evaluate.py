@@ -37,19 +37,22 @@ import math
 import os
 import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
-import pandas as pd
 
 from fmuia_lib import metrics
 from fmuia_lib.data.images import ImageReadError, Mask, image_size, mask_value_problem, read_mask
-from fmuia_lib.data.layout import CSV_DIR, LayoutError, Problem, read_root, resolve_tasks
+from fmuia_lib.data.layout import CSV_DIR, LayoutError, Problem, read_rows, resolve_tasks
 from fmuia_lib.submission import (PREDICTION_FILES, SCORED_KEYS, EntryIndex, Submission, SubmissionError,
                                   entry_findings, load_json_list, mask_output_path, number_list,
                                   read_mask_findings, submission_relpath)
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, TaskSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Per-task metric columns of each type, in report order (``metrics.reported_metrics``).
 TASK_METRICS = {kind: metrics.reported_metrics(kind) for kind in TASK_TYPES}
@@ -60,7 +63,12 @@ CHALLENGE_GROUPS = {SEGMENTATION: "segmentation", CLASSIFICATION: "classificatio
 SHOWN_FINDINGS = 20
 
 
-@dataclass
+TASK_COLUMNS = ["task_id", "task_type", "num_samples",
+                *[m for kind in TASK_TYPES for m in TASK_METRICS[kind]], "AUC_error"]
+CLASS_COLUMNS = ["task_id", "class_index", "class_name", "DSC", "HD", "HD95", "F1"]
+COVERAGE_COLUMNS = ["task_id", "task_type", "expected", "found", "missing", "invalid", "duplicates", "unknown"]
+
+
 class EvaluationReport:
     """Everything :func:`score` measured.
 
@@ -72,52 +80,68 @@ class EvaluationReport:
     layout of the challenge's results JSON; ``invalid``: every prediction that could not
     be scored, with its reason; ``warnings``: every scored prediction with something off
     (``fmuia validate-submission`` explains them); ``notes``: what is worth reading first.
+
+    The three tables are pandas DataFrames, made when first asked for (scoring itself
+    does not import pandas); ``task_rows``, ``class_rows`` and ``coverage_rows`` hold the
+    same rows as dicts.
     """
 
-    per_task: pd.DataFrame
-    per_class: pd.DataFrame
-    summary: dict[str, float | None]
-    coverage: pd.DataFrame
-    challenge: dict[str, dict[str, Any]]
-    notes: list[str] = field(default_factory=list)
-    invalid: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    def __init__(self, task_rows: list[dict], class_rows: list[dict], coverage_rows: list[dict],
+                 challenge: dict[str, dict[str, Any]], notes: list[str] | None = None,
+                 invalid: list[str] | None = None, warnings: list[str] | None = None) -> None:
+        self.task_rows, self.class_rows, self.coverage_rows = task_rows, class_rows, coverage_rows
+        self.challenge = challenge
+        self.notes, self.invalid, self.warnings = list(notes or []), list(invalid or []), list(warnings or [])
+        self.summary: dict[str, float | None] = leaderboard_summary(task_rows)
+
+    @cached_property
+    def per_task(self) -> "pd.DataFrame":
+        return _frame(self.task_rows, TASK_COLUMNS)
+
+    @cached_property
+    def per_class(self) -> "pd.DataFrame":
+        return _frame(self.class_rows, CLASS_COLUMNS)
+
+    @cached_property
+    def coverage(self) -> "pd.DataFrame":
+        return _frame(self.coverage_rows, COVERAGE_COLUMNS)
 
     @property
     def complete(self) -> bool:
         """True when every expected prediction was found once and usable, and nothing unknown,
         duplicated or malformed was given."""
-        return bool((self.coverage["found"] == self.coverage["expected"]).all()
-                    and (self.coverage["unknown"] == 0).all() and (self.coverage["duplicates"] == 0).all()
-                    and not self.invalid)
+        return (all(r["found"] == r["expected"] and r["unknown"] == 0 and r["duplicates"] == 0
+                    for r in self.coverage_rows) and not self.invalid)
 
     def task_results(self) -> dict[str, dict[str, Any]]:
-        """Per task: its metrics (``TASK_METRICS``), ``AUC_error``, ``num_samples`` and the
-        per-class lists (segmentation ``per_class = {DSC, HD, HD95: [C values]}``,
-        classification ``F1_per_class``), for tasks with at least one scored image."""
+        """Per task: its metrics (``TASK_METRICS``), ``num_samples`` and the per-class lists
+        (segmentation ``per_class = {DSC, HD, HD95: [C values]}``, classification
+        ``AUC_error`` and ``F1_per_class``), for tasks with at least one scored image."""
         out: dict[str, dict[str, Any]] = {}
-        for row in self.per_task.to_dict("records"):
+        for row in self.task_rows:
             if not row["num_samples"]:
                 continue
             kind = row["task_type"]
             scores: dict[str, Any] = {m: float(row[m]) for m in TASK_METRICS[kind]}
             scores["num_samples"] = int(row["num_samples"])
-            classes = self.per_class[self.per_class["task_id"] == row["task_id"]].sort_values("class_index")
+            classes = sorted((r for r in self.class_rows if r["task_id"] == row["task_id"]),
+                             key=lambda r: r["class_index"])
             if kind == SEGMENTATION:
-                scores["per_class"] = {m: [float(v) for v in classes[m]] for m in ("DSC", "HD", "HD95")}
+                scores["per_class"] = {m: [float(r[m]) for r in classes] for m in ("DSC", "HD", "HD95")}
             elif kind == CLASSIFICATION:
                 scores["AUC_error"] = row["AUC_error"]
-                scores["F1_per_class"] = [float(v) for v in classes["F1"]]
+                scores["F1_per_class"] = [float(r["F1"]) for r in classes]
             out[row["task_id"]] = scores
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-            return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+        def records(rows: list[dict], columns: list[str]) -> list[dict[str, Any]]:
+            return [{c: _plain(row.get(c)) for c in columns} for row in rows]
 
         return {"summary": {k: _plain(v) for k, v in self.summary.items()},
-                "per_task": records(self.per_task), "per_class": records(self.per_class),
-                "coverage": records(self.coverage), "challenge": self.challenge,
+                "per_task": records(self.task_rows, TASK_COLUMNS),
+                "per_class": records(self.class_rows, CLASS_COLUMNS),
+                "coverage": records(self.coverage_rows, COVERAGE_COLUMNS), "challenge": self.challenge,
                 "complete": self.complete, "notes": list(self.notes), "invalid": list(self.invalid),
                 "warnings": list(self.warnings)}
 
@@ -130,17 +154,11 @@ class EvaluationReport:
     def format(self) -> str:
         """The report as text: per-task table, per-class table, summary, coverage, notes,
         and the first unusable predictions."""
-        def table(frame: pd.DataFrame) -> str:
-            if frame.empty:
-                return "  (nothing scored)"
-            return frame.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")
-
-        metric_cols = [c for c in self.per_task.columns if c != "AUC_error"]
         summary = "\n".join(f"  {name:<28} {'-' if v is None else f'{v:.4f}'}" for name, v in self.summary.items())
-        parts = ["Per task", table(self.per_task[metric_cols]),
-                 "", "Per class", table(self.per_class),
+        parts = ["Per task", _table(self.task_rows, TASK_COLUMNS[:-1]),
+                 "", "Per class", _table(self.class_rows, CLASS_COLUMNS),
                  "", "Leaderboard summary (mean over scored tasks of each type)", summary,
-                 "", "Coverage", table(self.coverage)]
+                 "", "Coverage", _table(self.coverage_rows, COVERAGE_COLUMNS)]
         if self.notes:
             parts += ["", "Notes"] + [f"  - {n}" for n in self.notes]
         if self.invalid:
@@ -149,6 +167,29 @@ class EvaluationReport:
             if len(self.invalid) > SHOWN_FINDINGS:
                 parts.append(f"  ... and {len(self.invalid) - SHOWN_FINDINGS} more (all of them in --json)")
         return "\n".join(parts)
+
+
+def _frame(rows: list[dict], columns: list[str]) -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.DataFrame([{c: row.get(c) for c in columns} for row in rows], columns=columns)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    """Rows as a right-aligned text table (4 decimals, ``-`` for no value)."""
+    if not rows:
+        return "  (nothing scored)"
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+    return "\n".join(" ".join(v.rjust(w) for v, w in zip(line, widths)) for line in [columns, *cells])
 
 
 def _plain(value: Any) -> Any:
@@ -174,13 +215,14 @@ class GroundTruth:
     naming the CSV line.
     """
 
-    def __init__(self, frame: pd.DataFrame, manifest: Mapping[str, TaskSpec] | str | Path | None = None) -> None:
+    def __init__(self, rows: "pd.DataFrame | list[dict]",
+                 manifest: Mapping[str, TaskSpec] | str | Path | None = None) -> None:
         self.specs = resolve_tasks(dict(manifest) if isinstance(manifest, Mapping) else manifest)
-        self.frame = frame.reset_index(drop=True)
-        present = set(self.frame["task_id"])
+        records = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
+        present = {row["task_id"] for row in records}
         self.tasks: list[TaskSpec] = [t for t in self.specs.values() if t.task_id in present]
         self.rows: dict[str, list[dict]] = {t.task_id: [] for t in self.tasks}
-        for row in self.frame.to_dict("records"):
+        for row in records:
             self.rows[row["task_id"]].append(row)
         self._sizes: dict[str, tuple[int, int]] = {}
 
@@ -188,7 +230,7 @@ class GroundTruth:
     def from_root(cls, data_root: str | Path,
                   manifest: Mapping[str, TaskSpec] | str | Path | None = None) -> "GroundTruth":
         specs = resolve_tasks(dict(manifest) if isinstance(manifest, Mapping) else manifest)
-        return cls(read_root(data_root, specs), specs)
+        return cls(read_rows(data_root, specs)[1], specs)
 
     @staticmethod
     def _error(row: Mapping[str, Any], path: str, message: str) -> LayoutError:
@@ -364,14 +406,9 @@ def score(truth: GroundTruth, submission: Submission) -> EvaluationReport:
                          f"has no {kind} rows for")
         invalid += [f"{PREDICTION_FILES[kind]}[{position}]: {why}" for position, why in index.malformed]
 
-    per_task = pd.DataFrame(task_rows)
-    coverage = pd.DataFrame(coverage_rows, columns=["task_id", "task_type", "expected", "found", "missing",
-                                                    "invalid", "duplicates", "unknown"])
-    per_class = pd.DataFrame(class_rows, columns=["task_id", "class_index", "class_name", "DSC", "HD",
-                                                  "HD95", "F1"])
-    incomplete = coverage[coverage["found"] < coverage["expected"]]
-    if len(incomplete):
-        notes.insert(0, f"INCOMPLETE: {int(incomplete['expected'].sum() - incomplete['found'].sum())} expected "
+    incomplete = [r for r in coverage_rows if r["found"] < r["expected"]]
+    if incomplete:
+        notes.insert(0, f"INCOMPLETE: {sum(r['expected'] - r['found'] for r in incomplete)} expected "
                         f"predictions in {len(incomplete)} task(s) were missing or unusable and were not "
                         "scored (the challenge skips them too); see Coverage")
     if invalid:
@@ -380,8 +417,7 @@ def score(truth: GroundTruth, submission: Submission) -> EvaluationReport:
     if warnings:
         notes.append(f"{len(warnings)} scored prediction(s) have warnings (first: {warnings[0]}); "
                      "`fmuia validate-submission` lists them all")
-    return EvaluationReport(per_task=per_task, per_class=per_class, summary=leaderboard_summary(per_task),
-                            coverage=coverage, challenge=challenge, notes=notes, invalid=invalid,
+    return EvaluationReport(task_rows, class_rows, coverage_rows, challenge, notes=notes, invalid=invalid,
                             warnings=warnings)
 
 
@@ -409,13 +445,14 @@ def _add_challenge_entry(challenge: dict, task: TaskSpec, result: _TaskResult) -
     group[task.task_id] = entry
 
 
-def leaderboard_summary(per_task: pd.DataFrame) -> dict[str, float | None]:
-    """The nine leaderboard columns: per type, the mean over tasks with scored images (None if none)."""
+def leaderboard_summary(per_task: "pd.DataFrame | list[dict]") -> dict[str, float | None]:
+    """The nine leaderboard columns: per type, the mean over tasks with scored images (None if none).
+    ``per_task``: a report's ``per_task`` table or ``task_rows``."""
+    rows = per_task.to_dict("records") if hasattr(per_task, "to_dict") else per_task
     summary: dict[str, float | None] = {}
     for column, kind, metric in metrics.LEADERBOARD_COLUMNS:
-        scored = per_task[(per_task["task_type"] == kind) & (per_task["num_samples"] > 0)] \
-            if len(per_task) else per_task
-        summary[column] = float(np.mean(scored[metric].to_numpy(dtype=np.float64))) if len(scored) else None
+        values = [float(r[metric]) for r in rows if r["task_type"] == kind and r["num_samples"] > 0]
+        summary[column] = float(np.mean(values)) if values else None
     return summary
 
 
@@ -475,7 +512,7 @@ def check_submission(pred_dir: str | Path, data_root: str | Path,
     Raises :class:`SubmissionError` when ``pred_dir`` is not a folder.
     """
     tasks_by_id = resolve_tasks(dict(manifest) if isinstance(manifest, Mapping) else manifest)
-    frame = read_root(data_root, tasks_by_id, labels=False)
+    _, rows = read_rows(data_root, tasks_by_id, labels=False)
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         what = "is a file, not a folder" if pred_dir.exists() else "not found"
@@ -493,7 +530,6 @@ def check_submission(pred_dir: str | Path, data_root: str | Path,
                 return None
         return sizes[row["image_file"]]
 
-    rows = frame.to_dict("records")
     submission = Submission(entries={}, folder=pred_dir, label=str(pred_dir))
     for row in rows:
         task = tasks_by_id[row["task_id"]]

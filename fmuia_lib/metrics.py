@@ -108,13 +108,13 @@ def dice_per_class(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.nda
     belong to no class (they only lower the scores of the classes they cover).
     """
     _check_pair(pred, gt)
-    dice = np.ones(num_classes, dtype=np.float64)
-    for c in range(num_classes):
-        in_pred, in_gt = pred == c, gt == c
-        total = np.count_nonzero(in_pred) + np.count_nonzero(in_gt)
-        if total:
-            dice[c] = 2.0 * np.count_nonzero(in_pred & in_gt) / total
-    return dice
+    return np.array([_dice(pred == c, gt == c) for c in range(num_classes)], dtype=np.float64)
+
+
+def _dice(in_pred: np.ndarray, in_gt: np.ndarray) -> float:
+    """``2|P∩G| / (|P|+|G|)`` of two boolean masks; 1 when both are empty."""
+    total = np.count_nonzero(in_pred) + np.count_nonzero(in_gt)
+    return 2.0 * np.count_nonzero(in_pred & in_gt) / total if total else 1.0
 
 
 def _boundary(mask: np.ndarray, edge_is_outside: bool) -> np.ndarray:
@@ -154,16 +154,83 @@ def _nearest_distances(points: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return out
 
 
-def _distances_to(edge: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Exact distances (float64) from each ``True`` pixel of ``points`` (row-major order) to the
-    nearest ``True`` pixel of ``edge``; both boolean masks of one (cropped) frame."""
-    approx = cv2.distanceTransform((~edge).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[points]
+def _exact(approx: np.ndarray, points: np.ndarray, edge: np.ndarray) -> np.ndarray:
+    """Exact float64 distances from float32 ones between integer pixel positions: ``sqrt(n)``
+    with ``n`` recovered by rounding the square, or, beyond ``_EXACT_SQUARED_LIMIT``,
+    measured from the rows of ``points`` to the nearest ``True`` pixel of ``edge``."""
     squared = np.square(approx.astype(np.float64))
     exact = np.sqrt(np.rint(squared))
     far = squared >= _EXACT_SQUARED_LIMIT
     if far.any():
-        exact[far] = _nearest_distances(np.argwhere(points)[far], np.argwhere(edge))
+        exact[far] = _nearest_distances(points[far], np.argwhere(edge))
     return exact
+
+
+#: Pixels added around the points whose distances are wanted, for a first, small
+#: distance transform (see :func:`_distances_to`).
+_CROP_MARGIN = 16
+
+
+def _transform_at(edge: np.ndarray, rows: slice, cols: slice, query_rc: np.ndarray) -> np.ndarray:
+    """float32 distances to the nearest ``edge`` pixel inside the box ``rows x cols``, at the
+    (row, column) positions ``query_rc`` (which lie in the box)."""
+    crop = edge[rows, cols]
+    dist = cv2.distanceTransform((~crop).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return dist[query_rc[:, 0] - rows.start, query_rc[:, 1] - cols.start]
+
+
+def _distances_to(edge: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Exact distances (float64) from each ``True`` pixel of ``points`` (row-major order) to
+    the nearest ``True`` pixel of ``edge`` (non-empty); both boolean masks of one image.
+
+    Points on ``edge`` are at 0. The others are measured by a distance transform on the
+    box around them widened by ``_CROP_MARGIN``: an answer ``d`` found there is the true
+    one when no pixel outside the box can be closer, i.e. ``d`` is at most the point's
+    distance to the box's sides (those inside the image). The rest are measured on the
+    box around them and the whole of ``edge``, which holds every candidate.
+    """
+    out = np.zeros(int(np.count_nonzero(points)), dtype=np.float64)
+    query = points & ~edge
+    if not query.any():
+        return out
+    height, width = edge.shape
+    query_rc = np.argwhere(query)
+    rows, cols = _bounding_slices(query)
+    near_rows = slice(max(0, rows.start - _CROP_MARGIN), min(height, rows.stop + _CROP_MARGIN))
+    near_cols = slice(max(0, cols.start - _CROP_MARGIN), min(width, cols.stop + _CROP_MARGIN))
+    all_rows, all_cols = _bounding_slices(query | edge)
+    near_area = (near_rows.stop - near_rows.start) * (near_cols.stop - near_cols.start)
+    all_area = (all_rows.stop - all_rows.start) * (all_cols.stop - all_cols.start)
+    if all_area <= 2 * near_area:  # the complete box is hardly larger: use it at once
+        approx = _transform_at(edge, all_rows, all_cols, query_rc)
+    else:
+        approx = _transform_at(edge, near_rows, near_cols, query_rc)
+        qr, qc = query_rc[:, 0], query_rc[:, 1]
+        inf = np.full(len(qr), np.inf)
+        room = np.minimum.reduce([
+            qr - near_rows.start + 1.0 if near_rows.start > 0 else inf,
+            near_rows.stop - qr * 1.0 if near_rows.stop < height else inf,
+            qc - near_cols.start + 1.0 if near_cols.start > 0 else inf,
+            near_cols.stop - qc * 1.0 if near_cols.stop < width else inf])
+        unsure = approx > room
+        if unsure.any():
+            approx[unsure] = _transform_at(edge, *_search_box(query_rc[unsure], approx[unsure],
+                                                              (all_rows, all_cols)), query_rc[unsure])
+    out[query[points]] = _exact(approx, query_rc, edge)
+    return out
+
+
+def _search_box(points: np.ndarray, bound: np.ndarray, whole: tuple[slice, slice]) -> tuple[slice, slice]:
+    """The box around ``points`` that holds every pixel within ``bound`` (an upper bound of
+    each point's distance to its nearest target) of them, cut to ``whole``; ``whole`` itself
+    when a bound is infinite (no target found near the point)."""
+    reach = float(bound.max())
+    if not np.isfinite(reach) or reach > 1e6:
+        return whole
+    margin = int(np.ceil(reach)) + 1
+    rows, cols = whole
+    return (slice(max(rows.start, int(points[:, 0].min()) - margin), min(rows.stop, int(points[:, 0].max()) + margin + 1)),
+            slice(max(cols.start, int(points[:, 1].min()) - margin), min(cols.stop, int(points[:, 1].max()) + margin + 1)))
 
 
 def _directed_hausdorff(src: np.ndarray, dst: np.ndarray) -> float:
@@ -179,22 +246,19 @@ def _directed_hausdorff(src: np.ndarray, dst: np.ndarray) -> float:
     edge = _boundary(dst, edge_is_outside=False)
     rows, cols = _bounding_slices(outside | edge)
     outside, edge = outside[rows, cols], edge[rows, cols]
-    approx = cv2.distanceTransform((~edge).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    top = float(approx[outside].max())
-    if top * top < _EXACT_SQUARED_LIMIT:
-        return float(np.sqrt(np.rint(top * top)))
-    # beyond the exact range: measure the points near the maximum one by one
-    values = approx[outside]
-    candidates = np.argwhere(outside)[values >= top * (1 - 1e-6) - 1e-3]
-    return float(_nearest_distances(candidates, np.argwhere(edge)).max())
+    dist = cv2.distanceTransform((~edge).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    dist[~outside] = 0.0
+    top = float(dist.max())
+    # the few points at the maximum (up to float32 rounding), measured exactly
+    candidates = np.argwhere(dist >= top * (1 - 1e-6) - 1e-3)
+    values = dist[candidates[:, 0], candidates[:, 1]]
+    return float(_exact(values, candidates, edge).max())
 
 
 def _surface_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Distances from every boundary pixel of ``a`` to the boundary of ``b`` and back, pooled."""
     edge_a = _boundary(a, edge_is_outside=True)
     edge_b = _boundary(b, edge_is_outside=True)
-    rows, cols = _bounding_slices(edge_a | edge_b)
-    edge_a, edge_b = edge_a[rows, cols], edge_b[rows, cols]
     return np.concatenate([_distances_to(edge_b, edge_a), _distances_to(edge_a, edge_b)])
 
 
@@ -216,6 +280,14 @@ def hausdorff_pair(a: np.ndarray, b: np.ndarray, percentile: float | None = None
     if not (has_a and has_b):
         height, width = a.shape
         return float(np.sqrt(height ** 2 + width ** 2))
+    # Work on the box around both masks, one pixel wider where the image goes on: every
+    # pixel of its rim is then outside both masks (or on the image edge, as before), so
+    # boundaries and distances are those of the whole image.
+    rows, cols = _bounding_slices(a | b)
+    height, width = a.shape
+    rows = slice(max(0, rows.start - 1), min(height, rows.stop + 1))
+    cols = slice(max(0, cols.start - 1), min(width, cols.stop + 1))
+    a, b = a[rows, cols], b[rows, cols]
     if percentile is None:
         return max(_directed_hausdorff(a, b), _directed_hausdorff(b, a))
     return float(np.percentile(_surface_distances(a, b), percentile))
@@ -390,6 +462,11 @@ class SegmentationScorer:
     ``add(pred, gt)`` resizes ``pred`` to ``gt``'s size (nearest neighbour) and records
     the per-class DSC, HD and, with ``hd95=True``, HD95 of that image; ``result()``
     gives the per-class means over images and their means over the foreground classes.
+
+    HD95 (not a challenge metric) is measured for the foreground classes only, the
+    ones its per-task mean covers; the background's is NaN. (The background's surface
+    includes the image border, so its HD95 would cost more than all other classes
+    together and say nothing the foreground classes do not.)
     """
 
     def __init__(self, num_classes: int, hd95: bool = True) -> None:
@@ -403,10 +480,16 @@ class SegmentationScorer:
 
     def add(self, pred: np.ndarray, gt: np.ndarray) -> None:
         pred = resize_nearest(np.asarray(pred), gt.shape)
-        self.rows["DSC"].append(dice_per_class(pred, gt, self.num_classes))
-        self.rows["HD"].append(hausdorff_per_class(pred, gt, self.num_classes))
-        if "HD95" in self.rows:
-            self.rows["HD95"].append(hausdorff_per_class(pred, gt, self.num_classes, percentile=95))
+        _check_pair(pred, gt)
+        values = {name: np.full(self.num_classes, np.nan) for name in self.rows}
+        for c in range(self.num_classes):
+            in_pred, in_gt = pred == c, gt == c
+            values["DSC"][c] = _dice(in_pred, in_gt)
+            values["HD"][c] = hausdorff_pair(in_pred, in_gt)
+            if "HD95" in values and c > 0:
+                values["HD95"][c] = hausdorff_pair(in_pred, in_gt, percentile=95)
+        for name, row in values.items():
+            self.rows[name].append(row)
 
     def result(self) -> dict[str, Any]:
         """``{DSC, HD[, HD95]: foreground means, per_class: {name: [C means]}, num_samples}``."""

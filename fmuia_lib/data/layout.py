@@ -29,13 +29,14 @@ import os
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
-
-import pandas as pd
+from typing import TYPE_CHECKING, NamedTuple
 
 from fmuia_lib.data.images import ImageReadError, image_header, mask_value_problem, read_mask
 from fmuia_lib.tasks import (CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, TaskSpec,
                              load_manifest)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CSV_DIR = "csv_files"
 COMMON_COLUMNS = ("image_path", "task_id", "task_name", "num_classes")
@@ -369,8 +370,22 @@ def _raise_if(problems: list[Problem], root: Path | str, shown: int = 20) -> Non
         raise LayoutError(f"{len(problems)} problem(s) in data root {root}:\n" + "\n".join(lines))
 
 
+def read_rows(root: Path | str, manifest: str | Path | dict[str, TaskSpec] | None = None,
+              labels: bool = True) -> tuple[list[str], list[dict]]:
+    """``(columns, rows)``: what :func:`read_root` returns as a table, as plain dicts (every
+    row has every column; cells a row's task type does not have are None). For callers
+    that do not need pandas, such as the scorer. Raises :class:`LayoutError` like it."""
+    records, problems = _parse_root(root, resolve_tasks(manifest), labels)
+    _raise_if(problems, root)
+    csv_columns = {c for rec in records for c in rec} - set(COMMON_COLUMNS) - set(DERIVED_COLUMNS)
+    if not labels:
+        csv_columns &= {"mask_path"}
+    columns = [*COMMON_COLUMNS, *sorted(csv_columns, key=_column_order), *DERIVED_COLUMNS]
+    return columns, [{c: rec.get(c) for c in columns} for rec in records]
+
+
 def read_root(root: Path | str, manifest: str | Path | dict[str, TaskSpec] | None = None,
-              labels: bool = True) -> pd.DataFrame:
+              labels: bool = True) -> "pd.DataFrame":
     """All CSV rows of a data root as one ``pandas.DataFrame``, without opening any image.
 
     Columns: the CSV columns as written (text), ``num_classes`` (int), and
@@ -388,14 +403,11 @@ def read_root(root: Path | str, manifest: str | Path | dict[str, TaskSpec] | Non
 
     Raises :class:`LayoutError` listing the problems when any row cannot be used.
     """
-    records, problems = _parse_root(root, resolve_tasks(manifest), labels)
-    _raise_if(problems, root)
-    csv_columns = {c for rec in records for c in rec} - set(COMMON_COLUMNS) - set(DERIVED_COLUMNS)
-    if not labels:
-        csv_columns &= {"mask_path"}
-    columns = [*COMMON_COLUMNS, *sorted(csv_columns, key=_column_order), *DERIVED_COLUMNS]
+    import pandas as pd
+
+    columns, rows = read_rows(root, manifest, labels)
     # dtype=object keeps None (not NaN) for cells a row's task type does not have
-    frame = pd.DataFrame([[rec.get(c) for c in columns] for rec in records], columns=columns, dtype=object)
+    frame = pd.DataFrame([[row[c] for c in columns] for row in rows], columns=columns, dtype=object)
     return frame.astype({"num_classes": "int64", "csv_line": "int64"})
 
 
