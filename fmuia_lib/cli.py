@@ -20,6 +20,7 @@ COMMANDS = {
     "predict": ("fmuia_lib.predict", "predict_main"),
     "evaluate": ("fmuia_lib.evaluate", "evaluate_main"),
     "validate-submission": ("fmuia_lib.evaluate", "validate_submission_main"),
+    "export": ("fmuia_lib.export", "export_main"),
     "suite": ("fmuia_lib.runner", "suite_main"),
 }
 
@@ -68,9 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", default=None, help="checkpoint to resume from")
 
     pr = sub.add_parser("predict", help="write a challenge-format submission")
-    pr.add_argument("--checkpoint", required=True)
-    pr.add_argument("--data", required=True, help="data root whose csv_files list the images to predict")
-    pr.add_argument("--out", required=True, help="submission folder")
+    pr.add_argument("--checkpoint", required=True, help="training checkpoint, or an exported weights.pt")
+    pr.add_argument("--data", required=True,
+                    help="data root whose csv_files list the images to predict (labels not needed)")
+    pr.add_argument("--out", required=True, help="submission folder (not the data root, nor in or around it)")
     pr.add_argument("--batch-size", type=int, default=16)
     pr.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best available)")
 
@@ -79,9 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--pred", required=True, help="submission folder")
     ev.add_argument("--json", default=None, help="also write every number to this JSON file")
 
-    vs = sub.add_parser("validate-submission", help="check a submission folder for completeness and form")
+    vs = sub.add_parser("validate-submission",
+                        help="check a submission folder: errors (exit 1) apart from warnings (exit 0)")
     vs.add_argument("pred", help="submission folder")
     vs.add_argument("--data", required=True, help="data root whose csv_files list the expected images")
+
+    ex = sub.add_parser("export", help="write a Docker build context in the challenge's form from a checkpoint")
+    ex.add_argument("--checkpoint", required=True, help="training checkpoint (checkpoints/best.pt)")
+    ex.add_argument("--out", required=True, help="folder for model.py, weights.pt, fmuia_lib/, Dockerfile ...")
+    ex.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
     # -- suite ------------------------------------------------------------------------------
     su = sub.add_parser("suite", help="run the notebook series headlessly with papermill")

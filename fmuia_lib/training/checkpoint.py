@@ -36,7 +36,7 @@ from fmuia_lib.tasks import manifest_hash
 
 #: Distributions whose versions a checkpoint records: those that change results, and
 #: the rest of what inference imports.
-VERSIONED_PACKAGES = (*PACKAGES, "pillow", "tqdm", "pyyaml")
+VERSIONED_PACKAGES = (*PACKAGES, "pillow", "tqdm", "pyyaml", "huggingface-hub", "safetensors")
 
 FORMAT_VERSION = 1
 

@@ -1,0 +1,237 @@
+"""``fmuia export``: a checkpoint as a ready Docker build context in the challenge's form.
+
+The challenge's final submission is a Docker image whose ``model.py`` holds ``class
+Model`` with ``predict(data_root, output_dir, batch_size=8)`` and, run as ``python
+model.py``, reads ``/input/`` and writes ``/output/``. :func:`export_submission` writes
+that folder::
+
+    DIR/model.py           class Model + __main__ (from export_templates/model.py.tmpl)
+    DIR/weights.pt         weights only (predict.inference_state): no optimiser, no history
+    DIR/fmuia_lib/...      the library modules prediction imports, and the task manifest
+    DIR/requirements.txt   the libraries prediction imports, pinned to the checkpoint's versions
+    DIR/Dockerfile         base image matching the checkpoint's torch
+    DIR/README.md          what it is and how to build, run and check it
+
+Which fmuia modules and libraries prediction needs is measured, not listed by hand:
+a fresh Python process imports the prediction modules and reports what got loaded.
+Versions come from the checkpoint (``versions``, recorded by training since checkpoints
+carry them); for an older checkpoint the running environment's versions are used, with
+a printed warning.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shutil
+import string
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import fmuia_lib
+
+TEMPLATES = Path(__file__).with_name("export_templates")
+WEIGHTS_NAME = "weights.pt"
+#: The modules an exported ``Model`` runs (their imports are followed).
+ENTRY_MODULES = ("fmuia_lib.predict", "fmuia_lib.model", "fmuia_lib.data.dataset", "fmuia_lib.data.transforms",
+                 "fmuia_lib.data.layout", "fmuia_lib.data.images", "fmuia_lib.submission", "fmuia_lib.tasks")
+#: Files the copied package needs besides its modules.
+PACKAGE_DATA = ("data_manifest.csv",)
+
+
+class ExportError(ValueError):
+    """The export cannot be made as asked; the message says why."""
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    files: list[str]
+    base_image: str
+    requirements: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _import_report(modules: tuple[str, ...]) -> dict[str, Any]:
+    """What a fresh interpreter loads when it imports ``modules`` from this fmuia_lib:
+    ``{"fmuia": {module: file}, "external": [top-level names]}``."""
+    package_parent = Path(fmuia_lib.__file__).resolve().parent.parent
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {list(modules)!r}:\n"
+        "    importlib.import_module(name)\n"
+        "fmuia = {n: m.__file__ for n, m in list(sys.modules.items())\n"
+        "         if (n == 'fmuia_lib' or n.startswith('fmuia_lib.')) and getattr(m, '__file__', None)}\n"
+        "external = sorted({n.split('.')[0] for n in list(sys.modules)} - set(sys.stdlib_module_names)\n"
+        "                  - {'fmuia_lib', '__main__', '__mp_main__'})\n"
+        "print(json.dumps({'fmuia': fmuia, 'external': external}))\n")
+    env = {**os.environ, "PYTHONPATH": str(package_parent)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=package_parent, timeout=600)
+    if done.returncode != 0:
+        raise ExportError(f"importing the prediction modules failed:\n{done.stderr.strip()[-2000:]}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    here = Path(fmuia_lib.__file__).resolve().parent
+    for name, file in report["fmuia"].items():
+        if not Path(file).resolve().is_relative_to(here):
+            raise ExportError(f"{name} was imported from {file}, not from {here}")
+    return report
+
+
+def _direct_imports(files: list[Path]) -> set[str]:
+    """Top-level names of the non-standard modules that ``files`` import (anywhere in them)."""
+    names: set[str] = set()
+    for file in files:
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"fmuia_lib", "__future__"}
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _distributions(modules: set[str]) -> set[str]:
+    """The installed distributions providing these top-level modules (canonical names)."""
+    mapping = importlib.metadata.packages_distributions()
+    return {_canonical(dist) for module in modules for dist in mapping.get(module, [])} - {"fmuia"}
+
+
+def _release(version: str) -> str:
+    """``2.2.2+cu121`` -> ``2.2.2`` (a local build tag is not on PyPI)."""
+    return version.split("+", 1)[0]
+
+
+def _cudnn_major(version: int) -> int:
+    return version // 10000 if version >= 10000 else version // 1000
+
+
+def base_image(versions: Mapping[str, Any]) -> tuple[str, str]:
+    """``(image, why)``: the official PyTorch runtime image of the checkpoint's torch, CUDA
+    and cuDNN when it was trained on a CUDA build; else a slim Python image of the same
+    Python, where requirements.txt installs that torch from PyPI."""
+    torch_version = _release(versions["packages"]["torch"])
+    cuda, cudnn = versions.get("torch_cuda"), versions.get("cudnn")
+    if cuda and cudnn:
+        return (f"pytorch/pytorch:{torch_version}-cuda{cuda}-cudnn{_cudnn_major(int(cudnn))}-runtime",
+                f"the PyTorch image of the training run (torch {torch_version}, CUDA {cuda}, "
+                f"cuDNN {_cudnn_major(int(cudnn))})")
+    python = ".".join(str(versions["python"]).split(".")[:2])
+    return (f"python:{python}-slim",
+            f"torch {torch_version} was a CPU-only build in training; Python {python}, torch from PyPI")
+
+
+def _running_versions() -> dict[str, Any]:
+    from fmuia_lib.training.checkpoint import library_versions
+
+    return library_versions()
+
+
+def pinned_requirements(needed: set[str], versions: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """``(requirement lines, distributions pinned from this environment)`` for the
+    distributions in ``needed``: the checkpoint's version where it recorded one."""
+    recorded = {_canonical(k): v for k, v in versions.get("packages", {}).items()}
+    lines, fallback = [], []
+    for dist in sorted(needed):
+        version = recorded.get(dist)
+        if version is None:
+            try:
+                version = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                raise ExportError(f"prediction imports {dist}, which is not installed here") from None
+            fallback.append(dist)
+        lines.append(f"{dist}=={_release(version)}")
+    return lines, fallback
+
+
+def export_submission(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False) -> ExportResult:
+    """Write the Docker build context for ``checkpoint`` into ``out_dir`` (see the module docstring).
+
+    Raises :class:`ExportError` when ``out_dir`` exists and is not empty (without
+    ``overwrite``) and :class:`~fmuia_lib.predict.ModelLoadError` for an unusable checkpoint.
+    """
+    import torch
+
+    from fmuia_lib.predict import inference_state, load_model
+
+    out_dir, checkpoint = Path(out_dir), Path(checkpoint)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"--out {out_dir} is a file")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise ExportError(f"--out {out_dir} exists and is not empty (use --overwrite to replace it)")
+        shutil.rmtree(out_dir)
+    model, image_size, state = load_model(checkpoint, "cpu")
+    warnings: list[str] = []
+    versions = state.get("versions")
+    if not versions:
+        versions = _running_versions()
+        warnings.append(f"{checkpoint} records no library versions (it predates them); requirements.txt and "
+                        "the base image follow this environment instead")
+    report = _import_report(ENTRY_MODULES)
+    package_root = Path(fmuia_lib.__file__).resolve().parent
+    module_files = sorted({Path(f).resolve() for f in report["fmuia"].values()})
+    needed = (_distributions(_direct_imports(module_files))
+              | (_distributions(set(report["external"]))
+                 & {_canonical(k) for k in versions.get("packages", {})}))
+    requirements, fallback = pinned_requirements(needed, versions)
+    if fallback and state.get("versions"):
+        warnings.append(f"{checkpoint} records no version of {', '.join(fallback)}; pinned to this environment's")
+    image, why = base_image(versions)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    for file in module_files:
+        relative = Path("fmuia_lib") / file.relative_to(package_root)
+        (out_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(file, out_dir / relative)
+        written.append(relative.as_posix())
+    for name in PACKAGE_DATA:
+        shutil.copyfile(package_root / name, out_dir / "fmuia_lib" / name)  # follows the repository's link
+        written.append(f"fmuia_lib/{name}")
+    torch.save(inference_state(model, image_size, versions), out_dir / WEIGHTS_NAME)
+    written.append(WEIGHTS_NAME)
+
+    fields = {"checkpoint_name": checkpoint.name, "step": state.get("step", "?"), "encoder": model.encoder_name,
+              "num_tasks": len(model.task_ids), "image_size": image_size, "weights_name": WEIGHTS_NAME,
+              "base_image": image, "base_reason": why, "python": versions.get("python", platform.python_version()),
+              "packages": ", ".join(requirements),
+              "fallback_note": (" (this checkpoint predates recorded versions: they are the exporting "
+                                "environment's)") if not state.get("versions") else ""}
+    for template, name in (("model.py.tmpl", "model.py"), ("Dockerfile.tmpl", "Dockerfile"),
+                           ("README.md.tmpl", "README.md")):
+        text = string.Template((TEMPLATES / template).read_text(encoding="utf-8")).substitute(fields)
+        (out_dir / name).write_text(text, encoding="utf-8")
+        written.append(name)
+    (out_dir / "requirements.txt").write_text(
+        f"# the versions {checkpoint.name} was trained with (written by fmuia export)\n"
+        + "\n".join(requirements) + "\n", encoding="utf-8")
+    written.append("requirements.txt")
+    return ExportResult(out_dir, sorted(written), image, requirements, warnings)
+
+
+def export_main(args) -> int:
+    """``fmuia export --checkpoint CKPT --out DIR [--overwrite]`` (exit 2 on unusable input)."""
+    from fmuia_lib.predict import ModelLoadError
+
+    try:
+        result = export_submission(args.checkpoint, args.out, overwrite=args.overwrite)
+    except (ExportError, ModelLoadError) as err:
+        print(f"fmuia export: error: {err}", file=sys.stderr)
+        return 2
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"wrote a Docker build context to {result.out_dir} ({len(result.files)} files)")
+    print(f"  base image {result.base_image}")
+    print(f"  requirements: {', '.join(result.requirements)}")
+    print(f"  test it:  python {result.out_dir / 'model.py'} --input DATA_ROOT --output OUT_DIR")
+    return 0
