@@ -34,15 +34,6 @@ from fmuia_lib.predict import PREDICTION_FILES, submission_path
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec
 from fmuia_lib.training.baselines import class_counts, mean_normalised_target
 
-#: The challenge metrics of each task type, and whether higher is better.
-METRICS: dict[str, tuple[tuple[str, bool], ...]] = {
-    SEGMENTATION: (("DSC", True), ("HD", False)),
-    CLASSIFICATION: (("Accuracy", True), ("AUC", True), ("F1_macro", True), ("F1_weighted", True),
-                     ("MCC", True)),
-    DETECTION: (("IoU", True),),
-    REGRESSION: (("MRE", False),),
-}
-
 
 # -- trivial baselines ---------------------------------------------------------------------------
 def trivial_baseline_records(train: pd.DataFrame, val: pd.DataFrame,
@@ -88,7 +79,7 @@ def compare_to_baseline(model: pd.DataFrame, baseline: pd.DataFrame,
     base = baseline.set_index("task_id")
     for rec in model.to_dict("records"):
         task = tasks[rec["task_id"]]
-        for metric, higher in METRICS[task.task_type]:
+        for metric, higher in metrics.CHALLENGE_METRICS[task.task_type]:
             m, b = float(rec[metric]), float(base.loc[rec["task_id"], metric])
             rows.append({"task_id": task.task_id, "task_type": task.task_type, "metric": metric,
                          "higher_is_better": higher, "model": m, "baseline": b,

@@ -92,3 +92,45 @@ def make_root_fixture():
 def data_root(tmp_path_factory) -> Path:
     """A shared, read-only valid root with the default tasks (do not modify it in tests)."""
     return make_root(tmp_path_factory.mktemp("shared"), n=6)
+
+
+def label_free_copy(root: Path, dest: Path, keep_mask_path: bool = False) -> Path:
+    """A copy of data root ``root`` as a test set comes: CSVs with the four common columns
+    only (plus ``mask_path`` with ``keep_mask_path``) and no masks folders."""
+    import csv
+    import shutil
+
+    columns = ["image_path", "task_id", "task_name", "num_classes"] + (["mask_path"] if keep_mask_path else [])
+    (dest / "csv_files").mkdir(parents=True)
+    for csv_file in sorted((root / "csv_files").glob("*.csv")):
+        with csv_file.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        present = [c for c in columns if c in rows[0]]
+        with (dest / "csv_files" / csv_file.name).open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, present, extrasaction="ignore", lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+    shutil.copytree(root, dest, dirs_exist_ok=True,
+                    ignore=lambda folder, names: [n for n in names if n in ("masks", "csv_files")])
+    return dest
+
+
+#: One task of each type (segmentation with 4 classes), for the trained fixtures.
+RUN_TASKS = ["cardiac_multi", "organ_cls", "thyroid_nodule_det", "IUGC"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """``(phantom val root, trained checkpoint)``: 4 phantom subtasks, ResNet-18 at 64 px,
+    4 training steps on CPU (seconds). Read-only for the tests."""
+    from fmuia_lib.config import TrainConfig
+    from fmuia_lib.data.phantom import generate_phantom
+    from fmuia_lib.train import train
+
+    base = tmp_path_factory.mktemp("tiny_run")
+    generate_phantom(base / "phantom", seed=0, n_train=4, n_val=4, tasks=RUN_TASKS, workers=1)
+    config = TrainConfig(data_root=str(base / "phantom" / "train"), val_root=str(base / "phantom" / "val"),
+                         encoder="resnet18", encoder_weights=None, image_size=64, batch_size=2, max_steps=4,
+                         eval_every=4, num_workers=0, device="cpu", out_dir=str(base / "run"), seed=1)
+    result = train(config, progress=False)
+    return base / "phantom" / "val", result.last_checkpoint

@@ -9,8 +9,11 @@ detection      the mean training box (normalised), in every image
 Regression     the mean training landmarks (normalised), in every image
 ============== ===================================================================
 
-Scores are computed exactly as :func:`fmuia_lib.train.validate` computes them (same
-metrics, same frames), so the two tables can be compared row by row.
+Scores use the metrics of :func:`fmuia_lib.training.validation.validate`, with boxes and
+points in original pixels; segmentation is scored on the evaluation-transform masks (the
+model frame), where ``validate`` scores at the original resolution. The baseline's task
+quality (``score``: DSC, accuracy/F1/AUC, IoU, 1 - NMRE) does not depend on the frame (an
+empty mask has DSC 0 in any frame); its HD does.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import torch
 
 from fmuia_lib import metrics
 from fmuia_lib.data.dataset import MultiTaskDataset, image_size
+from fmuia_lib.submission import to_pixels
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION
 
 
@@ -47,13 +51,11 @@ def trivial_baseline_scores(train_set: MultiTaskDataset, val_set: MultiTaskDatas
                 probs[:, majority] = 1.0
                 scores = metrics.task_scores(task, probs, np.array(gts, int))
             elif task.task_type == DETECTION:
-                scale = np.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], axis=1)
-                mean_box = mean_normalised_target(train_rows).ravel()
-                scores = metrics.task_scores(task, mean_box[None] * scale, np.array(gts) * scale)
+                mean_box = np.tile(mean_normalised_target(train_rows).ravel(), (len(gts), 1))
+                scores = metrics.task_scores(task, to_pixels(mean_box, hw), to_pixels(np.array(gts), hw))
             elif task.task_type == REGRESSION:
-                scale = hw[:, None, ::-1]
-                mean_points = mean_normalised_target(train_rows)
-                scores = metrics.task_scores(task, mean_points[None] * scale, np.array(gts) * scale,
+                mean_points = np.tile(mean_normalised_target(train_rows), (len(gts), 1, 1))
+                scores = metrics.task_scores(task, to_pixels(mean_points, hw), to_pixels(np.array(gts), hw),
                                              image_sizes=hw)
             else:
                 raise ValueError(f"{task.task_id}: unknown task type {task.task_type!r}")
