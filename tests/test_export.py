@@ -1,0 +1,103 @@
+"""``fmuia export``: the Docker build context, and its model.py run as the challenge runs it."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import label_free_copy
+
+from fmuia_lib.cli import main as fmuia
+from fmuia_lib.export import base_image
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    _, checkpoint = tiny_run
+    out = tmp_path_factory.mktemp("export") / "docker"
+    assert fmuia(["export", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    return out
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_build_context_has_the_official_form(exported, tiny_run):
+    _, checkpoint = tiny_run
+    for name in ("model.py", "weights.pt", "Dockerfile", "requirements.txt", "README.md",
+                 "fmuia_lib/__init__.py", "fmuia_lib/predict.py", "fmuia_lib/model.py", "fmuia_lib/data/images.py",
+                 "fmuia_lib/data_manifest.csv"):
+        assert (exported / name).is_file(), name
+    assert not (exported / "fmuia_lib" / "train.py").exists()  # only what prediction imports
+    source = (exported / "model.py").read_text()
+    assert "class Model" in source and "def predict(self, data_root: str, output_dir: str, batch_size: int = 8)" in source
+    assert 'default="/input/"' in source and 'default="/output/"' in source
+
+    weights = torch.load(exported / "weights.pt", weights_only=True)
+    assert weights["format"] == "fmuia-weights/1" and weights["image_size"] == 64
+    assert not {"optimizer", "scheduler", "history", "rng"} & set(weights)
+
+    state = torch.load(checkpoint, weights_only=True)
+    recorded = {_canonical(k): v.split("+")[0] for k, v in state["versions"]["packages"].items()}
+    pins = dict(line.split("==") for line in (exported / "requirements.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    assert {"torch", "torchvision", "segmentation-models-pytorch", "numpy", "opencv-python-headless"} <= set(pins)
+    assert all(pins[name] == recorded[name] for name in pins), pins  # the training run's versions
+    image, _ = base_image(state["versions"])
+    assert f"FROM {image}\n" in (exported / "Dockerfile").read_text()
+    assert state["versions"]["packages"]["torch"].split("+")[0] in image or image.startswith("python:")
+
+
+def test_exported_model_runs_alone_and_scores_like_fmuia_predict(exported, tiny_run, tmp_path, capsys):
+    val, checkpoint = tiny_run
+    data = label_free_copy(val, tmp_path / "test_set", keep_mask_path=True)  # no labels, no masks
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # not this checkout
+    env["OMP_NUM_THREADS"] = "1"
+    code = ("import fmuia_lib, model; print('FMUIA', fmuia_lib.__file__); "
+            f"raise SystemExit(model.main(['--input', {str(data)!r}, '--output', {str(tmp_path / 'docker')!r}, "
+            "'--device', 'cpu', '--workers', '0']))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=exported, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    used = next(line for line in done.stdout.splitlines() if line.startswith("FMUIA")).split(" ", 1)[1]
+    assert Path(used).resolve().is_relative_to(exported.resolve())
+
+    assert fmuia(["predict", "--checkpoint", str(checkpoint), "--data", str(data), "--out",
+                  str(tmp_path / "fmuia"), "--device", "cpu"]) == 0
+    reports = {}
+    for name in ("docker", "fmuia"):
+        assert fmuia(["evaluate", "--data", str(val), "--pred", str(tmp_path / name), "--json",
+                      str(tmp_path / f"{name}.json")]) == 0
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    capsys.readouterr()
+    assert reports["docker"]["complete"] and reports["docker"]["per_task"] == reports["fmuia"]["per_task"]
+    assert reports["docker"]["summary"] == reports["fmuia"]["summary"]
+    assert len(reports["docker"]["per_task"]) == 4
+
+
+def test_a_checkpoint_without_versions_pins_this_environment_with_a_warning(tiny_run, tmp_path, capsys):
+    _, checkpoint = tiny_run
+    state = torch.load(checkpoint, weights_only=True)
+    del state["versions"]
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    assert fmuia(["export", "--checkpoint", str(old), "--out", str(tmp_path / "docker")]) == 0
+    assert "records no library versions" in capsys.readouterr().err
+    pins = (tmp_path / "docker" / "requirements.txt").read_text()
+    assert f"torch=={torch.__version__.split('+')[0]}" in pins
+
+
+def test_export_refuses_a_non_empty_folder_and_a_bad_checkpoint(tiny_run, tmp_path, capsys):
+    _, checkpoint = tiny_run
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    assert fmuia(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "busy")]) == 2
+    assert "is not empty" in capsys.readouterr().err and (tmp_path / "busy" / "notes.txt").exists()
+    assert fmuia(["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "d")]) == 2
+    assert "none.pt" in capsys.readouterr().err
