@@ -619,7 +619,12 @@ def _json_target_problem(path: str | None) -> str | None:
 
 
 def evaluate_main(args) -> int:
-    """``fmuia evaluate --data ROOT --pred DIR [--json OUT]`` (exit 2 when it cannot score)."""
+    """``fmuia evaluate --data ROOT --pred DIR [--json OUT]``.
+
+    Exit 0 when every prediction found could be scored (missing ones are reported, as
+    the challenge skips them); 2 when the input cannot be scored (data root, submission
+    folder, JSON files, ``--json``) or when some predictions are unusable: the report is
+    still printed (and written), and one message names the first unusable entry."""
     problem = _json_target_problem(args.json)
     if problem:
         print(f"fmuia evaluate: error: {problem}", file=sys.stderr)
@@ -637,6 +642,11 @@ def evaluate_main(args) -> int:
             print(f"fmuia evaluate: error: cannot write --json {args.json}: {err.strerror or err}",
                   file=sys.stderr)
             return 2
+    if report.invalid:
+        more = f" (and {len(report.invalid) - 1} more, listed in the report)" if len(report.invalid) > 1 else ""
+        print(f"fmuia evaluate: error: {len(report.invalid)} prediction(s) could not be scored: "
+              f"{report.invalid[0]}{more}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -238,3 +238,25 @@ def test_bad_ground_truth_root_exits_2(tmp_path, submission, capsys):
     (tmp_path / "empty").mkdir()
     assert fmuia(["validate-submission", str(submission), "--data", str(tmp_path / "empty")]) == 2
     assert "csv_files" in capsys.readouterr().err
+
+
+def test_the_scorer_imports_neither_torch_nor_pandas(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys, fmuia_lib.evaluate, fmuia_lib.cli; "
+            "print(sorted(m for m in ('torch', 'torchvision', 'timm', 'pandas', 'sklearn', 'scipy') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_scoring_imports_neither_torch_nor_pandas_either(data_root, perfect):
+    import subprocess
+    import sys
+
+    code = ("import sys; from fmuia_lib.cli import main; "
+            f"status = main(['evaluate', '--data', {str(data_root)!r}, '--pred', {str(perfect)!r}]); "
+            "print('LOADED', sorted(m for m in ('torch', 'pandas', 'sklearn', 'scipy') if m in sys.modules), status)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "LOADED [] 0"

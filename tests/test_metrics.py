@@ -250,3 +250,78 @@ def test_selection_score_means_task_qualities_and_refuses_missing_tasks():
     assert metrics.selection_score(per_task, tasks) == pytest.approx((0.8 + 0.5 + 0.9 + 0.45) / 4)
     with pytest.raises(KeyError, match="FUGC"):
         metrics.selection_score({k: v for k, v in per_task.items() if k != "FUGC"}, tasks)
+
+
+# -- the numpy implementations against the libraries that define them -----------------------------
+@pytest.mark.filterwarnings("ignore:A single label was found:UserWarning")  # scikit-learn's MCC, one label
+def test_classification_metrics_equal_scikit_learn_on_random_inputs():
+    from sklearn.metrics import f1_score, matthews_corrcoef, roc_auc_score
+
+    rng = np.random.default_rng(7)
+    compared = 0
+    for trial in range(300):
+        num_classes = int(rng.integers(2, 7))
+        n = int(rng.integers(2, 60))
+        y_true = rng.integers(0, num_classes, n)
+        y_pred = np.where(rng.random(n) < 0.6, y_true, rng.integers(0, num_classes, n))
+        logits = rng.normal(size=(n, num_classes)) + 2.0 * np.eye(num_classes)[y_true] * rng.random()
+        if trial % 4 == 0:
+            logits = np.round(logits, 1)  # ties in the scores
+        probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        ours = metrics.classification_scores(y_true, probs, num_classes, y_pred=y_pred)
+        assert ours["F1_macro"] == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0), abs=1e-12)
+        assert ours["F1_weighted"] == pytest.approx(f1_score(y_true, y_pred, average="weighted", zero_division=0),
+                                                    abs=1e-12)
+        assert ours["MCC"] == pytest.approx(matthews_corrcoef(y_true, y_pred), abs=1e-12)
+        assert ours["F1_per_class"] == pytest.approx(
+            f1_score(y_true, y_pred, labels=list(range(num_classes)), average=None, zero_division=0), abs=1e-12)
+        present = len(np.unique(y_true))
+        if present == num_classes:
+            expected = (roc_auc_score(y_true, probs[:, 1]) if num_classes == 2
+                        else roc_auc_score(y_true, probs, average="macro", multi_class="ovr"))
+            assert ours["AUC"] == pytest.approx(expected, abs=1e-12) and ours["AUC_error"] is None
+            compared += 1
+        else:
+            assert ours["AUC"] == 0.0 and ours["AUC_error"]
+    assert compared > 150
+
+
+def test_multiclass_auc_refuses_rows_that_do_not_sum_to_one_like_scikit_learn():
+    probs = np.array([[.5, .3, .2], [.2, .5, .3], [.1, .1, .7]])  # the last row sums to 0.9
+    s = metrics.classification_scores([0, 1, 2], probs, 3)
+    assert s["AUC"] == 0.0 and "sum up to 1.0" in s["AUC_error"]
+
+
+def test_hausdorff_exact_beyond_the_float32_range():
+    """Distances above 1448 px cannot be read exactly from float32 squares; they are
+    measured point by point, and still equal the brute-force values bit for bit."""
+    a = np.zeros((1200, 2100), bool)
+    b = np.zeros_like(a)
+    a[5:40, 3:30] = True
+    b[1150:1190, 2050:2090] = True
+    b[600:620, 1000:1010] = True
+    pa, pb = np.argwhere(a), np.argwhere(b)
+    d = np.sqrt(((pa[:, None, :] - pb[None, :, :]) ** 2).sum(-1).astype(np.float64))
+    assert metrics.hausdorff_pair(a, b) == max(d.min(axis=1).max(), d.min(axis=0).max())
+    assert metrics.hausdorff_pair(a, b) > 1448
+    assert metrics.hausdorff_pair(a, b, percentile=95) > 1000  # the surface path takes the far branch too
+
+
+def test_hd95_equals_brute_force_when_boundaries_are_far_apart_or_touch_the_edge():
+    rng = np.random.default_rng(11)
+    for _ in range(30):
+        shape = (int(rng.integers(20, 90)), int(rng.integers(20, 90)))
+        a = _random_label_image(rng, shape, 2, int(rng.integers(0, 3))) == 1
+        b = _random_label_image(rng, shape, 2, int(rng.integers(0, 3))) == 1
+        if not (a.any() and b.any()):
+            continue
+
+        def surface(mask):
+            padded = np.pad(mask, 1)
+            inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+            return np.argwhere(mask & ~inner)
+
+        d = np.sqrt(((surface(a)[:, None, :] - surface(b)[None, :, :]) ** 2).sum(-1).astype(np.float64))
+        pooled = np.concatenate([d.min(axis=1), d.min(axis=0)])
+        for p in (50, 95, 100):
+            assert metrics.hausdorff_pair(a, b, percentile=p) == np.percentile(pooled, p)
