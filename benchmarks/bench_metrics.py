@@ -1,25 +1,30 @@
-"""Speed of segmentation scoring: fmuia's exact Hausdorff distance against the challenge's way.
+"""Speed and memory of scoring a submission: ``fmuia evaluate``, and the challenge's evaluate.py.
 
-The challenge's scorer reads each predicted and true mask and, for every class, runs
-SimpleITK's ``HausdorffDistanceImageFilter`` on the two binary masks. fmuia gets the
-same values (checked here, number for number) from a k-d tree over boundary pixels,
-guided by a fast distance transform (see ``fmuia_lib/metrics.py``).
+The workload is the phantom's validation root (``fmuia data phantom --out runs/phantom
+--train 96 --val 16``: 27 subtasks, 432 images; generated here when missing) and a
+submission made from its ground truth with imperfect masks (shifted, grown, shrunk, a
+stray blob, or empty), so that every Hausdorff distance has work to do.
 
-Two workloads, each scored both ways, reading the masks from disk every time:
+Each scorer runs as a whole command in a fresh Python process, as a user runs it:
+``python -m fmuia_lib.cli evaluate --data VAL --pred SUB``, and, with ``--official
+PATH/evaluate.py``, the challenge's script copied into a temporary folder and driven
+through its ``Evaluator`` class (it needs SimpleITK). Wall-clock time and peak resident
+memory (``ru_maxrss`` of that process) are measured ``--repeat`` times; the median time
+and the largest peak are printed, with the ratio. Both processes get
+``OMP_NUM_THREADS=1``. When both run, their per-task numbers are compared too (they
+must agree to 1e-6).
 
-1. the phantom validation set (``runs/phantom/val``, made by ``make run``; a small
-   phantom is generated in a temporary folder when it is missing), with imperfect
-   predictions made from its ground truth;
-2. ``--n`` (default 1000) generated 512 x 512 three-class masks with imperfect predictions.
-
-Both wall-clock and CPU (process) time are printed: on a shared machine the CPU time
-is the steadier figure; the target is judged on wall-clock time.
-
-Usage: ``python benchmarks/bench_metrics.py [--n 1000] [--seed 0] [--phantom runs/phantom]``
+Usage: ``python benchmarks/bench_metrics.py [--phantom runs/phantom] [--repeat 3]
+[--official /path/to/evaluate.py]``
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,18 +32,27 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import SimpleITK as sitk
 
-from fmuia_lib import metrics
-from fmuia_lib.data.layout import read_root
-from fmuia_lib.evaluate import evaluate_submission
-from fmuia_lib.predict import records_from_ground_truth, write_submission
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from fmuia_lib.predict import records_from_ground_truth, write_submission  # noqa: E402
 
 TARGET_SPEEDUP = 3.0
+TARGET_PEAK_MB = 300.0
+
+OFFICIAL_DRIVER = """
+import sys
+from evaluate import Evaluator
+evaluator = Evaluator(sys.argv[1], sys.argv[2])
+results = evaluator.evaluate_all()
+evaluator.print_summary(results)
+evaluator.save_results(results, sys.argv[3])
+"""
 
 
 def imperfect(mask: np.ndarray, num_classes: int, rng: np.random.Generator) -> np.ndarray:
-    """A plausible wrong prediction: shifted, grown, shrunk, a stray blob, or empty."""
+    """A plausible wrong prediction: shifted, grown, shrunk, a stray blob, empty, or right."""
     mode = rng.integers(0, 6)
     if mode == 0:
         return np.roll(mask, int(rng.integers(-12, 13)), axis=int(rng.integers(0, 2)))
@@ -58,124 +72,120 @@ def imperfect(mask: np.ndarray, num_classes: int, rng: np.random.Generator) -> n
     return mask
 
 
-def reference_scores(pairs: list[tuple[str, str]], num_classes: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The challenge's approach: per row read both masks, then per class DSC and SimpleITK HD."""
-    out = []
-    for (pred_file, gt_file), n in zip(pairs, num_classes):
-        gt = cv2.imread(gt_file, cv2.IMREAD_GRAYSCALE)
-        pred = cv2.imread(pred_file, cv2.IMREAD_GRAYSCALE)
-        if pred.shape != gt.shape:
-            pred = cv2.resize(pred, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_NEAREST)
-        dsc, hd = np.zeros(n), np.zeros(n)
-        for c in range(n):
-            p, g = (pred == c).astype(np.uint8), (gt == c).astype(np.uint8)
-            total = int(p.sum()) + int(g.sum())
-            dsc[c] = 1.0 if total == 0 else 2.0 * int((p * g).sum()) / total
-            if p.sum() == 0 and g.sum() == 0:
-                hd[c] = 0.0
-            elif p.sum() == 0 or g.sum() == 0:
-                hd[c] = np.sqrt(gt.shape[0] ** 2 + gt.shape[1] ** 2)
-            else:
-                filt = sitk.HausdorffDistanceImageFilter()
-                filt.Execute(sitk.GetImageFromArray(p * 255), sitk.GetImageFromArray(g * 255))
-                hd[c] = filt.GetHausdorffDistance()
-        out.append((dsc, hd))
-    return out
-
-
-def fmuia_scores(pairs: list[tuple[str, str]], num_classes: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
-    out = []
-    for (pred_file, gt_file), n in zip(pairs, num_classes):
-        gt = cv2.imread(gt_file, cv2.IMREAD_GRAYSCALE)
-        pred = metrics.resize_nearest(cv2.imread(pred_file, cv2.IMREAD_GRAYSCALE), gt.shape)
-        out.append((metrics.dice_per_class(pred, gt, n), metrics.hausdorff_per_class(pred, gt, n)))
-    return out
-
-
-def compare(name: str, pairs: list[tuple[str, str]], num_classes: list[int]) -> float:
-    """Time both ways on the same files, check identical values, print and return the speed-up."""
-    t0, c0 = time.perf_counter(), time.process_time()
-    ours = fmuia_scores(pairs, num_classes)
-    t_ours, c_ours = time.perf_counter() - t0, time.process_time() - c0
-    t0, c0 = time.perf_counter(), time.process_time()
-    ref = reference_scores(pairs, num_classes)
-    t_ref, c_ref = time.perf_counter() - t0, time.process_time() - c0
-    hd_diff = max(float(np.max(np.abs(a[1] - b[1]))) for a, b in zip(ours, ref))
-    dsc_diff = max(float(np.max(np.abs(a[0] - b[0]))) for a, b in zip(ours, ref))
-    values = sum(len(a[1]) for a in ours)
-    print(f"{name}: {len(pairs)} mask pairs, {values} per-class HD values")
-    print(f"  SimpleITK per-row loop (challenge): {t_ref:8.2f} s wall, {c_ref:8.2f} s CPU")
-    print(f"  fmuia metrics:                      {t_ours:8.2f} s wall, {c_ours:8.2f} s CPU")
-    print(f"  speed-up {t_ref / t_ours:5.1f}x wall, {c_ref / c_ours:5.1f}x CPU (target >= {TARGET_SPEEDUP:.0f}x)")
-    print(f"  max |HD difference| = {hd_diff:.1e}, max |DSC difference| = {dsc_diff:.1e} "
-          f"({'identical' if hd_diff == 0 else 'NOT identical'})")
-    if hd_diff != 0:
-        raise SystemExit("Hausdorff values differ from SimpleITK")
-    return t_ref / t_ours
-
-
-def phantom_workload(phantom: Path, work: Path, rng: np.random.Generator) -> tuple[list, list, Path, Path]:
+def phantom_val(phantom: Path) -> Path:
     val = phantom / "val"
     if not (val / "csv_files").is_dir():
+        print(f"{val} not found: generating the phantom (96 + 16 images per subtask, about a minute)")
         from fmuia_lib.data.phantom import generate_phantom
 
-        print(f"{val} not found: generating a small phantom in {work / 'phantom'}")
-        generate_phantom(work / "phantom", seed=0, n_train=1, n_val=8, workers=1)
-        val = work / "phantom" / "val"
+        generate_phantom(phantom, seed=0, n_train=96, n_val=16)
+    return val
+
+
+def make_submission(val: Path, out: Path, seed: int) -> None:
+    from fmuia_lib.tasks import load_manifest
+
+    tasks = load_manifest()
+    rng = np.random.default_rng(seed)
     records = records_from_ground_truth(val)
-    frame = read_root(val).set_index(["task_id", "image_path"])
     for record in records:
         if "mask" in record:
-            n = int(frame.loc[(record["task_id"], record["image_path"]), "num_classes"])
-            record["mask"] = imperfect(record["mask"], n, rng)
-    sub = work / "phantom_pred"
-    write_submission(sub, records)
-    seg = read_root(val).query("task_name == 'segmentation'")
-    pairs = [(str(sub / p[3:]), f) for p, f in zip(seg["mask_path"], seg["mask_file"])]
-    return pairs, seg["num_classes"].tolist(), val, sub
+            record["mask"] = imperfect(record["mask"], tasks[record["task_id"]].num_classes, rng)
+    write_submission(out, records)
 
 
-def generated_workload(n: int, work: Path, rng: np.random.Generator) -> tuple[list, list]:
-    pairs = []
-    folder = work / "masks512"
-    folder.mkdir()
-    for i in range(n):
-        gt = np.zeros((512, 512), np.uint8)
-        for c in (1, 2):
-            centre = (int(rng.integers(96, 416)), int(rng.integers(96, 416)))
-            axes = (int(rng.integers(15, 110)), int(rng.integers(15, 110)))
-            cv2.ellipse(gt, centre, axes, float(rng.integers(0, 180)), 0, 360, c, -1)
-        pred = imperfect(gt, 3, rng)
-        gt_file, pred_file = folder / f"gt_{i:04d}.png", folder / f"pred_{i:04d}.png"
-        cv2.imwrite(str(gt_file), gt)
-        cv2.imwrite(str(pred_file), pred)
-        pairs.append((str(pred_file), str(gt_file)))
-    return pairs, [3] * n
+#: Runs a command and writes its wall time and peak RSS. A small process of its own, because
+#: a child's ``ru_maxrss`` counts what it had before ``exec``: the memory of whoever forked it.
+LAUNCHER = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+wall = time.perf_counter() - start
+proc.returncode = os.waitstatus_to_exitcode(status)
+with open(sys.argv[1], "w") as fh:
+    json.dump({"wall": wall, "peak_kb": usage.ru_maxrss, "status": proc.returncode}, fh)
+"""
+
+
+def run_measured(argv: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one command in a fresh process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "result.json"
+        done = subprocess.run([sys.executable, "-c", LAUNCHER, str(result), *argv], cwd=cwd, env=env,
+                              capture_output=True, text=True)
+        figures = json.loads(result.read_text()) if result.is_file() else {"status": done.returncode}
+    if done.returncode != 0 or figures["status"] != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr[-3000:]}")
+    return figures["wall"], figures["peak_kb"] / 1024.0
+
+
+def measure(name: str, argv: list[str], cwd: Path, repeat: int) -> tuple[float, float]:
+    walls, peaks = [], []
+    for _ in range(repeat):
+        wall, peak = run_measured(argv, cwd)
+        walls.append(wall)
+        peaks.append(peak)
+    wall, peak = statistics.median(walls), max(peaks)
+    print(f"  {name:<22} {wall:7.2f} s wall (median of {repeat}: {', '.join(f'{w:.2f}' for w in walls)}), "
+          f"peak {peak:6.1f} MB")
+    return wall, peak
+
+
+def compare_numbers(ours_json: Path, official_json: Path) -> float:
+    """Largest difference between the two scorers' per-task numbers."""
+    ours = json.loads(ours_json.read_text())["challenge"]
+    theirs = json.loads(official_json.read_text())
+    worst = 0.0
+    for group, tasks in theirs.items():
+        for task_id, values in tasks.items():
+            for key, value in values.items():
+                if isinstance(value, (int, float)):
+                    worst = max(worst, abs(float(ours[group][task_id][key]) - float(value)))
+            for cls, cls_values in values.get("per_class", {}).items():
+                if "HD" in cls_values:
+                    for key in ("DSC", "HD"):
+                        ours_value = ours[group][task_id]["per_class"][cls][key]
+                        worst = max(worst, abs(float(ours_value) - float(cls_values[key])))
+    return worst
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1000, help="generated 512x512 mask pairs")
+    parser.add_argument("--phantom", type=Path, default=REPO / "runs" / "phantom")
+    parser.add_argument("--official", type=Path, default=None, help="the challenge's evaluate.py")
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--phantom", type=Path, default=Path("runs/phantom"))
     args = parser.parse_args(argv)
-    rng = np.random.default_rng(args.seed)
-    cv2.setNumThreads(1)
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    print("single-threaded (OpenCV and SimpleITK limited to 1 thread)")
+    val = phantom_val(args.phantom).resolve()
     with tempfile.TemporaryDirectory(prefix="fmuia-bench-") as tmp:
         work = Path(tmp)
-        pairs, classes, val, sub = phantom_workload(args.phantom, work, rng)
-        speedups = [compare(f"phantom validation ({val})", pairs, classes)]
-        t0 = time.perf_counter()
-        evaluate_submission(val, sub)
-        print(f"  full `fmuia evaluate` of that submission (all 27 tasks, HD95 included): "
-              f"{time.perf_counter() - t0:.2f} s")
-        pairs, classes = generated_workload(args.n, work, rng)
-        speedups.append(compare(f"generated 512x512 masks (3 classes, seed {args.seed})", pairs, classes))
-    ok = min(speedups) >= TARGET_SPEEDUP
-    print(f"minimum speed-up {min(speedups):.1f}x: {'meets' if ok else 'MISSES'} the {TARGET_SPEEDUP:.0f}x target")
-    return 0
+        sub = work / "submission"
+        make_submission(val, sub, args.seed)
+        print(f"scoring {sub.name} against {val} ({sum(1 for _ in (val / 'csv_files').glob('*.csv'))} CSV files)")
+        ours_json = work / "fmuia.json"
+        ours_wall, ours_peak = measure("fmuia evaluate", [sys.executable, "-m", "fmuia_lib.cli", "evaluate",
+                                                          "--data", str(val), "--pred", str(sub),
+                                                          "--json", str(ours_json)], work, args.repeat)
+        ok = ours_peak < TARGET_PEAK_MB
+        if args.official is not None:
+            official_dir = work / "official"
+            official_dir.mkdir()
+            shutil.copy(args.official, official_dir / "evaluate.py")
+            official_json = official_dir / "results.json"
+            theirs_wall, theirs_peak = measure("challenge evaluate.py", [sys.executable, "-c", OFFICIAL_DRIVER,
+                                                                         str(val), str(sub), str(official_json)],
+                                               official_dir, args.repeat)
+            speedup = theirs_wall / ours_wall
+            difference = compare_numbers(ours_json, official_json)
+            print(f"  speed-up {speedup:.1f}x wall (target >= {TARGET_SPEEDUP:.0f}x), peak memory "
+                  f"{ours_peak:.0f} MB vs {theirs_peak:.0f} MB ({ours_peak / theirs_peak:.2f}x)")
+            print(f"  largest difference between the two scorers' per-task and per-class numbers: {difference:.1e}")
+            ok = ok and speedup >= TARGET_SPEEDUP and difference <= 1e-6
+        print(f"{'meets' if ok else 'MISSES'} the targets (>= {TARGET_SPEEDUP:.0f}x faster when compared, "
+              f"< {TARGET_PEAK_MB:.0f} MB peak, numbers equal to 1e-6)")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
