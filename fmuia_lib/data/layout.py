@@ -16,9 +16,12 @@ Three levels of trust:
 
 * :func:`write_task_csv` writes one task's CSV (used by the phantom and the converters);
 * :func:`read_root` parses every CSV into one table and refuses rows that cannot be
-  used (bad columns, values, paths) without opening any image;
-* :func:`validate_root` additionally opens every image header and every mask, and
-  returns *all* problems instead of stopping at the first (``fmuia data check``).
+  used (bad columns, values, paths) without opening any image; with ``labels=False``
+  it needs only the four common columns (what prediction reads from a test set);
+  :func:`read_rows` gives the same rows as plain dicts;
+* :func:`validate_root` additionally opens every image header and every mask (both
+  through :mod:`fmuia_lib.data.images`), and returns *all* problems instead of stopping
+  at the first (``fmuia data check``).
 """
 from __future__ import annotations
 
