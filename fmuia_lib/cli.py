@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="data root whose csv_files list the images to predict (labels not needed)")
     pr.add_argument("--out", required=True, help="submission folder (not the data root, nor in or around it)")
     pr.add_argument("--batch-size", type=int, default=16)
+    pr.add_argument("--workers", type=int, default=0, help="image-reading processes (0: read in this one)")
     pr.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best available)")
 
     ev = sub.add_parser("evaluate", help="score a submission against ground truth")

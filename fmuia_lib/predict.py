@@ -342,6 +342,20 @@ def _model_from_weights(state: Mapping[str, Any], path: Path) -> tuple["MultiTas
 # --------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------
+def _device_problem(name: str) -> str | None:
+    """Why ``--device NAME`` cannot be used here (None when it can)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        return f"--device {name!r} is not a device name (cpu, cuda, cuda:1 ...)"
+    if device.type == "cuda" and (not torch.cuda.is_available()
+                                  or (device.index or 0) >= torch.cuda.device_count()):
+        return f"--device {name}: no such CUDA device here ({torch.cuda.device_count()} available)"
+    return None
+
+
 def predict_main(args) -> int:
     """``fmuia predict --checkpoint C --data ROOT --out DIR`` (exit 2 on unusable input)."""
     from fmuia_lib.data.layout import LayoutError
@@ -352,11 +366,18 @@ def predict_main(args) -> int:
 
     if args.batch_size < 1:
         return fail(f"--batch-size must be at least 1, got {args.batch_size}")
+    workers = getattr(args, "workers", 0) or 0
+    if workers < 0:
+        return fail(f"--workers must be 0 or more, got {workers}")
+    if args.device is not None:
+        problem = _device_problem(args.device)
+        if problem:
+            return fail(problem)
     try:
         check_output_folder(args.out, args.data)
         model, image_size, _ = load_model(args.checkpoint)
         counts = predict_to_submission(model, args.data, args.out, image_size, batch_size=args.batch_size,
-                                       device=args.device, progress=sys.stderr.isatty())
+                                       device=args.device, progress=sys.stderr.isatty(), num_workers=workers)
     except (LayoutError, SubmissionError, ModelLoadError) as err:
         return fail(str(err))
     written = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)

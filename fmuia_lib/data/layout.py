@@ -417,7 +417,7 @@ def read_root(root: Path | str, manifest: str | Path | dict[str, TaskSpec] | Non
 # -- checking files -------------------------------------------------------------------------
 
 def _image_size(image_file: str, verify: bool = False) -> tuple[int, int]:
-    """(width, height) of a PNG/JPEG from its header (see :func:`images.image_header`).
+    """``(height, width)`` of a PNG/JPEG from its header (see :func:`images.image_header`).
     Raises ValueError with a readable reason."""
     try:
         header = image_header(image_file, verify)
@@ -425,7 +425,7 @@ def _image_size(image_file: str, verify: bool = False) -> tuple[int, int]:
         raise ValueError(err.reason) from None
     if header.format not in IMAGE_FORMATS:
         raise ValueError(f"image is a {header.format} file; images must be PNG or JPEG")
-    return header.width, header.height
+    return header.height, header.width
 
 
 def mask_problem(mask_file: str, size: tuple[int, int] | None, num_classes: int) -> str | None:
@@ -468,11 +468,11 @@ def _check_files(record: dict, task: TaskSpec | None, verify_images: bool) -> li
     if task is None:
         return problems
     if task.task_type == SEGMENTATION and record["mask_file"]:
-        message = mask_problem(record["mask_file"], None if size is None else size[::-1], task.num_classes)
+        message = mask_problem(record["mask_file"], size, task.num_classes)
         if message:
             problems.append(problem(record["mask_path"], message))
     elif size is not None and record["target"] is not None:
-        message = target_outside_image(task, record["target"], *size)
+        message = target_outside_image(task, record["target"], width=size[1], height=size[0])
         if message:
             problems.append(problem(record["image_path"], message))
     return problems
