@@ -228,9 +228,10 @@ def _search_box(points: np.ndarray, bound: np.ndarray, whole: tuple[slice, slice
     if not np.isfinite(reach) or reach > 1e6:
         return whole
     margin = int(np.ceil(reach)) + 1
+    low, high = points.min(axis=0) - margin, points.max(axis=0) + margin + 1
     rows, cols = whole
-    return (slice(max(rows.start, int(points[:, 0].min()) - margin), min(rows.stop, int(points[:, 0].max()) + margin + 1)),
-            slice(max(cols.start, int(points[:, 1].min()) - margin), min(cols.stop, int(points[:, 1].max()) + margin + 1)))
+    return (slice(max(rows.start, int(low[0])), min(rows.stop, int(high[0]))),
+            slice(max(cols.start, int(low[1])), min(cols.stop, int(high[1]))))
 
 
 def _directed_hausdorff(src: np.ndarray, dst: np.ndarray) -> float:

@@ -238,18 +238,36 @@ def _iter_predictions(model, dataset, batch_size, device, num_workers, amp_dtype
     from tqdm.auto import tqdm
 
     from fmuia_lib.data.dataset import collate, task_batches
+    from fmuia_lib.data.layout import LayoutError
 
     model.to(device)
     loader = DataLoader(dataset, batch_sampler=task_batches(dataset.task_indices, batch_size),
                         collate_fn=collate, num_workers=num_workers, pin_memory=device.type == "cuda")
+    batches = iter(loader)
     with tqdm(total=len(dataset), desc="predict", unit="img", disable=not progress) as bar:
-        for batch in loader:
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except LayoutError as err:  # an unreadable image, named by CSV line
+                raise _without_worker_traceback(err) from None
             task = dataset.specs[batch["task_id"]]
             images = batch["image"].to(device, non_blocking=True)
             with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 output = model.predict(images, task.task_id)
             yield from records_from_outputs(task, batch, output)
             bar.update(len(batch["image_path"]))
+
+
+def _without_worker_traceback(err: Exception) -> Exception:
+    """A DataLoader worker's exception is raised again with the worker's traceback as its
+    message; keep only the original message (bad input is reported without tracebacks)."""
+    text = str(err).rstrip()
+    marker = f"{type(err).__module__}.{type(err).__name__}: "
+    if text.startswith("Caught ") and marker in text:
+        return type(err)(text.rsplit(marker, 1)[1])
+    return err
 
 
 def predict_to_submission(model: "MultiTaskNet", data_root: str | Path, out: str | Path,

@@ -105,6 +105,10 @@ def foreign_checkpoint(w: World) -> None:
     (w.tmp / "notes.pt").write_text("root:x:0:0:root:/root:/bin/bash\n")  # any file at all
 
 
+def delete_an_image(w: World) -> None:
+    next(w.data.rglob("images/*.png")).unlink()
+
+
 def out_is_a_file(w: World) -> None:
     (w.tmp / "out.txt").write_text("keep me")
 
@@ -150,6 +154,9 @@ CASES = [
     row("predict workers -1", PREDICT + " --out {tmp}/out --workers -1", nothing, 2, "--workers"),
     row("predict unknown device", "predict --checkpoint {ckpt} --data {data} --out {tmp}/out --device gpu0", nothing, 2,
         "--device", "not a device name"),
+    row("predict image missing", PREDICT + " --out {tmp}/out", delete_an_image, 2, "csv_files/", "image file not found"),
+    row("predict image missing, read by a worker", PREDICT + " --out {tmp}/out --workers 1", delete_an_image, 2,
+        "csv_files/", "image file not found"),
     row("predict missing checkpoint", "predict --checkpoint {tmp}/none.pt --data {data} --out {tmp}/out", nothing, 2,
         "none.pt", "not found"),
     row("predict truncated checkpoint", "predict --checkpoint {tmp}/truncated.pt --data {data} --out {tmp}/out",

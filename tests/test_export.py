@@ -36,7 +36,8 @@ def test_the_build_context_has_the_official_form(exported, tiny_run):
         assert (exported / name).is_file(), name
     assert not (exported / "fmuia_lib" / "train.py").exists()  # only what prediction imports
     source = (exported / "model.py").read_text()
-    assert "class Model" in source and "def predict(self, data_root: str, output_dir: str, batch_size: int = 8)" in source
+    assert "class Model" in source
+    assert "def predict(self, data_root: str, output_dir: str, batch_size: int = 8)" in source
     assert 'default="/input/"' in source and 'default="/output/"' in source
 
     weights = torch.load(exported / "weights.pt", weights_only=True)
