@@ -27,15 +27,16 @@ checked for consistency only.
 error (not scored)         ``predicted_class`` not an integer in ``[0, C)``;
                            ``predicted_probs`` present but not C finite numbers in
                            [0, 1] summing to 1 within ``PROB_SUM_LIMIT``; pixel
-                           coordinates not a list of 4 / 2K finite numbers; a box
-                           with ``x_min >= x_max`` or ``y_min >= y_max``, or wholly
-                           outside the image; a mask that is missing, unreadable, in
-                           colour, or holds a value that is no class index
+                           coordinates not a list of 4 / 2K finite numbers; an
+                           inverted box (``x_min > x_max`` or ``y_min > y_max``), or one
+                           wholly outside the image; a mask that is missing, unreadable,
+                           in colour, or holds a value that is no class index
 warning (scored)           probabilities summing to 1 only within ``PROB_SUM_LIMIT``
                            (a multi-class AUC then counts 0, as scikit-learn refuses
                            them); no ``predicted_probs`` (AUC counts 0);
                            ``predicted_class`` not the arg-max of ``predicted_probs``;
-                           a box reaching partly, or a point lying, outside the image;
+                           a box of zero width or height (IoU 0); a box reaching
+                           partly, or a point lying, outside the image;
                            normalised coordinates missing, outside [0, 1] or more than
                            a pixel away from the pixel ones; a mask at another
                            resolution (resized with nearest neighbour, as the challenge
@@ -401,14 +402,17 @@ def entry_findings(task: TaskSpec, entry: dict, size: tuple[int, int] | None) ->
     pixels = number_list(entry.get(key), length)
     if pixels is None:
         return [f"{key} {entry.get(key)!r} is not a list of {length} finite numbers"], []
+    warnings = []
     if task.task_type == DETECTION:
-        if pixels[0] >= pixels[2] or pixels[1] >= pixels[3]:
-            return [f"box {pixels} is not well formed: needs x_min < x_max and y_min < y_max"], []
+        if pixels[0] > pixels[2] or pixels[1] > pixels[3]:
+            return [f"box {pixels} is not well formed (inverted): needs x_min <= x_max and y_min <= y_max"], []
         if size is not None:
             height, width = size
-            if pixels[2] <= 0 or pixels[3] <= 0 or pixels[0] >= width or pixels[1] >= height:
+            if pixels[2] < 0 or pixels[3] < 0 or pixels[0] > width or pixels[1] > height:
                 return [f"box {pixels} lies wholly outside the {width}x{height} image"], []
-    return [], _coordinate_warnings(task, entry, pixels, size)
+        if pixels[0] == pixels[2] or pixels[1] == pixels[3]:
+            warnings.append(f"box {pixels} has no area: it scores IoU 0")
+    return [], warnings + _coordinate_warnings(task, entry, pixels, size)
 
 
 def mask_findings(task: TaskSpec, mask: Mask, size: tuple[int, int]) -> tuple[list[str], list[str]]:

@@ -176,6 +176,7 @@ CASES = [
         "predicted_class -1"),
     row("evaluate inverted box", EVALUATE, box(50, 40, 10, 80), 2, "detection_predictions.json[0]", "not well formed"),
     row("evaluate box outside the image", EVALUATE, box(5000, 10, 5100, 80), 2, "wholly outside"),
+    row("evaluate box of no area is scored", EVALUATE, box(10, 10, 10, 80), 0, "has no area"),
     row("evaluate mask value 255", EVALUATE, rewrite_pred_mask(lambda m: m * 255), 2, "has value 255"),
     row("evaluate colour mask", EVALUATE, rewrite_pred_mask(lambda m: np.dstack([m, m * 0, m])), 2, "colour image"),
     row("evaluate pred folder missing", "evaluate --data {data} --pred {tmp}/nonexistent", nothing, 2, "nonexistent",

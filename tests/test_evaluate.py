@@ -208,7 +208,7 @@ def _break_points_length(data_root, sub):
     (_break_probs_sum, "must lie in [0, 1] and sum to 1"),
     (_break_probs_nan, "is not a list of finite numbers"),
     (_break_probs_length, "predicted_probs, "),
-    (_break_box_order, "needs x_min < x_max"),
+    (_break_box_order, "needs x_min <= x_max"),
     (_break_mask_value, "has value 4 >= num_classes 4"),
     (_break_mask_missing, "predicted mask missing"),
     (_break_duplicate, "duplicate entry (first at regression_predictions.json[1])"),
