@@ -4,7 +4,7 @@ Prints figures only (targets are printed next to them, never asserted)::
 
     python benchmarks/bench_training.py [--root ROOT] [--steps 24] [--threads 1] [--size PX]
 
-CPU part: the ``cpu-smoke`` profile (``notebooks/profiles/cpu-smoke.yaml``) on the
+CPU part: the ``cpu-smoke`` profile (``fmuia_lib/profiles/cpu-smoke.yaml``) on the
 phantom's training root (``runs/phantom/train``, or a synthetic root from the test
 builder when it is missing):
 
@@ -33,11 +33,12 @@ from torch.utils.data import DataLoader
 
 from fmuia_lib.config import TrainConfig
 from fmuia_lib.data.dataset import collate
+from fmuia_lib.profiles import run_settings
 from fmuia_lib.train import StepBatches, Trainer
 from fmuia_lib.training.distributed import DistributedContext
 
 REPO = Path(__file__).resolve().parents[1]
-PROFILE = REPO / "notebooks" / "profiles" / "cpu-smoke.yaml"
+PROFILE = "cpu-smoke"
 
 
 def smoke_root(tmp: Path) -> tuple[Path, Path]:
@@ -133,9 +134,8 @@ def report_overhead(label: str, trainer: Trainer, bare: float, with_adamw: float
 def cpu_benchmark(args: argparse.Namespace, tmp: Path) -> None:
     torch.set_num_threads(args.threads)
     train_root, val_root = (Path(args.root) / "train", Path(args.root) / "val") if args.root else smoke_root(tmp)
-    config = TrainConfig.from_yaml(PROFILE).with_overrides(
-        {"data_root": str(train_root), "val_root": str(val_root), "out_dir": str(tmp / "run"),
-         **({"image_size": args.size} if args.size else {})})
+    config = run_settings(PROFILE, {"data_root": str(train_root), "val_root": str(val_root),
+                                    "out_dir": str(tmp / "run"), **({"image_size": args.size} if args.size else {})}).config
     print(f"CPU smoke config: {config.encoder}, {config.image_size} px, batch {config.batch_size}, "
           f"torch threads {args.threads}; data {train_root}")
     trainer = Trainer(config, DistributedContext(), torch.device("cpu"), progress=False)
@@ -151,8 +151,8 @@ def cpu_benchmark(args: argparse.Namespace, tmp: Path) -> None:
             "from fmuia_lib.train import train; c = TrainConfig.from_dict(%r); t = time.perf_counter(); "
             "r = train(c, progress=False); print(f'{len(r.history)} steps + validation in "
             "{time.perf_counter() - t:.1f} s; selection score {r.best_score:.3f}')") % (
-        args.threads, TrainConfig.from_yaml(PROFILE).with_overrides(
-            {"data_root": str(train_root), "val_root": str(val_root), "out_dir": str(tmp / "rss")}).to_dict())
+        args.threads, run_settings(PROFILE, {"data_root": str(train_root), "val_root": str(val_root),
+                                             "out_dir": str(tmp / "rss")}).config.to_dict())
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2  # KiB -> GiB
     print(f"whole cpu-smoke training run: {out.stdout.strip()}; peak RSS {peak:.2f} GB (target <= 4 GB)")
