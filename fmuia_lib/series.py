@@ -203,7 +203,7 @@ def require_checkpoint(paths: RunPaths, profile: str) -> Path:
         f"{TRAINING_NOTEBOOK}.ipynb first with the same run_dir ({paths.root}), e.g. `papermill "
         f"{TRAINING_NOTEBOOK}.ipynb out.ipynb -p profile {profile} -p run_dir {paths.root}`"
         + (" (on Colab: run 03 in Colab, with the same Google Drive, first)." if on_colab() else
-           f", or run the series: `fmuia suite --profile {profile}`."))
+           f"; `fmuia suite --profile {profile}` runs the whole series, 03 first."))
 
 
 def resume_if_interrupted(config: TrainConfig) -> TrainConfig:
