@@ -15,8 +15,9 @@ builder when it is missing):
 * the data pipeline with 2 workers (images/s) vs what the model consumes; target >= 3x;
 * peak RSS of a whole smoke training run (a child process); target <= 4 GB.
 
-CUDA part (when a GPU is present): EfficientNet-B4, 256 px, batch 20, AMP and
-channels_last; the same bare-vs-step comparison, images/s and peak GPU memory.
+CUDA part (when a GPU is present): the ``gpu-full`` profile (EfficientNet-B4, 256 px, batch
+20, AMP) with channels_last and random weights; the same bare-vs-step comparison, images/s,
+peak GPU memory and the data pipeline (``gpu_check.py`` times a few hundred steps of it).
 """
 from __future__ import annotations
 
@@ -162,16 +163,16 @@ def cuda_benchmark(args: argparse.Namespace, tmp: Path) -> None:
     from fmuia_lib.data.phantom import generate_phantom
 
     generate_phantom(tmp / "phantom", seed=0, n_train=8, n_val=2, workers=8)
-    config = TrainConfig(data_root=str(tmp / "phantom" / "train"), val_root=str(tmp / "phantom" / "val"),
-                         encoder="efficientnet-b4", encoder_weights=None, image_size=256, batch_size=20,
-                         max_steps=1000, amp=True, channels_last=True, num_workers=4, out_dir=str(tmp / "gpu"))
+    config = run_settings("gpu-full", {"data_root": str(tmp / "phantom" / "train"),
+                                       "val_root": str(tmp / "phantom" / "val"), "encoder_weights": None,
+                                       "channels_last": True, "num_workers": 4, "out_dir": str(tmp / "gpu")}).config
     device = torch.device("cuda")
     trainer = Trainer(config, DistributedContext(), device, progress=False)
     batches = fixed_batches(trainer, args.steps)
     torch.cuda.reset_peak_memory_stats(device)
     bare, with_adamw, step = compare_step_overhead(trainer, batches)
-    print(f"GPU {torch.cuda.get_device_name(device)}: efficientnet-b4, 256 px, batch 20, "
-          f"AMP {trainer.amp_dtype}, channels_last")
+    print(f"GPU {torch.cuda.get_device_name(device)}: {config.encoder}, {config.image_size} px, batch "
+          f"{config.batch_size}, AMP {trainer.amp_dtype}, channels_last")
     report_overhead("GPU", trainer, bare, with_adamw, step)
     print(f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 1024 ** 3:.2f} GiB")
     consumed = config.batch_size / step

@@ -28,9 +28,9 @@ if TYPE_CHECKING:
     from fmuia_lib.config import TrainConfig
     from fmuia_lib.profiles import DataSettings, RunSettings
 
-__all__ = ["SuiteError", "RunPaths", "DataRoots", "on_colab", "default_run_dir", "run_paths",
-           "prepare_data", "check_data_root", "check_encoder_weights", "require_checkpoint",
-           "resume_if_interrupted", "metrics_path", "project_root", "resolve"]
+__all__ = ["SuiteError", "RunPaths", "DataRoots", "on_colab", "default_run_dir", "run_paths", "metrics_path",
+           "prepare_data", "make_data", "check_data_root", "check_encoder_weights", "require_checkpoint",
+           "resume_if_interrupted", "show_settings", "project_root", "resolve"]
 
 #: Where the series keeps its files when run_dir is not given.
 LOCAL_RUN_DIR = "runs/notebooks"
@@ -247,8 +247,9 @@ def show_settings(settings: RunSettings, config_table: bool = True, **notebook_v
         print(f"data      {data.dir} ({data.source})")
     if settings.run_dir is not None:
         print(f"run_dir   {settings.run_dir}")
+    width = max([9, *map(len, notebook_values)])
     for name, value in notebook_values.items():
-        print(f"{name:<9} {value!r}")
+        print(f"{name:<{width}} {value!r}")
     if config_table:
         print("\nTrainConfig values that differ from the library defaults:")
         display(settings.table())

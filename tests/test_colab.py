@@ -1,8 +1,8 @@
 """The Colab path: the wheel in a fresh environment runs the series, one notebook at a time.
 
-What a learner on Colab has is the installed package (no checkout: no ``notebooks/profiles``,
-no ``data_manifest.csv`` around the working folder), Colab's preinstalled libraries, and one
-notebook at a time, each in a kernel of its own. This test stands in for that:
+What a learner on Colab has is the installed package (no checkout around the working folder:
+profiles come from the package), Colab's preinstalled libraries, and one notebook at a time,
+each in a kernel of its own. This test stands in for that:
 
 * it builds fmuia's wheel and installs it into a fresh virtual environment in a temporary
   folder outside the checkout. Colab's preinstalled torch, pandas, Jupyter... are stood in
