@@ -109,6 +109,13 @@ def test_explicit_paths_in_the_profile_or_overrides_are_kept(tmp_path):
     settings = profiles.run_settings("cpu-smoke", {"val_root": None, "out_dir": str(tmp_path / "o")},
                                      run_dir=tmp_path / "run")
     assert settings.config.val_root is None and settings.config.out_dir == str(tmp_path / "o")
+    split = profiles.Profile(name="split", data={"source": "user", "dir": str(tmp_path / "d")},
+                             train={"data_root": str(tmp_path / "p"), "val_root": None, "out_dir": str(tmp_path / "x")})
+    config = profiles.run_settings(split).config
+    assert (config.data_root, config.val_root, config.out_dir) == (str(tmp_path / "p"), None, str(tmp_path / "x"))
+    config = profiles.run_settings(split, data_dir=tmp_path / "mine", run_dir=tmp_path / "run").config
+    assert config.data_root == str(tmp_path / "mine" / "train") and config.val_root is None
+    assert config.out_dir == str(tmp_path / "run" / "train"), "every path of a notebook derives from run_dir"
 
 
 def test_a_bad_override_names_the_field():

@@ -23,9 +23,12 @@ as the ``config.yaml`` a training run writes) reads as a profile with a train se
 :func:`run_settings` is what every way of starting a run calls: ``fmuia train --config``,
 ``fmuia suite --profile`` and papermill (through the notebooks' parameters) and a notebook
 opened by hand. The effective value of a TrainConfig field is, by precedence:
-an explicit override, else the profile's ``train`` value, else the library default; the data
-folder fills ``data_root``/``val_root`` and the run folder ``out_dir``, unless the profile
-or an override names them.
+an explicit override, else the profile's ``train`` value, else the library default. Paths:
+``out_dir`` is ``RUN_DIR/train`` when a run folder is given; ``data_root``/``val_root`` are
+``DATA_DIR/train`` and ``DATA_DIR/val``, where DATA_DIR is a given data folder or else the
+profile's ``data.dir`` (then a ``data_root`` in the profile's train section stands), unless
+an override names them; a profile's ``val_root: null`` (validation split off the training
+root) always stands.
 """
 from __future__ import annotations
 
@@ -268,10 +271,15 @@ def run_settings(profile: str | Path | Profile, overrides: Mapping[str, Any] | N
     data = prof.data_settings(data_dir)
     if data is not None:
         for name, split in (("data_root", "train"), ("val_root", "val")):
-            if name not in values:
-                values[name] = str(data.dir / split)
-                sources[name] = "data_dir" if data_dir is not None else f"{origin} (data.dir)"
-    if run_dir is not None and "out_dir" not in values:
+            if sources.get(name) == "override":
+                continue
+            # the profile's own path stands unless a data_dir is given; its `val_root: null`
+            # (validation split off the training root) stands either way
+            if name in prof.train and (data_dir is None or prof.train[name] is None):
+                continue
+            values[name] = str(data.dir / split)
+            sources[name] = "data_dir" if data_dir is not None else f"{origin} (data.dir)"
+    if run_dir is not None and sources.get("out_dir") != "override":
         values["out_dir"], sources["out_dir"] = str(resolve(run_dir) / "train"), "run_dir"
     for name in PATH_FIELDS:
         if values.get(name) is not None:
