@@ -1,5 +1,5 @@
 # fmuia: two commands do all set-up on a fresh machine.
-#   make run   generate the embedded phantom, check it and run the notebook suite (cpu-smoke)
+#   make run   run the notebook suite under the cpu-smoke profile (it generates and checks the phantom)
 #   make test  run every test, the notebooks (nbval) included
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,26 +11,25 @@ PYTEST_ARGS ?=
 
 .PHONY: run test install bench clean
 
-# Create the virtual environment and install fmuia with its test tools. The
+# Create the virtual environment and install fmuia with Jupyter and its test tools. The
 # constraints file pins torch for our own installs; the package itself only sets ranges.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[test]"
+	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[lab,test]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (fmuia)" >/dev/null
 	touch $(STAMP)
 
 install: $(STAMP)
 
-# The phantom's size is the cpu-smoke profile's (notebooks/profiles/cpu-smoke.yaml:
-# phantom_train, phantom_val); the suite then runs the six notebooks on it.
+# The profile (fmuia_lib/profiles/cpu-smoke.yaml) says which data: the suite makes the
+# phantom when it is missing, checks both data roots as `fmuia data check` does, then runs
+# the six notebooks on it.
 run: $(STAMP)
-	$(FMUIA) data phantom --out $(OUT)/phantom --train 96 --val 16 --overwrite
-	$(FMUIA) data check $(OUT)/phantom/train
-	$(FMUIA) data check $(OUT)/phantom/val
-	$(FMUIA) suite --profile cpu-smoke --data $(OUT)/phantom --out $(OUT)/suite
+	$(FMUIA) suite --profile cpu-smoke --out $(OUT)/suite
 
-# Unit tests, then every notebook executed at its default parameters (nbval, in this
-# environment's kernel); cells marked NBVAL_CHECK_OUTPUT must reproduce their outputs.
+# Unit tests (tests/test_colab.py included: the wheel in a fresh environment runs the series
+# under the ci-tiny profile), then every notebook executed at its default parameters (nbval,
+# in this environment's kernel); cells marked NBVAL_CHECK_OUTPUT must reproduce their outputs.
 test: $(STAMP)
 	$(PY) -m pytest --nbval-lax --nbval-current-env $(PYTEST_ARGS) tests notebooks
 

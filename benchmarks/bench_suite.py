@@ -15,7 +15,7 @@ import time
 
 import pandas as pd
 
-from fmuia_lib import runner
+from fmuia_lib import profiles, series, suite
 from fmuia_lib.data.layout import read_root
 
 TARGET_S = 600
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    result = runner.run_suite(args.profile, out=args.out, kernel=args.kernel, html=True, progress=False)
+    result = suite.run_suite(args.profile, out=args.out, kernel=args.kernel, html=True, progress=False)
     wall = time.perf_counter() - start
     print(f"\n== suite timings ({args.profile}; {os.cpu_count()} CPU cores visible, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
@@ -41,13 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {p.name: p.stat().st_size / 1e6 for p in result.executed}
     print("  executed notebook sizes (MB): " + ", ".join(f"{k[:2]} {v:.2f}" for k, v in sizes.items()))
 
-    table_path = result.out / "artifacts" / runner.METRICS_DIR / "04_error_analysis.csv"
+    table_path = series.metrics_path(result.out / "artifacts", "04_error_analysis")
     if not table_path.is_file():
         print("notebook 04 did not run: no per-task table")
         return 1
     table = pd.read_csv(table_path)
-    profile = runner.load_profile(args.profile)
-    val_tasks = set(read_root(runner.resolve(profile.data["dir"]) / "val")["task_id"])
+    val_tasks = set(read_root(profiles.run_settings(args.profile).config.val_root)["task_id"])
     missing = sorted(val_tasks - set(table["task_id"]))
     table = table.rename(columns={"value": "model"})
     print(f"\n== notebook 04: model vs trivial baseline ({table['task_id'].nunique()} of {len(val_tasks)} "

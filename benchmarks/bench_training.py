@@ -4,7 +4,7 @@ Prints figures only (targets are printed next to them, never asserted)::
 
     python benchmarks/bench_training.py [--root ROOT] [--steps 24] [--threads 1] [--size PX]
 
-CPU part: the ``cpu-smoke`` profile (``notebooks/profiles/cpu-smoke.yaml``) on the
+CPU part: the ``cpu-smoke`` profile (``fmuia_lib/profiles/cpu-smoke.yaml``) on the
 phantom's training root (``runs/phantom/train``, or a synthetic root from the test
 builder when it is missing):
 
@@ -15,8 +15,9 @@ builder when it is missing):
 * the data pipeline with 2 workers (images/s) vs what the model consumes; target >= 3x;
 * peak RSS of a whole smoke training run (a child process); target <= 4 GB.
 
-CUDA part (when a GPU is present): EfficientNet-B4, 256 px, batch 20, AMP and
-channels_last; the same bare-vs-step comparison, images/s and peak GPU memory.
+CUDA part (when a GPU is present): the ``gpu-full`` profile (EfficientNet-B4, 256 px, batch
+20, AMP) with channels_last and random weights; the same bare-vs-step comparison, images/s,
+peak GPU memory and the data pipeline (``gpu_check.py`` times a few hundred steps of it).
 """
 from __future__ import annotations
 
@@ -33,11 +34,12 @@ from torch.utils.data import DataLoader
 
 from fmuia_lib.config import TrainConfig
 from fmuia_lib.data.dataset import collate
+from fmuia_lib.profiles import run_settings
 from fmuia_lib.train import StepBatches, Trainer
 from fmuia_lib.training.distributed import DistributedContext
 
 REPO = Path(__file__).resolve().parents[1]
-PROFILE = REPO / "notebooks" / "profiles" / "cpu-smoke.yaml"
+PROFILE = "cpu-smoke"
 
 
 def smoke_root(tmp: Path) -> tuple[Path, Path]:
@@ -133,9 +135,8 @@ def report_overhead(label: str, trainer: Trainer, bare: float, with_adamw: float
 def cpu_benchmark(args: argparse.Namespace, tmp: Path) -> None:
     torch.set_num_threads(args.threads)
     train_root, val_root = (Path(args.root) / "train", Path(args.root) / "val") if args.root else smoke_root(tmp)
-    config = TrainConfig.from_yaml(PROFILE).with_overrides(
-        {"data_root": str(train_root), "val_root": str(val_root), "out_dir": str(tmp / "run"),
-         **({"image_size": args.size} if args.size else {})})
+    config = run_settings(PROFILE, {"data_root": str(train_root), "val_root": str(val_root),
+                                    "out_dir": str(tmp / "run"), **({"image_size": args.size} if args.size else {})}).config
     print(f"CPU smoke config: {config.encoder}, {config.image_size} px, batch {config.batch_size}, "
           f"torch threads {args.threads}; data {train_root}")
     trainer = Trainer(config, DistributedContext(), torch.device("cpu"), progress=False)
@@ -151,8 +152,8 @@ def cpu_benchmark(args: argparse.Namespace, tmp: Path) -> None:
             "from fmuia_lib.train import train; c = TrainConfig.from_dict(%r); t = time.perf_counter(); "
             "r = train(c, progress=False); print(f'{len(r.history)} steps + validation in "
             "{time.perf_counter() - t:.1f} s; selection score {r.best_score:.3f}')") % (
-        args.threads, TrainConfig.from_yaml(PROFILE).with_overrides(
-            {"data_root": str(train_root), "val_root": str(val_root), "out_dir": str(tmp / "rss")}).to_dict())
+        args.threads, run_settings(PROFILE, {"data_root": str(train_root), "val_root": str(val_root),
+                                             "out_dir": str(tmp / "rss")}).config.to_dict())
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2  # KiB -> GiB
     print(f"whole cpu-smoke training run: {out.stdout.strip()}; peak RSS {peak:.2f} GB (target <= 4 GB)")
@@ -162,16 +163,16 @@ def cuda_benchmark(args: argparse.Namespace, tmp: Path) -> None:
     from fmuia_lib.data.phantom import generate_phantom
 
     generate_phantom(tmp / "phantom", seed=0, n_train=8, n_val=2, workers=8)
-    config = TrainConfig(data_root=str(tmp / "phantom" / "train"), val_root=str(tmp / "phantom" / "val"),
-                         encoder="efficientnet-b4", encoder_weights=None, image_size=256, batch_size=20,
-                         max_steps=1000, amp=True, channels_last=True, num_workers=4, out_dir=str(tmp / "gpu"))
+    config = run_settings("gpu-full", {"data_root": str(tmp / "phantom" / "train"),
+                                       "val_root": str(tmp / "phantom" / "val"), "encoder_weights": None,
+                                       "channels_last": True, "num_workers": 4, "out_dir": str(tmp / "gpu")}).config
     device = torch.device("cuda")
     trainer = Trainer(config, DistributedContext(), device, progress=False)
     batches = fixed_batches(trainer, args.steps)
     torch.cuda.reset_peak_memory_stats(device)
     bare, with_adamw, step = compare_step_overhead(trainer, batches)
-    print(f"GPU {torch.cuda.get_device_name(device)}: efficientnet-b4, 256 px, batch 20, "
-          f"AMP {trainer.amp_dtype}, channels_last")
+    print(f"GPU {torch.cuda.get_device_name(device)}: {config.encoder}, {config.image_size} px, batch "
+          f"{config.batch_size}, AMP {trainer.amp_dtype}, channels_last")
     report_overhead("GPU", trainer, bare, with_adamw, step)
     print(f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 1024 ** 3:.2f} GiB")
     consumed = config.batch_size / step

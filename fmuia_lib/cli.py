@@ -21,7 +21,7 @@ COMMANDS = {
     "evaluate": ("fmuia_lib.evaluate", "evaluate_main"),
     "validate-submission": ("fmuia_lib.evaluate", "validate_submission_main"),
     "export": ("fmuia_lib.export", "export_main"),
-    "suite": ("fmuia_lib.runner", "suite_main"),
+    "suite": ("fmuia_lib.suite", "suite_main"),
 }
 
 
@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     ph = dsub.add_parser("phantom", help="write the procedural ultrasound phantom (all 27 subtasks)")
     ph.add_argument("--out", required=True, help="output folder; gets train/ and val/ data roots")
     ph.add_argument("--seed", type=int, default=0, help="seed (same seed = byte-identical files)")
-    ph.add_argument("--train", type=int, default=96, help="training images per subtask")
-    ph.add_argument("--val", type=int, default=16, help="validation images per subtask")
+    ph.add_argument("--train", type=int, default=None, help="training images per subtask (default: the generator's)")
+    ph.add_argument("--val", type=int, default=None, help="validation images per subtask (default: the generator's)")
     ph.add_argument("--tasks", nargs="+", default=None, metavar="TASK_ID",
                     help="only these subtasks (default: every task in the manifest)")
     ph.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # -- train / predict / evaluate ---------------------------------------------------------
     tr = sub.add_parser("train", help="train the multi-task network")
-    tr.add_argument("--config", default=None, help="YAML config or profile (keys of TrainConfig)")
+    tr.add_argument("--config", default=None, metavar="PROFILE",
+                    help="profile name (fmuia_lib/profiles/NAME.yaml) or YAML path: a profile, or a "
+                         "mapping of TrainConfig fields (default: the library defaults)")
     tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override one config field (repeatable), e.g. --set max_steps=200")
     tr.add_argument("--resume", default=None, help="checkpoint to resume from")
@@ -94,9 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # -- suite ------------------------------------------------------------------------------
     su = sub.add_parser("suite", help="run the notebook series headlessly with papermill")
-    su.add_argument("--profile", default="cpu-smoke", help="profile name (notebooks/profiles/NAME.yaml) or YAML path")
+    su.add_argument("--profile", default="cpu-smoke", help="profile name (fmuia_lib/profiles/NAME.yaml) or YAML path")
     su.add_argument("--data", default=None, help="data root (default: the profile's, or a fresh phantom)")
     su.add_argument("--out", default="runs/suite", help="output folder for executed notebooks, HTML, metrics")
+    su.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one TrainConfig field in every notebook (repeatable)")
     su.add_argument("--notebooks", nargs="+", default=None, help="only these notebooks (names or numbers)")
     su.add_argument("--kernel", default="python3", help="Jupyter kernel name")
     su.add_argument("--update-notebooks", action="store_true",

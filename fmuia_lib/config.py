@@ -159,7 +159,7 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
-        """Read a YAML mapping of fields, or a suite profile (``notebooks/profiles/*.yaml``),
+        """Read a YAML mapping of fields, or a profile (``fmuia_lib/profiles/*.yaml``),
         whose ``train:`` section holds the fields."""
         path = Path(path)
         try:

@@ -481,12 +481,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
 # -- command line --------------------------------------------------------------------------
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """``--config`` YAML (or defaults), then every ``--set key=value``, then ``--resume``."""
-    config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
-    config = config.with_overrides(list(args.overrides or []))
-    if getattr(args, "resume", None):
-        config = config.with_overrides({"resume": args.resume})
-    return config
+    """``--config`` profile (or the defaults), then every ``--set key=value``, then ``--resume``:
+    :func:`fmuia_lib.profiles.train_config`, the settings every way of starting a run shares."""
+    from fmuia_lib.profiles import train_config
+
+    return train_config(args.config, args.overrides or [], getattr(args, "resume", None))
 
 
 def train_main(args: argparse.Namespace) -> int:

@@ -1,22 +1,26 @@
 """The committed notebooks: structure, parameters, executed outputs, and the student version.
 
 nbval (``make test``) re-executes the notebooks; these tests check what is committed:
-every notebook opens the same way, its parameters are the cpu-smoke profile, it carries
+every notebook opens the same way (the Colab setup included), its parameters are the
+profile, the folders and its own settings, it carries
 the outputs of a real run (no errors, an environment record, a reasonable size), and the
 student version built from it still runs.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib.util
 import re
+import subprocess
 import sys
+import types
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from fmuia_lib import env_info, runner
+from fmuia_lib import env_info, series, suite
 from fmuia_lib.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,31 +59,95 @@ def test_every_notebook_opens_the_same_way(path):
     assert title.cell_type == "markdown" and title.source.startswith("# ")
     assert f"colab.research.google.com/github/fmuia/fmuia/blob/main/notebooks/{path.name}" in title.source
     assert "**Learning objectives**" in title.source
-    assert '"google.colab" in sys.modules' in setup.source
-    assert "fmuia @ git+https://github.com/fmuia/fmuia" in setup.source and '"-c"' in setup.source
-    assert "GPU" in setup.source
+    assert setup.source == _read(NOTEBOOKS[0]).cells[1].source, "one setup cell for the whole series"
+    assert "from fmuia_lib import env_info, profiles, series, viz" in setup.source
     tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
-    assert "env_info.print_environment" in nb.cells[tagged[0] + 2].source
+    settings = nb.cells[tagged[0] + 2]
+    assert "profiles.run_settings(profile" in settings.source and "series.run_paths(run_dir)" in settings.source
+    assert "env_info.print_environment" in settings.source
+
+
+#: The parameters every notebook declares, with their defaults: a notebook opened as it is
+#: runs the cpu-smoke profile, keeps its files in runs/notebooks (Drive on Colab), uses the
+#: profile's data and the best device.
+COMMON = {"profile": "cpu-smoke", "run_dir": None, "data_dir": None}
+OPTIONAL = {"device": None, "overrides": {}}
+#: Which notebooks take a device (they run a model) and overrides (they build a TrainConfig).
+TAKES = {"01_dataset_exploration": set(), "02_head_design": {"overrides"},
+         "03_multitask_training": {"device", "overrides"}, "04_error_analysis": {"device"},
+         "05_submission": {"device"}, "06_experiments": {"device", "overrides"}}
+#: Each notebook's own settings (not TrainConfig fields).
+OWN = {
+    "01_dataset_exploration": {"samples_per_task", "stats_images_per_task"},
+    "02_head_design": {"timing_repeats"},
+    "03_multitask_training": set(),
+    "04_error_analysis": {"predict_batch_size", "worst_k", "interactive_widgets"},
+    "05_submission": {"predict_batch_size"},
+    "06_experiments": {"sweep_tasks", "sweep_steps", "head_lr_mults", "samplers", "fpn_modes", "half_fraction",
+                       "pretrain_compare", "pretrain_profile", "kernel_name"},
+}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_parameter_defaults_are_the_cpu_smoke_profile(path):
-    """Run as is, a notebook runs the cpu-smoke profile (what `fmuia suite` would inject)."""
-    declared = runner.declared_parameters(path)
-    injected = runner.notebook_parameters(runner.load_profile("cpu-smoke"), path, runner.DEFAULT_RUN_DIR)
-    assert set(runner.COMMON_PARAMETERS) <= set(declared)
-    for name, value in injected.items():
-        assert declared[name] == value, f"{path.stem}: {name} = {declared[name]!r}, profile says {value!r}"
-
-
-def test_notebook_03_parameters_are_one_to_one_with_train_config():
-    declared = runner.declared_parameters(runner.notebook_paths(["03"])[0])
+def test_parameters_are_the_profile_the_folders_the_device_overrides_and_own_settings(path):
+    """Training settings come from the profile (and `overrides`), never from a second copy
+    of them in a parameters cell."""
+    declared = {name: ast.literal_eval(p["default"]) for name, p in suite.declared_parameters(path).items()}
+    assert set(declared) - set(COMMON) - set(OPTIONAL) == OWN[path.stem]
+    assert {k: declared[k] for k in COMMON} == COMMON
+    assert set(declared) & set(OPTIONAL) == TAKES[path.stem]
+    assert {k: declared[k] for k in TAKES[path.stem]} == {k: OPTIONAL[k] for k in TAKES[path.stem]}
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    extra = set(declared) - fields
-    assert fields <= set(declared), f"TrainConfig fields missing: {sorted(fields - set(declared))}"
-    assert extra == set(runner.COMMON_PARAMETERS) | {"checkpoint_path"}
-    TrainConfig.from_dict({k: v for k, v in declared.items() if k in fields})
+    assert not (set(declared) - {"device"}) & fields, f"{path.stem} declares TrainConfig fields"
+
+
+def _setup_on_colab(monkeypatch, tmp_path):
+    """Run the setup cell as on Colab (google.colab present, pip and Drive recorded)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    calls = {"pip": [], "mount": [], "widgets": 0, "constraints": None}
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=lambda where: calls["mount"].append(where))
+    colab.output = types.SimpleNamespace(
+        enable_custom_widget_manager=lambda: calls.__setitem__("widgets", calls["widgets"] + 1))
+    google = types.ModuleType("google")
+    google.colab = colab
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+
+    def fake_run(argv, check=False, **kwargs):
+        calls["pip"].append(list(argv))
+        if "-c" in argv:
+            calls["constraints"] = Path(argv[argv.index("-c") + 1]).read_text()
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    source = TransformerManager().transform_cell(_read(NOTEBOOKS[0]).cells[1].source)
+    magics = []
+    exec(source, {"get_ipython": lambda: types.SimpleNamespace(
+        run_line_magic=lambda *args: magics.append(args))})
+    assert magics == [("matplotlib", "inline")]
+    return calls
+
+
+def test_the_colab_setup_installs_core_dependencies_only(monkeypatch, tmp_path):
+    """On Colab the setup cell installs fmuia without extras and no Jupyter package (Colab's
+    own stay as they are), pins torch and the widgets to Colab's versions, turns on the
+    widget manager and mounts Google Drive, where the default run folder is."""
+    calls = _setup_on_colab(monkeypatch, tmp_path)
+    (argv,) = calls["pip"]
+    assert argv[1:4] == ["-m", "pip", "install"]
+    options_with_values = {"-c", "--constraint"}
+    wanted = [a for i, a in enumerate(argv[4:], 4) if not a.startswith("-") and argv[i - 1] not in options_with_values]
+    assert wanted == ["fmuia @ git+https://github.com/fmuia/fmuia"], wanted
+    jupyter = ("jupyter", "notebook", "ipykernel", "ipywidgets", "nbconvert", "widgetsnbextension", "nbclassic")
+    assert not any("[" in w.split("@")[0] or w.lower().startswith(jupyter) for w in wanted)
+    assert not {"-U", "--upgrade", "--force-reinstall"} & set(argv)
+    pinned = {line.split("==")[0] for line in calls["constraints"].splitlines()}
+    assert {"torch", "torchvision", "ipywidgets"} <= pinned
+    assert calls["mount"] == ["/content/drive"] and calls["widgets"] == 1
+    assert series.default_run_dir().startswith("/content/drive/")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

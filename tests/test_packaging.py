@@ -15,15 +15,37 @@ def _name(spec: str) -> str:
     return re.split(r"[<>=!~ \[]", spec, maxsplit=1)[0].lower().replace("_", "-")
 
 
-def test_environment_yml_names_the_same_dependencies(repo_root):
-    project = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]
-    wanted = project["dependencies"] + project["optional-dependencies"]["test"]
+def test_environment_yml_installs_the_package_with_lab_and_test(repo_root):
+    """conda provides Python and pip; the dependencies are pyproject's only (no second list)."""
     env = yaml.safe_load((repo_root / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    listed = [s for s in pip_section if not s.startswith("-e")]
-    assert sorted(map(str.lower, listed)) == sorted(map(str.lower, wanted))
-    assert "-e ." in pip_section
+    assert pip_section == ["-e .[lab,test]"]
     assert "python=3.11" in env["dependencies"]
+
+
+#: Versions a 2025 Google Colab runtime ships (Colab updates them; ipywidgets has stayed at
+#: 7.7.1 for years). The core dependencies must accept them,
+#: so that installing fmuia there changes none of them.
+COLAB_SHIPS = {"ipywidgets": "7.7.1", "ipykernel": "6.17.1", "notebook": "6.5.7", "torch": "2.6.0",
+               "torchvision": "0.21.0", "numpy": "2.0.2", "pandas": "2.2.2", "matplotlib": "3.10.0",
+               "scikit-learn": "1.6.1", "scipy": "1.14.1", "pillow": "11.1.0", "tqdm": "4.67.1",
+               "pyyaml": "6.0.2", "seaborn": "0.13.2", "timm": "1.0.15", "opencv-python-headless": "4.11.0.86"}
+JUPYTER = ("jupyter", "jupyterlab", "notebook", "ipykernel", "nbconvert", "nbclassic", "widgetsnbextension",
+           "jupyterlab-widgets")
+
+
+def test_core_dependencies_are_met_by_colab_and_leave_its_jupyter_alone(repo_root):
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]
+    core = {_name(d): Requirement(d) for d in project["dependencies"]}
+    assert not set(core) & set(JUPYTER), "Jupyter front ends belong to the [lab] extra"
+    for name, version in COLAB_SHIPS.items():
+        if name in core:
+            assert core[name].specifier.contains(version), f"{core[name]} refuses Colab's {name} {version}"
+    lab = {_name(d) for d in project["optional-dependencies"]["lab"]}
+    assert {"jupyterlab", "ipykernel", "nbconvert"} <= lab
+    assert "lab" in (repo_root / "Makefile").read_text().split("-e", 1)[1].split("\n", 1)[0]
 
 
 def test_package_metadata_uses_ranges_not_the_ci_pins(repo_root):

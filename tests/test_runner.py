@@ -1,124 +1,366 @@
-"""The suite runner: profiles, parameters, data preparation, explained errors, execution."""
+"""Profiles, run settings, the series' shared steps and the papermill suite.
+
+The central contract: one function (``profiles.run_settings``) builds a run's TrainConfig,
+and the four ways of starting a run (``fmuia train --config``, ``fmuia suite --profile``,
+``papermill -p profile`` and a notebook opened by hand) give the same TrainConfig for every
+shipped profile.
+"""
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
 from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
+import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
-from fmuia_lib import runner
-from fmuia_lib.config import TrainConfig
+from fmuia_lib import cli, profiles, series, suite
+from fmuia_lib.config import ConfigError, TrainConfig
 from fmuia_lib.evaluate import validate_submission
 from fmuia_lib.tasks import load_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_SRC = ROOT.parent / "shared" / "real_us"
+NB03 = ROOT / "notebooks" / "03_multitask_training.ipynb"
 
 
-def test_every_profile_loads_into_a_valid_train_config():
-    assert set(runner.list_profiles()) >= {"cpu-smoke", "gpu-full", "real-slice"}
-    for name in runner.list_profiles():
-        profile = runner.load_profile(name)
-        config = TrainConfig.from_dict(profile.train)
-        assert profile.name == name and profile.description
-        assert profile.data["source"] in {"phantom", "real", "user"}
-        assert config.max_steps > 0
+# -- profiles -------------------------------------------------------------------------------
+def test_profiles_ship_inside_the_package():
+    assert profiles.SHIPPED_DIR == ROOT / "fmuia_lib" / "profiles"
+    assert set(profiles.list_profiles()) >= {"cpu-smoke", "gpu-full", "real-slice", "ci-tiny"}
+    assert not (ROOT / "notebooks" / "profiles").exists()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"profiles/*.yaml"' in pyproject
 
 
-def test_make_run_makes_the_phantom_of_the_cpu_smoke_profile():
-    data = runner.load_profile("cpu-smoke").data
-    recipe = (ROOT / "Makefile").read_text()
-    assert f"--train {data['phantom_train']} --val {data['phantom_val']}" in recipe
-    assert "suite --profile cpu-smoke" in recipe
+@pytest.mark.parametrize("name", profiles.list_profiles())
+def test_every_shipped_profile_is_valid(name):
+    profile = profiles.load_profile(name)
+    assert profile.name == name and profile.description
+    assert profile.data["source"] in profiles.DATA_SOURCES
+    config = profiles.run_settings(name).config
+    assert config.max_steps > 0 and config.data_root.endswith("train")
+    assert "device" not in profile.train, "the device is the machine's, not the recipe's"
+
+
+def test_a_profile_loads_by_path_and_a_run_config_reads_as_a_profile(tmp_path):
+    copy = tmp_path / "mine.yaml"
+    copy.write_text((profiles.SHIPPED_DIR / "cpu-smoke.yaml").read_text())
+    assert profiles.load_profile(copy).train == profiles.load_profile("cpu-smoke").train
+    written = TrainConfig(max_steps=7, eval_every=7, lr=0.5).to_yaml(tmp_path / "config.yaml")
+    profile = profiles.load_profile(written)
+    expected = TrainConfig(max_steps=7, eval_every=7, lr=0.5, out_dir=str(profiles.resolve("runs/train")))
+    assert profile.data == {} and profiles.run_settings(profile).config == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: x\ndata: {source: phantom, dir: d}\ntrain: {learning_rate: 0.1}\n",
+     r"bad.yaml: train: unknown TrainConfig field 'learning_rate'"),
+    ("name: x\ndata: {source: web, dir: d}\n", r"bad.yaml: data.source='web'"),
+    ("name: x\ndata: {source: phantom, folder: d}\n", r"bad.yaml: data: unknown key\(s\) \['folder'\]"),
+    ("name: x\ndata: {source: phantom, dir: d, phantom_train: -1}\n", r"data.phantom_train=-1"),
+    ("name: x\ntrain: {}\nextras: 1\n", r"bad.yaml: unknown top-level key\(s\) \['extras'\]"),
+    ("name: x\ntrain: [1, 2]\n", r"bad.yaml: train: expected a mapping"),
+    ("train: {lr: [\n", r"bad.yaml: not valid YAML"),
+])
+def test_a_bad_profile_is_explained(tmp_path, text, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(profiles.ProfileError, match=message):
+        profiles.load_profile(bad)
+
+
+def test_an_unknown_profile_lists_the_shipped_ones(tmp_path):
+    with pytest.raises(profiles.ProfileError, match="shipped profiles: .*cpu-smoke"):
+        profiles.load_profile("no-such-profile")
+    with pytest.raises(profiles.ProfileError, match="not found"):
+        profiles.load_profile(tmp_path / "missing.yaml")
+
+
+def test_overrides_win_over_the_profile_which_wins_over_the_defaults(tmp_path):
+    settings = profiles.run_settings("cpu-smoke", {"lr": 0.5, "loss_weights.detection": 3.0},
+                                     run_dir=tmp_path / "run", device="cpu")
+    config, smoke = settings.config, profiles.load_profile("cpu-smoke").train
+    assert config.lr == 0.5 and config.encoder == smoke["encoder"] and config.weight_decay == TrainConfig().weight_decay
+    assert config.loss_weights == {**smoke["loss_weights"], "detection": 3.0}
+    assert config.device == "cpu" and config.out_dir == str(tmp_path / "run" / "train")
+    assert config.data_root == str(profiles.resolve(profiles.load_profile("cpu-smoke").data["dir"]) / "train")
+    table = settings.table()
+    assert table.loc["lr", "from"] == "override" and table.loc["encoder", "from"] == "profile cpu-smoke"
+    assert table.loc["out_dir", "from"] == "run_dir" and table.loc["device", "from"] == "device"
+    assert "weight_decay" not in table.index, "only values that differ from the defaults are listed"
+
+
+def test_a_data_dir_replaces_the_profile_data_and_is_never_written(tmp_path):
+    settings = profiles.run_settings("cpu-smoke", data_dir=tmp_path / "mine")
+    assert settings.data == profiles.DataSettings(source="user", dir=tmp_path / "mine")
+    assert settings.config.data_root == str(tmp_path / "mine" / "train")
+    assert settings.table().loc["data_root", "from"] == "data_dir"
+    with pytest.raises(series.SuiteError, match="does not exist"):
+        series.prepare_data(settings)
+    assert not (tmp_path / "mine").exists()
+
+
+def test_explicit_paths_in_the_profile_or_overrides_are_kept(tmp_path):
+    settings = profiles.run_settings("cpu-smoke", {"val_root": None, "out_dir": str(tmp_path / "o")},
+                                     run_dir=tmp_path / "run")
+    assert settings.config.val_root is None and settings.config.out_dir == str(tmp_path / "o")
+    split = profiles.Profile(name="split", data={"source": "user", "dir": str(tmp_path / "d")},
+                             train={"data_root": str(tmp_path / "p"), "val_root": None, "out_dir": str(tmp_path / "x")})
+    config = profiles.run_settings(split).config
+    assert (config.data_root, config.val_root, config.out_dir) == (str(tmp_path / "p"), None, str(tmp_path / "x"))
+    config = profiles.run_settings(split, data_dir=tmp_path / "mine", run_dir=tmp_path / "run").config
+    assert config.data_root == str(tmp_path / "mine" / "train") and config.val_root is None
+    assert config.out_dir == str(tmp_path / "run" / "train"), "every path of a notebook derives from run_dir"
+
+
+def test_a_bad_override_names_the_field():
+    with pytest.raises(ConfigError, match="unknown TrainConfig field 'learning_rat'"):
+        profiles.run_settings("cpu-smoke", {"learning_rat": 1})
+    with pytest.raises(ConfigError, match="'lr' is not a dict field"):
+        profiles.run_settings("cpu-smoke", {"lr.x": 1})
+
+
+def test_notebook_settings_take_the_given_value_then_the_profile_then_the_default(tmp_path):
+    settings = profiles.run_settings("gpu-full")
+    knobs = settings.notebook_settings("06_experiments",
+                                       given={"sweep_steps": None, "half_fraction": True, "sweep_tasks": None,
+                                              "samplers": None},
+                                       defaults={"sweep_steps": 16, "half_fraction": True, "sweep_tasks": ["FUGC"],
+                                                 "samplers": ["uniform"]})
+    assert knobs == {"sweep_steps": 2000, "half_fraction": True, "sweep_tasks": None, "samplers": ["uniform"]}
+    with pytest.raises(profiles.ProfileError, match=r"notebooks.06_experiments: unknown setting\(s\) \['half_fraction', 'pretrain_compare', 'sweep_tasks'\]"):
+        profiles.run_settings("real-slice").notebook_settings("06_experiments", given={"sweep_steps": 1},
+                                                              defaults={"sweep_steps": 1})
 
 
 def test_gpu_full_is_the_baseline_recipe():
-    train = runner.load_profile("gpu-full").train
+    train = profiles.load_profile("gpu-full").train
     assert (train["encoder"], train["encoder_weights"], train["image_size"]) == ("efficientnet-b4", "imagenet", 256)
     assert train["head_lr_mult"] == 10.0 and train["batch_size"] == 20
 
 
-def test_unknown_profile_and_bad_field_are_explained(tmp_path):
-    with pytest.raises(runner.SuiteError, match="known profiles: .*cpu-smoke"):
-        runner.load_profile("no-such-profile")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("name: bad\ndata: {source: phantom, dir: x}\ntrain: {learning_rate: 0.1}\n")
-    with pytest.raises(ValueError, match="unknown TrainConfig field 'learning_rate'"):
-        runner.load_profile(bad)
+def test_phantom_sizes_live_in_the_profiles_only():
+    """The Makefile and the CLI take sizes from a profile or the generator, never a copy."""
+    makefile = (ROOT / "Makefile").read_text()
+    assert "suite --profile cpu-smoke" in makefile and "--train" not in makefile and "--val" not in makefile
+    args = cli.build_parser().parse_args(["data", "phantom", "--out", "x"])
+    assert args.train is None and args.val is None
 
 
-def test_notebook_selection_by_number_and_name():
-    names = [p.stem for p in runner.notebook_paths()]
-    assert names == sorted(names) and len(names) == 6
-    assert [p.stem for p in runner.notebook_paths(["3", "01_dataset_exploration"])] == [names[0], names[2]]
-    with pytest.raises(runner.SuiteError, match="no notebook '9'"):
-        runner.notebook_paths(["9"])
+# -- the four ways of starting a run ----------------------------------------------------------
+def _settings_statements(cell_source: str) -> str:
+    """The settings cell's statements up to the one that binds ``config`` (the rest prepares
+    data and prints, which is not what is compared here)."""
+    tree = ast.parse(cell_source)
+    for i, node in enumerate(tree.body):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "config" for t in node.targets):
+            return ast.unparse(ast.Module(body=tree.body[:i + 1], type_ignores=[]))
+    raise AssertionError("the settings cell binds no `config`")
 
 
-def test_parameters_are_filtered_to_what_each_notebook_declares(tmp_path):
-    profile = runner.load_profile("real-slice")
-    for nb in runner.notebook_paths():
-        params = runner.notebook_parameters(profile, nb, tmp_path / "artifacts")
-        declared = runner.declared_parameters(nb)
-        assert set(params) <= set(declared), nb.stem
-        assert params["data_dir"] == "runs/real_slice" and params["data_source"] == "real"
-        assert params["run_dir"] == str(tmp_path / "artifacts")
-    nb03 = runner.notebook_paths(["03"])[0]
-    params = runner.notebook_parameters(profile, nb03, tmp_path)
-    assert params["image_size"] == profile.train["image_size"]
-    assert params["checkpoint_path"] == str(tmp_path / runner.CHECKPOINT_NAME)
-    nb06 = runner.notebook_paths(["06"])[0]
-    assert runner.notebook_parameters(profile, nb06, tmp_path)["pretrain_compare"] is True
+def _notebook_03_config(parameters: dict | None = None, edits: dict | None = None) -> TrainConfig:
+    """Notebook 03's TrainConfig as its kernel builds it: the parameters cell (``edits``
+    applied to its lines, as a person editing it by hand), papermill's injected cell for
+    ``parameters`` (made by papermill itself), then the settings cell."""
+    from papermill.parameterize import parameterize_notebook
+
+    nb = nbformat.read(str(NB03), as_version=4)
+    tagged = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    for name, value in (edits or {}).items():
+        lines = nb.cells[tagged].source.splitlines()
+        hits = [i for i, line in enumerate(lines) if line.startswith(f"{name} = ")]
+        assert len(hits) == 1, f"no line `{name} = ...` in the parameters cell"
+        lines[hits[0]] = f"{name} = {value!r}"
+        nb.cells[tagged].source = "\n".join(lines)
+    if parameters is not None:
+        nb = parameterize_notebook(nb, parameters)
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    start = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    namespace: dict = {}
+    exec("from fmuia_lib import profiles, series", namespace)  # the setup cell's imports
+    for cell in cells[start:]:
+        if "injected-parameters" in cell.metadata.get("tags", []) or "parameters" in cell.metadata.get("tags", []):
+            exec(cell.source, namespace)
+        elif "profiles.run_settings" in cell.source:
+            exec(_settings_statements(cell.source), namespace)
+            return namespace["config"]
+    raise AssertionError("notebook 03 has no settings cell")
 
 
-def test_user_data_replaces_the_profile_data(tmp_path):
-    profile = runner.load_profile("cpu-smoke")
-    shared = runner.shared_parameters(profile, tmp_path / "run", data_dir=tmp_path / "mine")
-    assert shared["data_source"] == "user"
-    assert shared["data_root"] == str(tmp_path / "mine" / "train")
+@pytest.mark.parametrize("name", profiles.list_profiles())
+def test_the_four_ways_of_starting_a_run_give_the_same_train_config(name, tmp_path):
+    run_dir = tmp_path / "run"
+    args = cli.build_parser().parse_args(["train", "--config", name, "--set", f"out_dir={run_dir / 'train'}"])
+    from fmuia_lib.train import config_from_args
+
+    ways = {
+        "fmuia train --config": config_from_args(args),
+        "fmuia suite --profile": _notebook_03_config(suite.notebook_parameters(name, NB03, run_dir)),
+        "papermill -p profile": _notebook_03_config({"profile": name, "run_dir": str(run_dir)}),
+        "notebook by hand": _notebook_03_config(edits={"profile": name, "run_dir": str(run_dir)}),
+    }
+    reference = ways["fmuia train --config"].to_dict()
+    for way, config in ways.items():
+        values = config.to_dict()
+        differ = {k: (values[k], reference[k]) for k in reference if values[k] != reference[k]}
+        assert not differ, f"{name}: {way} differs from fmuia train in {differ}"
+    profile = profiles.load_profile(name)
+    recipe = TrainConfig.from_dict(profile.train).to_dict()
+    assert {k: reference[k] for k in profile.train} == {k: recipe[k] for k in profile.train}
+    assert reference["out_dir"] == str(run_dir / "train")
+
+
+def test_notebooks_opened_as_they_are_run_the_cpu_smoke_profile():
+    config = _notebook_03_config()
+    assert config == profiles.run_settings("cpu-smoke", run_dir=series.LOCAL_RUN_DIR).config
+
+
+# -- the series' shared steps -------------------------------------------------------------------
+def test_every_path_derives_from_the_run_folder(tmp_path):
+    paths = series.run_paths(tmp_path)
+    assert paths.checkpoint == tmp_path / "checkpoint.pt" and paths.train == tmp_path / "train"
+    assert paths.metrics("04_x") == tmp_path / "metrics" / "04_x.csv" and (tmp_path / "metrics").is_dir()
+    assert series.run_paths().root == profiles.resolve(series.LOCAL_RUN_DIR)
+
+
+def test_colab_keeps_the_run_folder_on_google_drive(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "google.colab", object())
+    assert series.default_run_dir() == "/content/drive/MyDrive/fmuia/runs"
 
 
 def test_missing_data_gives_a_short_explanation(tmp_path):
-    with pytest.raises(runner.SuiteError, match="does not exist. Pass --data"):
-        runner.prepare_data(tmp_path / "nothing", "user")
     (tmp_path / "empty" / "train").mkdir(parents=True)
-    with pytest.raises(runner.SuiteError, match="has no csv_files"):
-        runner.prepare_data(tmp_path / "empty", "user")
-    with pytest.raises(runner.SuiteError, match="data_source='web'"):
-        runner.prepare_data(tmp_path, "web")
-    with pytest.raises(runner.SuiteError, match="real-data source .* not found"):
-        runner.prepare_data(tmp_path / "real", "real", real_src=tmp_path / "no_src")
+    with pytest.raises(series.SuiteError, match="has no csv_files"):
+        series.prepare_data(profiles.run_settings("cpu-smoke", data_dir=tmp_path / "empty"))
+    real = tmp_path / "real.yaml"
+    real.write_text(f"name: r\ndata: {{source: real, dir: {tmp_path / 'conv'}, real_src: {tmp_path / 'no_src'}}}\n")
+    with pytest.raises(series.SuiteError, match="real-data source .* not found"):
+        series.prepare_data(profiles.run_settings(real))
+    with pytest.raises(series.SuiteError, match="names no data"):
+        series.prepare_data(profiles.run_settings(profiles.Profile(name="bare")))
+
+
+def test_the_phantom_is_made_when_missing_and_remade_at_another_size(tmp_path, capsys):
+    spec = tmp_path / "p.yaml"
+    spec.write_text(f"name: p\ndata: {{source: phantom, dir: {tmp_path / 'ph'}, phantom_train: 1, phantom_val: 1}}\n")
+    roots = series.prepare_data(profiles.run_settings(spec))
+    assert roots == series.DataRoots(tmp_path / "ph" / "train", tmp_path / "ph" / "val")
+    series.prepare_data(profiles.run_settings(spec))
+    assert capsys.readouterr().out.count("generating the phantom") == 1
+    spec.write_text(spec.read_text().replace("phantom_val: 1", "phantom_val: 2"))
+    series.prepare_data(profiles.run_settings(spec))
+    assert "other settings; regenerating" in capsys.readouterr().out
 
 
 def test_user_data_with_train_and_val_roots(tmp_path, make_root):
     make_root(tmp_path / "data", tasks=["breast_2cls"], n=2, name="train")
     make_root(tmp_path / "data", tasks=["breast_2cls"], n=2, name="val")
-    roots = runner.prepare_data(tmp_path / "data", "user")
+    roots = series.prepare_data(profiles.run_settings("cpu-smoke", data_dir=tmp_path / "data"))
     assert roots.train == tmp_path / "data" / "train" and roots.val == tmp_path / "data" / "val"
 
 
 def test_missing_weights_are_explained(tmp_path):
-    runner.check_encoder_weights("resnet18", None)
-    with pytest.raises(runner.SuiteError, match="cannot be loaded"):
-        runner.check_encoder_weights("resnet18", str(tmp_path / "missing.pth"))
+    series.check_encoder_weights("resnet18", None)
+    with pytest.raises(series.SuiteError, match="cannot be loaded"):
+        series.check_encoder_weights("resnet18", str(tmp_path / "missing.pth"))
 
 
-def test_missing_checkpoint_without_training_is_explained(tmp_path):
-    roots = runner.DataRoots(tmp_path, tmp_path)
-    with pytest.raises(runner.SuiteError, match="run notebook 03"):
-        runner.ensure_checkpoint(tmp_path / "none.pt", roots, train_if_missing=False)
+def test_a_missing_checkpoint_names_the_notebook_and_command_that_make_it(tmp_path):
+    paths = series.run_paths(tmp_path)
+    with pytest.raises(series.SuiteError) as info:
+        series.require_checkpoint(paths, "ci-tiny")
+    message = str(info.value)
+    assert "notebook 03_multitask_training makes it" in message
+    assert f"papermill 03_multitask_training.ipynb out.ipynb -p profile ci-tiny -p run_dir {tmp_path}" in message
+    paths.checkpoint.write_bytes(b"x")
+    assert series.require_checkpoint(paths, "ci-tiny") == paths.checkpoint
+
+
+def test_training_resumes_only_a_run_with_the_same_config_that_stopped_early(tmp_path, make_root, capsys):
+    from fmuia_lib.train import train
+
+    make_root(tmp_path / "data", tasks=["organ_cls", "IUGC"], n=4, name="train")
+    make_root(tmp_path / "data", tasks=["organ_cls", "IUGC"], n=2, seed=1, name="val")
+    tiny = {"encoder": "resnet18", "encoder_weights": None, "image_size": 32, "batch_size": 2, "max_steps": 4,
+            "eval_every": 2, "num_workers": 0, "norm_stats_batches": 1, "device": "cpu"}
+    settings = profiles.run_settings(profiles.Profile(name="t", train=tiny), data_dir=tmp_path / "data",
+                                     run_dir=tmp_path / "run")
+    config = settings.config
+    assert series.resume_if_interrupted(config) == config and capsys.readouterr().out == ""
+    train(config.with_overrides({"stop_at_step": 2}), progress=False)  # a run that stopped early
+
+    resumed = series.resume_if_interrupted(config)
+    assert resumed.resume == str(tmp_path / "run" / "train" / "checkpoints" / "last.pt")
+    said = capsys.readouterr().out
+    assert "resuming from" in said and "step 2 of 4" in said
+    other = config.with_overrides({"lr": 0.5})
+    assert series.resume_if_interrupted(other) == other
+    assert "another config (differs in lr)" in capsys.readouterr().out
+    result = train(resumed, progress=False)
+    assert result.history["step"].tolist() == [1, 2, 3, 4]
+    assert series.resume_if_interrupted(config) == config
+    assert "finished run" in capsys.readouterr().out
+
+
+# -- the suite --------------------------------------------------------------------------------
+def test_notebook_selection_by_number_and_name():
+    names = [p.stem for p in suite.notebook_paths()]
+    assert names == sorted(names) and len(names) == 6
+    assert [p.stem for p in suite.notebook_paths(["3", "01_dataset_exploration"])] == [names[0], names[2]]
+    with pytest.raises(series.SuiteError, match="no notebook '9'"):
+        suite.notebook_paths(["9"])
+
+
+def test_declared_parameters_come_from_papermill():
+    declared = suite.declared_parameters(NB03)
+    assert set(declared) == {"profile", "run_dir", "data_dir", "device", "overrides"}
+    assert ast.literal_eval(declared["profile"]["default"]) == "cpu-smoke"
+
+
+def test_a_notebook_without_a_parameters_cell_is_refused(tmp_path):
+    nb = new_notebook(cells=[new_code_cell("x = 1")])
+    nbformat.write(nb, str(tmp_path / "x.ipynb"))
+    with pytest.raises(series.SuiteError, match="exactly one cell tagged 'parameters', found 0"):
+        suite.declared_parameters(tmp_path / "x.ipynb")
+
+
+def test_the_suite_gives_each_notebook_what_it_declares(tmp_path):
+    for nb in suite.notebook_paths():
+        params = suite.notebook_parameters("real-slice", nb, tmp_path / "artifacts", overrides={"max_steps": 40})
+        assert set(params) <= set(suite.declared_parameters(nb)), nb.stem
+        assert params["profile"] == "real-slice" and params["run_dir"] == str(tmp_path / "artifacts")
+        assert "data_dir" not in params, "the profile's data unless --data is given"
+    nb06 = suite.notebook_paths(["06"])[0]
+    params = suite.notebook_parameters("cpu-smoke", nb06, tmp_path, data_dir=tmp_path / "d",
+                                       overrides={"lr": 0.1}, kernel_name="k")
+    assert params == {"profile": "cpu-smoke", "run_dir": str(tmp_path), "data_dir": str(tmp_path / "d"),
+                      "overrides": {"lr": 0.1}, "kernel_name": "k"}
+
+
+def test_profile_notebook_settings_must_exist_in_the_notebook(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ndata: {source: phantom, dir: x}\nnotebooks:\n  06_experiments: {sweep_stepz: 3}\n")
+    with pytest.raises(series.SuiteError, match=r"\['sweep_stepz'\] are not parameters of 06_experiments"):
+        suite.check_notebook_settings(profiles.load_profile(bad), suite.notebook_paths())
+    bad.write_text("name: bad\ndata: {source: phantom, dir: x}\nnotebooks:\n  07_extra: {}\n")
+    with pytest.raises(series.SuiteError, match="notebooks.07_extra: no such notebook"):
+        suite.check_notebook_settings(profiles.load_profile(bad), suite.notebook_paths())
+    for name in profiles.list_profiles():
+        suite.check_notebook_settings(profiles.load_profile(name), suite.notebook_paths())
 
 
 def test_summary_concatenates_notebook_tables(tmp_path):
     (tmp_path / "metrics").mkdir()
     pd.DataFrame({"task_id": ["a"], "metric": ["DSC"], "model": [0.5]}).to_csv(tmp_path / "metrics" / "04_x.csv", index=False)
     pd.DataFrame({"metric": ["IoU"], "value": [0.1]}).to_csv(tmp_path / "metrics" / "05_y.csv", index=False)
-    summary = pd.read_csv(runner.write_summary(tmp_path, tmp_path / "summary.csv"))
+    summary = pd.read_csv(suite.write_summary(tmp_path, tmp_path / "summary.csv"))
     assert list(summary["notebook"]) == ["04_x", "05_y"]
-    assert runner.write_summary(tmp_path / "none", tmp_path / "s.csv") is None
+    assert suite.write_summary(tmp_path / "none", tmp_path / "s.csv") is None
 
 
 def test_a_failing_cell_is_named(tmp_path):
@@ -127,37 +369,50 @@ def test_a_failing_cell_is_named(tmp_path):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = tmp_path / "07_broken.ipynb"
     nbformat.write(nb, str(path))
-    with pytest.raises(runner.SuiteError) as info:
-        runner.run_notebook(path, tmp_path / "out" / path.name, {"x": 41})
+    with pytest.raises(suite.NotebookFailed) as info:
+        suite.run_notebook(path, tmp_path / "out" / path.name, {"x": 41})
     message = str(info.value)
     assert "07_broken.ipynb failed at cell" in message and "ValueError: bad value 42" in message
     assert (tmp_path / "out" / path.name).is_file()
 
 
-def test_suite_command_exits_non_zero_with_the_reason(tmp_path, capsys):
-    args = argparse.Namespace(profile="no-such-profile", data=None, out=str(tmp_path), notebooks=None,
-                              kernel="python3", update_notebooks=False)
-    assert runner.suite_main(args) == 1
-    assert "fmuia suite: profile 'no-such-profile' not found" in capsys.readouterr().err
+def _suite_args(tmp_path, **changes) -> argparse.Namespace:
+    values = dict(profile="cpu-smoke", data=None, out=str(tmp_path), notebooks=None, kernel="python3",
+                  overrides=[], update_notebooks=False)
+    return argparse.Namespace(**{**values, **changes})
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"profile": "no-such-profile"}, "fmuia suite: profile 'no-such-profile' not found"),
+    ({"overrides": ["learning_rate=1"]}, "unknown TrainConfig field 'learning_rate'"),
+    ({"data": "/nonexistent/data"}, "training data root /nonexistent/data/train does not exist"),
+])
+def test_bad_suite_input_exits_2_with_one_message(tmp_path, capsys, changes, message):
+    assert suite.suite_main(_suite_args(tmp_path, **changes)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "notebooks").exists(), "nothing ran"
 
 
 def test_update_notebooks_only_with_the_defaults(tmp_path):
-    with pytest.raises(runner.SuiteError, match="cpu-smoke"):
-        runner.run_suite("real-slice", out=tmp_path, update_notebooks=True)
+    with pytest.raises(series.SuiteError, match="cpu-smoke"):
+        suite.run_suite("real-slice", out=tmp_path, update_notebooks=True)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not REAL_SRC.is_dir(), reason=f"the real slice is not at {REAL_SRC}")
 def test_real_slice_profile_runs_notebook_01(tmp_path):
     """The real-slice profile end to end on one notebook: conversion, parameters, execution, HTML."""
-    roots = runner.prepare_data(tmp_path / "real", "real", real_src=REAL_SRC)
-    result = runner.run_suite("real-slice", data=tmp_path / "real", out=tmp_path / "suite", notebooks=["01"],
-                              progress=False)
+    spec = tmp_path / "real-slice.yaml"
+    raw = yaml.safe_load((profiles.SHIPPED_DIR / "real-slice.yaml").read_text())
+    raw["data"].update(dir=str(tmp_path / "real"), real_src=str(REAL_SRC))
+    spec.write_text(yaml.safe_dump(raw))
+    result = suite.run_suite(spec, out=tmp_path / "suite", notebooks=["01"], progress=False)
     executed = nbformat.read(str(result.executed[0]), as_version=4)
     text = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
-    assert "data[train]  real" in text
+    assert "data[train]  real" in text and "profile   real-slice" in text
     assert not [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert result.html[0].stat().st_size > 0 and roots.train.is_dir()
+    assert result.html[0].stat().st_size > 0 and (tmp_path / "real" / "train").is_dir()
 
 
 @pytest.mark.slow
@@ -165,14 +420,15 @@ def test_real_slice_profile_runs_notebook_01(tmp_path):
 def test_real_slice_series_trains_predicts_and_scores_the_nine_real_tasks(tmp_path):
     """Notebooks 03-05 under the real-slice profile (a short training): the 9 real subtasks
     are trained, compared with their trivial baselines, written as a valid submission."""
-    roots = runner.prepare_data(tmp_path / "real", "real", real_src=REAL_SRC)
-    result = runner.run_suite("real-slice", data=tmp_path / "real", out=tmp_path / "suite",
-                              notebooks=["03", "04", "05"], html=False, progress=False,
-                              extra_parameters={"max_steps": 40, "eval_every": 40, "warmup_steps": 5})
+    settings = profiles.run_settings("real-slice")
+    series.make_data(dataclasses.replace(settings.data, dir=tmp_path / "real", real_src=REAL_SRC))
+    result = suite.run_suite("real-slice", data=tmp_path / "real", out=tmp_path / "suite",
+                             notebooks=["03", "04", "05"], html=False, progress=False,
+                             overrides={"max_steps": 40, "eval_every": 40, "warmup_steps": 5})
     summary = pd.read_csv(result.summary_csv)
     table = summary[summary["notebook"] == "04_error_analysis"]
     real_tasks = {t.task_id for t in load_manifest().values() if t.real_us_folder}
     assert set(table["task_id"]) == real_tasks and len(real_tasks) == 9
     assert table["baseline"].notna().all() and table["value"].notna().all()
     submission = result.out / "artifacts" / "submission"
-    assert validate_submission(submission, roots.val) == []
+    assert validate_submission(submission, tmp_path / "real" / "val") == []

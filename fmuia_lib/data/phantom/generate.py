@@ -186,10 +186,10 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
 def phantom_main(args: argparse.Namespace) -> int:
     """``fmuia data phantom``: generate, print a summary; exit code 2 on bad arguments."""
+    sizes = {k: v for k, v in (("n_train", args.train), ("n_val", args.val)) if v is not None}
     try:
-        summary = generate_phantom(args.out, seed=args.seed, n_train=args.train, n_val=args.val,
-                                   tasks=args.tasks, workers=args.workers, overwrite=args.overwrite,
-                                   progress=sys.stderr.isatty())
+        summary = generate_phantom(args.out, seed=args.seed, tasks=args.tasks, workers=args.workers,
+                                   overwrite=args.overwrite, progress=sys.stderr.isatty(), **sizes)
     except PhantomError as err:
         print(f"fmuia data phantom: error: {err}", file=sys.stderr)
         return 2

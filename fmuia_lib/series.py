@@ -1,0 +1,255 @@
+"""What the notebooks of the series share: the run folder, the data, the checkpoint.
+
+Every notebook names one run folder (``run_dir``) and one data folder (``data_dir``, by
+default the profile's); every path derives from them:
+
+* ``run_dir/checkpoint.pt``: the trained model, written by notebook 03, read by 04 and 05;
+* ``run_dir/train/``: notebook 03's training run (``checkpoints/last.pt`` for resuming);
+* ``run_dir/submission/``, ``run_dir/val_predictions/``, ``run_dir/val_baseline/``,
+  ``run_dir/sweep/``: what 04, 05 and 06 write;
+* ``run_dir/metrics/<notebook>.csv``: the tidy tables the suite collects.
+
+On Colab each notebook runs on a machine of its own; the default ``run_dir`` is then on
+Google Drive (mounted by the setup cell), so the notebooks hand their files to each other
+there, while the data (phantom or conversion) is made again on each machine.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from fmuia_lib.profiles import project_root, resolve
+
+if TYPE_CHECKING:
+    from fmuia_lib.config import TrainConfig
+    from fmuia_lib.profiles import DataSettings, RunSettings
+
+__all__ = ["SuiteError", "RunPaths", "DataRoots", "on_colab", "default_run_dir", "run_paths", "metrics_path",
+           "prepare_data", "make_data", "check_data_root", "check_encoder_weights", "require_checkpoint",
+           "resume_if_interrupted", "show_settings", "project_root", "resolve"]
+
+#: Where the series keeps its files when run_dir is not given.
+LOCAL_RUN_DIR = "runs/notebooks"
+COLAB_RUN_DIR = "/content/drive/MyDrive/fmuia/runs"
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_DIR = "metrics"
+TRAINING_NOTEBOOK = "03_multitask_training"
+
+
+class SuiteError(RuntimeError):
+    """A short, explained problem of the series (missing data, weights or checkpoint)."""
+
+
+# -- the run folder -------------------------------------------------------------------------
+def on_colab() -> bool:
+    return "google.colab" in sys.modules
+
+
+def default_run_dir() -> str:
+    """Google Drive on Colab (the notebooks run on separate machines), else ``runs/notebooks``."""
+    return COLAB_RUN_DIR if on_colab() else LOCAL_RUN_DIR
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every file the series hands from one notebook to another, under one folder."""
+
+    root: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / CHECKPOINT_NAME
+
+    @property
+    def train(self) -> Path:
+        """Notebook 03's training run (TrainConfig.out_dir)."""
+        return self.root / "train"
+
+    @property
+    def submission(self) -> Path:
+        return self.root / "submission"
+
+    @property
+    def val_predictions(self) -> Path:
+        return self.root / "val_predictions"
+
+    @property
+    def val_baseline(self) -> Path:
+        return self.root / "val_baseline"
+
+    @property
+    def sweep(self) -> Path:
+        return self.root / "sweep"
+
+    def metrics(self, notebook: str) -> Path:
+        """Where ``notebook`` writes its tidy metrics table for the suite's summary."""
+        return metrics_path(self.root, notebook)
+
+
+def run_paths(run_dir: str | Path | None = None) -> RunPaths:
+    """The files of the run in ``run_dir`` (None: :func:`default_run_dir`)."""
+    return RunPaths(resolve(run_dir if run_dir is not None else default_run_dir()))
+
+
+def metrics_path(run_dir: str | Path, notebook: str) -> Path:
+    """``run_dir/metrics/<notebook>.csv`` (its folder created)."""
+    path = resolve(run_dir) / METRICS_DIR / f"{notebook}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# -- data -----------------------------------------------------------------------------------
+class DataRoots(NamedTuple):
+    train: Path
+    val: Path | None  #: None when the run splits its validation set off the training root
+
+
+def prepare_data(settings: RunSettings) -> DataRoots:
+    """Make the run's data when it is missing, check it, and return the data roots.
+
+    The phantom is generated (when missing, or made with another seed or size) and the real
+    slice converted into the profile's data folder; a given ``data_dir`` is only checked.
+    Then ``config.data_root`` and ``config.val_root`` (unless None) must be data roots.
+    """
+    data, config = settings.data, settings.config
+    if data is not None:
+        make_data(data)
+    if config.data_root is None:
+        raise SuiteError(f"profile {settings.profile.name} names no data: give data_dir (notebooks), "
+                         "--data (fmuia suite) or --set data_root=... (fmuia train)")
+    train = check_data_root(config.data_root, "training data root")
+    val = check_data_root(config.val_root, "validation data root") if config.val_root is not None else None
+    return DataRoots(train, val)
+
+
+def make_data(data: DataSettings) -> None:
+    """Generate the phantom or convert the real slice into ``data.dir`` when missing."""
+    if data.source == "phantom":
+        _ensure_phantom(data)
+    elif data.source == "real" and not (data.dir / "train" / "csv_files").is_dir():
+        if data.real_src is None or not data.real_src.is_dir():
+            raise SuiteError(f"real-data source {data.real_src} not found: it should hold the public "
+                             "slices (BUSI/, HC18/, ...); see the README's data section.")
+        from fmuia_lib.data.real import convert_real
+
+        print(f"converting the real slice {data.real_src} -> {data.dir}")
+        convert_real(data.real_src, data.dir, seed=data.data_seed)
+
+
+def _ensure_phantom(data: DataSettings) -> None:
+    from fmuia_lib.data.phantom import generate_phantom
+    from fmuia_lib.tasks import load_manifest
+
+    defaults = inspect.signature(generate_phantom).parameters
+    n_train = data.phantom_train if data.phantom_train is not None else defaults["n_train"].default
+    n_val = data.phantom_val if data.phantom_val is not None else defaults["n_val"].default
+    record = data.dir / "phantom.json"
+    if record.is_file():
+        made = json.loads(record.read_text(encoding="utf-8"))
+        counts = made.get("counts", {})
+        if (made.get("seed") == data.data_seed and made.get("tasks") == list(load_manifest())
+                and set(counts.get("train", {}).values()) == {n_train}
+                and set(counts.get("val", {}).values()) == {n_val}):
+            return
+        print(f"{data.dir} holds a phantom with other settings; regenerating it")
+    print(f"generating the phantom (seed {data.data_seed}, {n_train} train + {n_val} val images "
+          f"per subtask) in {data.dir}")
+    generate_phantom(data.dir, seed=data.data_seed, n_train=n_train, n_val=n_val, overwrite=True)
+
+
+def check_data_root(root: str | Path, what: str = "data root") -> Path:
+    """Return ``root`` if it holds ``csv_files/*.csv``; else raise an explained SuiteError."""
+    root = resolve(root)
+    if not root.exists():
+        raise SuiteError(f"{what} {root} does not exist. Pass --data (fmuia suite) or data_dir "
+                         "(notebooks) pointing at a folder with train/ and val/ data roots, or "
+                         "use a profile whose data is the phantom (e.g. cpu-smoke).")
+    if not any((root / "csv_files").glob("*.csv")):
+        raise SuiteError(f"{what} {root} has no csv_files/*.csv, so it is not in the challenge "
+                         "layout (see docs/architecture.md); `fmuia data check ROOT` explains more.")
+    return root
+
+
+def check_encoder_weights(encoder: str, weights: str | None) -> None:
+    """Raise an explained SuiteError when ``weights`` for ``encoder`` cannot be loaded.
+
+    ``None`` (random initialisation) always passes. Otherwise the encoder is built once
+    with those weights (from a local file, the local cache or the internet), so that a
+    missing file or a machine without internet gives one clear sentence up front instead
+    of a deep traceback in the middle of training.
+    """
+    if weights is None:
+        return
+    from fmuia_lib.model import PretrainedWeightsUnavailable, build_encoder
+
+    try:
+        build_encoder(encoder, str(resolve(weights)) if weights != "imagenet" else weights)
+    except (PretrainedWeightsUnavailable, FileNotFoundError, ValueError) as exc:
+        raise SuiteError(f"encoder weights {weights!r} for {encoder!r} cannot be loaded: "
+                         f"{str(exc).splitlines()[0]}") from None
+
+
+# -- the checkpoint ---------------------------------------------------------------------------
+def require_checkpoint(paths: RunPaths, profile: str) -> Path:
+    """``paths.checkpoint``, or a SuiteError that says which notebook or command makes it."""
+    if paths.checkpoint.is_file():
+        return paths.checkpoint
+    raise SuiteError(
+        f"no checkpoint at {paths.checkpoint}: notebook {TRAINING_NOTEBOOK} makes it. Run "
+        f"{TRAINING_NOTEBOOK}.ipynb first with the same run_dir ({paths.root}), e.g. `papermill "
+        f"{TRAINING_NOTEBOOK}.ipynb out.ipynb -p profile {profile} -p run_dir {paths.root}`"
+        + (" (on Colab: run 03 in Colab, with the same Google Drive, first)." if on_colab() else
+           f"; `fmuia suite --profile {profile}` runs the whole series, 03 first."))
+
+
+def resume_if_interrupted(config: TrainConfig) -> TrainConfig:
+    """``config`` set to resume from ``out_dir/checkpoints/last.pt`` when a run with the same
+    config stopped there before its last step (a lost connection, ``stop_at_step``).
+
+    Says what it found: nothing, an interrupted run (resumed), a finished run or a run with
+    another config (both trained again from step 0, overwriting it).
+    """
+    from fmuia_lib.training import checkpoint as ckpt
+
+    last = Path(config.out_dir) / "checkpoints" / "last.pt"
+    if config.resume is not None or not last.is_file():
+        return config
+    state = ckpt.read_checkpoint(last)
+    ignore = {"resume", "stop_at_step"}
+    before = {k: v for k, v in state["config"].items() if k not in ignore}
+    now = {k: v for k, v in config.to_dict().items() if k not in ignore}
+    step = int(state["step"])
+    if before != now:
+        changed = sorted(k for k in now.keys() | before.keys() if before.get(k) != now.get(k))
+        print(f"{last} is from a run with another config (differs in {', '.join(changed)}): "
+              "training from step 0 and replacing it")
+        return config
+    if step >= config.max_steps:
+        print(f"{last} is a finished run with this config ({step} steps): training again from step 0")
+        return config
+    print(f"resuming from {last}: step {step} of {config.max_steps} (the run with this config stopped early)")
+    return config.with_overrides({"resume": str(last)})
+
+
+def show_settings(settings: RunSettings, config_table: bool = True, **notebook_values: Any) -> None:
+    """Print the run's profile, data and folders, this notebook's own settings and (with
+    ``config_table``) the TrainConfig values that differ from the library defaults, with
+    where each came from."""
+    from IPython.display import display
+
+    data = settings.data
+    print(f"profile   {settings.profile.name}: {settings.profile.description}")
+    if data is not None:
+        print(f"data      {data.dir} ({data.source})")
+    if settings.run_dir is not None:
+        print(f"run_dir   {settings.run_dir}")
+    width = max([9, *map(len, notebook_values)])
+    for name, value in notebook_values.items():
+        print(f"{name:<{width}} {value!r}")
+    if config_table:
+        print("\nTrainConfig values that differ from the library defaults:")
+        display(settings.table())

@@ -1,0 +1,200 @@
+"""The Colab path: the wheel in a fresh environment runs the series, one notebook at a time.
+
+What a learner on Colab has is the installed package (no checkout around the working folder:
+profiles come from the package), Colab's preinstalled libraries, and one notebook at a time,
+each in a kernel of its own. This test stands in for that:
+
+* it builds fmuia's wheel and installs it into a fresh virtual environment in a temporary
+  folder outside the checkout. Colab's preinstalled torch, pandas, Jupyter... are stood in
+  for by this environment's third-party packages, exposed to the fresh one through a
+  ``.pth`` file (everything but fmuia itself); pip installs the wheel with ``--no-index``,
+  so it fails if a core dependency is not already there;
+* it copies the notebooks into a working folder there and executes them ONE AT A TIME
+  with papermill (run by the fresh environment's Python, each in a fresh kernel of it,
+  working folder the temporary one), choosing the ci-tiny profile with one parameter;
+* notebooks 04 and 05 run first, before 03 has made the checkpoint: they must stop with a
+  message naming notebook 03 and the command that makes it; then 03 runs as if its
+  connection were lost half-way (``stop_at_step``), runs again and must resume; then
+  01, 02, 04, 05 and 06 run and must find what 03 left in the run folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILE = "ci-tiny"
+CHECKPOINT_HINT = "notebook 03_multitask_training makes it"
+
+
+def _run(argv, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, **kwargs)
+
+
+def _stand_in_for_colab_packages(folder: Path) -> Path:
+    """A folder of links to this environment's third-party packages, fmuia left out."""
+    folder.mkdir()
+    own = ("fmuia", "__editable__", "_fmuia")
+    sources = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    for source in map(Path, sources):
+        for entry in source.iterdir():
+            if entry.name.lower().startswith(own) or entry.suffix == ".pth" or (folder / entry.name).exists():
+                continue
+            (folder / entry.name).symlink_to(entry)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def colab(tmp_path_factory):
+    """(python of the fresh environment, working folder, environment variables)."""
+    base = tmp_path_factory.mktemp("colab")
+    assert ROOT not in base.parents, "the stand-in must live outside the checkout"
+    started = time.perf_counter()
+
+    # 1. the wheel, built from a copy of the sources (nothing is written into the checkout)
+    src = base / "src"
+    shutil.copytree(ROOT / "fmuia_lib", src / "fmuia_lib", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+                  "-w", str(base / "dist"), str(src)])
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (base / "dist").glob("fmuia-*.whl")
+
+    # 2. a fresh environment that sees Colab's stand-in packages, then the wheel with its dependencies
+    venv = base / "venv"
+    made = _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
+    assert made.returncode == 0, made.stderr
+    python = venv / "bin" / "python"
+    site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    (site / "colab_preinstalled.pth").write_text(f"{_stand_in_for_colab_packages(base / 'preinstalled')}\n")
+    installed = _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-index", "-q",
+                      "--disable-pip-version-check", str(wheel)])
+    assert installed.returncode == 0, f"a core dependency is not met by the stand-in packages:\n{installed.stderr}"
+    # the fresh environment's kernel, which papermill starts for each notebook (and 06 for its sweep)
+    path = f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    kernel = venv / "share" / "jupyter" / "kernels" / "python3"
+    kernel.mkdir(parents=True)
+    (kernel / "kernel.json").write_text(json.dumps({
+        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (fresh fmuia environment)", "language": "python",
+        "env": {"PYTHONPATH": "", "VIRTUAL_ENV": str(venv), "PATH": path, "OMP_NUM_THREADS": "1",
+                "JUPYTER_PATH": str(venv / "share" / "jupyter"), "IPYTHONDIR": str(base / "ipython")}}))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env.update(PATH=path, OMP_NUM_THREADS="1", JUPYTER_PATH=str(venv / "share" / "jupyter"),
+               JUPYTER_RUNTIME_DIR=str(base / "jupyter-runtime"), IPYTHONDIR=str(base / "ipython"))
+    work = base / "work"
+    work.mkdir()
+    for notebook in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        shutil.copy2(notebook, work / notebook.name)
+    print(f"\nwheel built and installed into a fresh environment in {time.perf_counter() - started:.1f} s")
+    return python, work, env
+
+
+def test_fmuia_is_imported_from_the_installed_wheel(colab):
+    python, work, env = colab
+    where = _run([str(python), "-c", "import fmuia_lib, fmuia_lib.profiles as p; print(fmuia_lib.__file__); "
+                  "print(p.list_profiles())"], cwd=work, env=env)
+    assert where.returncode == 0, where.stderr
+    module, shipped = where.stdout.splitlines()
+    assert Path(module).is_relative_to(python.parent.parent), module
+    assert "lib/python" in module and "site-packages/fmuia_lib/__init__.py" in module
+    assert PROFILE in shipped and "cpu-smoke" in shipped
+
+
+def _papermill(colab, notebook: str, **parameters) -> tuple[bool, nbformat.NotebookNode]:
+    """Execute one notebook with papermill in a fresh kernel of the fresh environment, working
+    folder the temporary one; the profile is its one parameter (``parameters`` add to it).
+    Returns (whether it ran to the end, the executed notebook)."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    python, work, env = colab
+    executed = work / "executed"
+    executed.mkdir(exist_ok=True)
+    target = executed / f"{notebook}_{len(list(executed.glob(f'{notebook}_*.ipynb')))}.ipynb"
+    saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "JUPYTER_RUNTIME_DIR")}
+    os.environ.update({k: env[k] for k in saved})  # where jupyter_client finds the kernel
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        assert KernelSpecManager().get_kernel_spec("python3").argv[0] == str(python)
+        pm.execute_notebook(str(work / f"{notebook}.ipynb"), str(target), kernel_name="python3",
+                            parameters={"profile": PROFILE, **parameters}, cwd=str(work), progress_bar=False)
+        ok = True
+    except PapermillExecutionError:
+        ok = False
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    return ok, nbformat.read(str(target), as_version=4)
+
+
+def _text(nb) -> str:
+    parts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            parts.append(output.get("text", "") + output.get("data", {}).get("text/plain", ""))
+            if output.output_type == "error":
+                parts.append(f"{output.ename}: {output.evalue}")
+    return "\n".join(parts)
+
+
+def _errors(nb) -> list[str]:
+    return [f"{o.ename}: {o.evalue}" for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+
+
+def test_the_series_runs_one_notebook_at_a_time_from_the_wheel(colab):
+    python, work, env = colab
+    run_dir = work / "runs" / "notebooks"
+    started = time.perf_counter()
+    timings = {}
+
+    for notebook in ("04_error_analysis", "05_submission"):  # before 03: nothing to analyse yet
+        tick = time.perf_counter()
+        ok, executed = _papermill(colab, notebook)
+        timings[f"{notebook} (no checkpoint)"] = time.perf_counter() - tick
+        assert not ok, f"{notebook} ran without a checkpoint"
+        (error,) = _errors(executed)
+        assert error.startswith("SuiteError: no checkpoint at") and CHECKPOINT_HINT in error, error
+        assert f"papermill 03_multitask_training.ipynb out.ipynb -p profile {PROFILE} -p run_dir {run_dir}" in error
+        assert not (run_dir / "checkpoint.pt").exists()
+
+    tick = time.perf_counter()  # 03 loses its connection after 10 of its 20 steps ...
+    ok, executed = _papermill(colab, "03_multitask_training", overrides={"stop_at_step": 10})
+    assert ok, _errors(executed)
+    last = run_dir / "train" / "checkpoints" / "last.pt"
+    assert last.is_file() and (run_dir / "checkpoint.pt").is_file()
+    ok, executed = _papermill(colab, "03_multitask_training")  # ... and is run again
+    timings["03_multitask_training (stopped, then resumed)"] = time.perf_counter() - tick
+    assert ok, _errors(executed)
+    text = _text(executed)
+    assert f"resuming from {last}: step 10 of 20" in text, text[-3000:]
+    assert "checkpoint for notebooks 04 and 05" in text and "profile ci-tiny" in text
+
+    for notebook in ("01_dataset_exploration", "02_head_design", "04_error_analysis", "05_submission",
+                     "06_experiments"):
+        tick = time.perf_counter()
+        ok, executed = _papermill(colab, notebook)
+        timings[notebook] = time.perf_counter() - tick
+        assert ok and not _errors(executed), f"{notebook}: {_errors(executed)}"
+        assert "profile   ci-tiny" in _text(executed)
+
+    metrics = {p.stem for p in (run_dir / "metrics").glob("*.csv")}
+    assert metrics == {"03_multitask_training", "04_error_analysis", "05_submission", "06_experiments"}
+    report = nbformat.read(str(next((work / "executed").glob("05_submission_1.ipynb"))), as_version=4)
+    assert "0 problem(s): the submission is complete and well formed" in _text(report)
+    explorer = nbformat.read(str(next((work / "executed").glob("04_error_analysis_1.ipynb"))), as_version=4)
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+               for c in explorer.cells for o in c.get("outputs", [])), "the explorer widget was not displayed"
+    total = time.perf_counter() - started
+    print("\n" + "\n".join(f"  {k:<48} {v:6.1f} s" for k, v in timings.items()) + f"\n  {'all notebooks':<48} {total:6.1f} s")
