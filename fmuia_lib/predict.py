@@ -286,7 +286,7 @@ def predict_to_submission(model, data_root: str | Path, out: str | Path, image_s
 
 def predict_main(args) -> int:
     """``fmuia predict --checkpoint C --data ROOT --out DIR`` (exit 2 on unusable data or output)."""
-    from fmuia_lib.train import load_checkpoint
+    from fmuia_lib.training import load_checkpoint
 
     from fmuia_lib.data.layout import LayoutError
 

@@ -220,8 +220,14 @@ def load_profile(name_or_path: str | Path) -> Profile:
 
 def shared_parameters(profile: Profile, run_dir: str | Path, data_dir: str | Path | None = None,
                       kernel_name: str = "python3") -> dict[str, Any]:
-    """Parameters common to the series: data, artefact folder, training config."""
+    """Parameters common to the series: data, artefact folder, training config (every
+    TrainConfig field, as the profile's effective config gives it)."""
+    from fmuia_lib.config import TrainConfig
+
     data = profile.data
+    located = ("data_root", "val_root", "out_dir")  # from the data folder and run_dir unless the profile sets them
+    train = {k: v for k, v in TrainConfig.from_dict(profile.train).to_dict().items()
+             if k in profile.train or k not in located}
     return {
         "profile": profile.name,
         "data_dir": str(data_dir if data_dir is not None else data["dir"]),
@@ -237,7 +243,7 @@ def shared_parameters(profile: Profile, run_dir: str | Path, data_dir: str | Pat
         "val_root": str(Path(data_dir if data_dir is not None else data["dir"]) / "val"),
         "out_dir": str(Path(run_dir) / "train"),
         "kernel_name": kernel_name,
-        **profile.train,
+        **train,
     }
 
 
@@ -296,7 +302,7 @@ def ensure_checkpoint(checkpoint_path: str | Path, roots: DataRoots, profile: st
     if not train_if_missing:
         raise SuiteError(f"checkpoint {path} not found: run notebook 03 (or `fmuia suite`) first, "
                          "or set train_if_missing=True")
-    from fmuia_lib.train import train
+    from fmuia_lib.training import train
 
     config = train_config_from_parameters(load_profile(profile).train).with_overrides(
         {"data_root": str(roots.train), "val_root": str(roots.val),

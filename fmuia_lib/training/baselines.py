@@ -9,7 +9,7 @@ detection      the mean training box (normalised), in every image
 Regression     the mean training landmarks (normalised), in every image
 ============== ===================================================================
 
-Scores are computed exactly as :func:`fmuia_lib.train.validate` computes them (same
+Scores are computed exactly as :func:`fmuia_lib.training.validation.validate` computes them (same
 metrics, same frames), so the two tables can be compared row by row.
 """
 from __future__ import annotations
