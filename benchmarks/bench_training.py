@@ -15,8 +15,8 @@ builder when it is missing):
 * the data pipeline with 2 workers (images/s) vs what the model consumes; target >= 3x;
 * peak RSS of a whole smoke training run (a child process); target <= 4 GB.
 
-CUDA part (when a GPU is present): EfficientNet-B4, 256 px, batch 20, AMP and
-channels_last; the same bare-vs-step comparison, images/s and peak GPU memory.
+CUDA part (when a GPU is present): the fmuia recipe with EfficientNet-B4, 256 px, batch 20,
+AMP and channels_last; the same bare-vs-step comparison, images/s and peak GPU memory.
 """
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ from torch.utils.data import DataLoader
 
 from fmuia_lib.config import TrainConfig
 from fmuia_lib.data.dataset import collate
-from fmuia_lib.train import StepBatches, Trainer
+from fmuia_lib.switches import FMUIA_RECIPE
+from fmuia_lib.training.loop import StepBatches, Trainer
 from fmuia_lib.training.distributed import DistributedContext
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,7 +149,7 @@ def cpu_benchmark(args: argparse.Namespace, tmp: Path) -> None:
         print(f"data pipeline, {workers} workers: {supplied:.1f} img/s = {supplied / consumed:.1f}x what the "
               f"model consumes ({consumed:.1f} img/s){' (target >= 3x)' if workers == 2 else ''}")
     code = ("import torch, time; torch.set_num_threads(%d); from fmuia_lib.config import TrainConfig; "
-            "from fmuia_lib.train import train; c = TrainConfig.from_dict(%r); t = time.perf_counter(); "
+            "from fmuia_lib.training import train; c = TrainConfig.from_dict(%r); t = time.perf_counter(); "
             "r = train(c, progress=False); print(f'{len(r.history)} steps + validation in "
             "{time.perf_counter() - t:.1f} s; selection score {r.best_score:.3f}')") % (
         args.threads, TrainConfig.from_yaml(PROFILE).with_overrides(
@@ -162,9 +163,11 @@ def cuda_benchmark(args: argparse.Namespace, tmp: Path) -> None:
     from fmuia_lib.data.phantom import generate_phantom
 
     generate_phantom(tmp / "phantom", seed=0, n_train=8, n_val=2, workers=8)
-    config = TrainConfig(data_root=str(tmp / "phantom" / "train"), val_root=str(tmp / "phantom" / "val"),
-                         encoder="efficientnet-b4", encoder_weights=None, image_size=256, batch_size=20,
-                         max_steps=1000, amp=True, channels_last=True, num_workers=4, out_dir=str(tmp / "gpu"))
+    config = TrainConfig.from_dict(dict(
+        data_root=str(tmp / "phantom" / "train"), val_root=str(tmp / "phantom" / "val"),
+        encoder="efficientnet-b4", encoder_weights=None, image_size=256, batch_size=20, epochs=None,
+        max_steps=1000, amp=True, channels_last=True, num_workers=4, out_dir=str(tmp / "gpu"),
+        switches=list(FMUIA_RECIPE)))
     device = torch.device("cuda")
     trainer = Trainer(config, DistributedContext(), device, progress=False)
     batches = fixed_batches(trainer, args.steps)

@@ -25,7 +25,7 @@ def test_every_profile_loads_into_a_valid_train_config():
         config = TrainConfig.from_dict(profile.train)
         assert profile.name == name and profile.description
         assert profile.data["source"] in {"phantom", "real", "user"}
-        assert config.max_steps > 0
+        assert (config.max_steps if config.epochs is None else config.epochs) > 0
 
 
 def test_make_run_makes_the_phantom_of_the_cpu_smoke_profile():
@@ -36,9 +36,9 @@ def test_make_run_makes_the_phantom_of_the_cpu_smoke_profile():
 
 
 def test_gpu_full_is_the_baseline_recipe():
-    train = runner.load_profile("gpu-full").train
-    assert (train["encoder"], train["encoder_weights"], train["image_size"]) == ("efficientnet-b4", "imagenet", 256)
-    assert train["head_lr_mult"] == 10.0 and train["batch_size"] == 20
+    config = TrainConfig.from_dict(runner.load_profile("gpu-full").train)
+    assert (config.encoder, config.encoder_weights, config.image_size) == ("efficientnet-b4", "imagenet", 256)
+    assert config.head_lr_mult == 10.0 and config.batch_size == 20 and config.epochs == 50
 
 
 def test_unknown_profile_and_bad_field_are_explained(tmp_path):
