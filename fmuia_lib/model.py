@@ -44,7 +44,7 @@ from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from fmuia_lib.heads import build_head
-from fmuia_lib.tasks import DETECTION, TaskSpec
+from fmuia_lib.tasks import DETECTION, REGRESSION, TaskSpec
 
 if TYPE_CHECKING:
     from fmuia_lib.config import TrainConfig
@@ -135,7 +135,9 @@ class MultiTaskNet(nn.Module):
         segmentation ``{"probs": B x C x H x W}``; classification ``{"probs": B x C}``;
         detection ``{"boxes": B x 4 normalised xyxy, "scores": B}`` (corners put in order:
         the grid head predicts each corner on its own); Regression ``{"points": B x K x 2
-        normalised (x, y)}``. Each head type decodes its own output (``head.decode``).
+        normalised (x, y)}``, clipped to the image (the linear head's are unbounded). Each
+        head type decodes its own output (``head.decode``); the baseline's per-batch
+        validation reads those decodings as they are.
         """
         was_training = self.training
         self.eval()
@@ -144,10 +146,13 @@ class MultiTaskNet(nn.Module):
         finally:
             self.train(was_training)
         decoded = self.heads[task_id].decode(out)
-        if self.task(task_id).task_type == DETECTION:
+        kind = self.task(task_id).task_type
+        if kind == DETECTION:
             boxes = decoded["boxes"]
             decoded["boxes"] = torch.cat([torch.minimum(boxes[:, :2], boxes[:, 2:]),
                                           torch.maximum(boxes[:, :2], boxes[:, 2:])], dim=1)
+        elif kind == REGRESSION:
+            decoded["points"] = decoded["points"].clamp(0.0, 1.0)
         return decoded
 
 

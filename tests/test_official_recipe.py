@@ -248,6 +248,24 @@ def test_checkpoint_rebuilds_the_official_heads(official_run):
     assert (boxes[:, :2] <= boxes[:, 2:]).all()  # corners put in order for the xyxy contract
 
 
+def test_predict_puts_grid_corners_in_order_and_linear_points_inside_the_image():
+    torch.manual_seed(0)
+    model = MultiTaskNet(select_tasks(["thyroid_nodule_det", "FUGC"]), encoder_name="resnet18",
+                         encoder_weights=None).eval()
+    with torch.no_grad():
+        model.heads["thyroid_nodule_det"].out.bias[:4] = torch.tensor([2.0, 2.0, -2.0, -2.0])  # x0 > x1, y0 > y1
+        model.heads["thyroid_nodule_det"].out.weight.zero_()
+        model.heads["FUGC"].linear.bias[:] = torch.tensor([1.5, -0.5, 0.5, 0.5])
+        model.heads["FUGC"].linear.weight.zero_()
+    images = torch.randn(1, 3, 64, 64)
+    raw_box = model.heads["thyroid_nodule_det"].decode(model(images, "thyroid_nodule_det"))["boxes"]
+    assert raw_box[0, 0] > raw_box[0, 2]  # as the baseline reads it (its per-batch IoU uses this)
+    box = model.predict(images, "thyroid_nodule_det")["boxes"][0]
+    torch.testing.assert_close(box, torch.sigmoid(torch.tensor([-2.0, -2.0, 2.0, 2.0])))
+    points = model.predict(images, "FUGC")["points"][0]
+    torch.testing.assert_close(points, torch.tensor([[1.0, 0.0], [0.5, 0.5]]))
+
+
 def test_epoch_runs_refuse_a_stop_between_validations(tmp_path, make_root):
     root = make_root(tmp_path, tasks=TASKS, n=6)
     with pytest.raises(Exception, match="multiple of the validation interval \\(12 steps\\)"):
