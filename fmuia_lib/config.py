@@ -171,6 +171,9 @@ class TrainConfig:
                               f"(schedule={self.schedule!r})")
         if self.max_steps is not None and self.warmup_steps >= self.max_steps:
             raise ConfigError(f"warmup_steps={self.warmup_steps}: must be in [0, max_steps)")
+        if self.freeze_fpn and self.fpn_lr_mult is not None:
+            raise ConfigError(f"fpn_lr_mult={self.fpn_lr_mult}: the FPN decoder is frozen (freeze_fpn, the baseline); "
+                              "switch trained_fpn on or drop fpn_lr_mult")
         if self.eta_min < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"eta_min={self.eta_min}, min_lr_ratio={self.min_lr_ratio}: "
                               "need eta_min >= 0 and min_lr_ratio in [0, 1]")

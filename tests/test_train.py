@@ -52,6 +52,7 @@ def test_config_yaml_round_trip_and_overrides(tmp_path):
     ({"warmup_steps": 10, "epochs": None, "max_steps": 10, "schedule": "warmup_cosine"}, "warmup_steps"),
     ({"warmup_steps": 10}, "only the 'warmup_cosine' schedule"),
     ({"max_steps": 10}, "set exactly one"),
+    ({"fpn_lr_mult": 2.0}, "the FPN decoder is frozen"),
     ({"epochs": None}, "set exactly one"),
     ({"det_head": "yolo"}, "det_head='yolo'"),
     ({"switches": ["dice_ce", "focal"]}, "unknown \\['focal'\\]"),
