@@ -41,7 +41,7 @@ _SWITCHES = (
            "box is read at the cell of highest objectness.",
            "CenterNet head: a focal loss on a Gaussian centre heat map trains every cell; box size and "
            "centre offset are read at the peak.",
-           "Untrained cells can out-score the true one, so the grid head often reads its box from a "
+           "Untrained cells can out-score the true one, so the grid head may read its box from a "
            "cell that never learned one."),
     Switch("whole_set_validation", {"validation": "whole_set"},
            "Metrics are averaged per validation mini-batch (batches of 8 that mix tasks); the selection "
