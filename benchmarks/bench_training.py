@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from fmuia_lib.config import TrainConfig
 from fmuia_lib.data.dataset import collate
 from fmuia_lib.profiles import run_settings
-from fmuia_lib.train import StepBatches, Trainer
+from fmuia_lib.training.loop import StepBatches, Trainer
 from fmuia_lib.training.distributed import DistributedContext
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,7 +149,7 @@ def cpu_benchmark(args: argparse.Namespace, tmp: Path) -> None:
         print(f"data pipeline, {workers} workers: {supplied:.1f} img/s = {supplied / consumed:.1f}x what the "
               f"model consumes ({consumed:.1f} img/s){' (target >= 3x)' if workers == 2 else ''}")
     code = ("import torch, time; torch.set_num_threads(%d); from fmuia_lib.config import TrainConfig; "
-            "from fmuia_lib.train import train; c = TrainConfig.from_dict(%r); t = time.perf_counter(); "
+            "from fmuia_lib.training import train; c = TrainConfig.from_dict(%r); t = time.perf_counter(); "
             "r = train(c, progress=False); print(f'{len(r.history)} steps + validation in "
             "{time.perf_counter() - t:.1f} s; selection score {r.best_score:.3f}')") % (
         args.threads, run_settings(PROFILE, {"data_root": str(train_root), "val_root": str(val_root),

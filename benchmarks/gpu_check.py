@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from fmuia_lib.data.dataset import collate
 from fmuia_lib.profiles import run_settings
-from fmuia_lib.train import StepBatches, Trainer
+from fmuia_lib.training.loop import StepBatches, Trainer
 from fmuia_lib.training.distributed import DistributedContext
 
 PROFILE = "gpu-full"

@@ -16,7 +16,7 @@ COMMANDS = {
     "data phantom": ("fmuia_lib.data.phantom", "phantom_main"),
     "data real": ("fmuia_lib.data.real", "real_main"),
     "data check": ("fmuia_lib.data.layout", "check_main"),
-    "train": ("fmuia_lib.train", "train_main"),
+    "train": ("fmuia_lib.training.cli", "train_main"),
     "predict": ("fmuia_lib.predict", "predict_main"),
     "evaluate": ("fmuia_lib.evaluate", "evaluate_main"),
     "validate-submission": ("fmuia_lib.evaluate", "validate_submission_main"),

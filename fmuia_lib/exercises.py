@@ -205,7 +205,7 @@ def check_lr_groups(student: Callable[[Any, float, float], list[dict]]) -> Exerc
     """``student(model, lr, head_lr_mult) -> [{"params": [...], "lr": ...}, ...]``.
 
     The recipe: encoder at ``lr``; FPN decoder and every task head at ``lr * head_lr_mult``.
-    Graded parameter by parameter against :func:`fmuia_lib.train.param_groups`: every
+    Graded parameter by parameter against :func:`fmuia_lib.training.optim.param_groups`: every
     trainable parameter must appear in exactly one group, with the learning rate the
     library gives it.
     """
@@ -214,7 +214,7 @@ def check_lr_groups(student: Callable[[Any, float, float], list[dict]]) -> Exerc
     from fmuia_lib.config import TrainConfig
     from fmuia_lib.losses import build_loss
     from fmuia_lib.model import MultiTaskNet
-    from fmuia_lib.train import param_groups
+    from fmuia_lib.training.optim import param_groups
 
     tasks = list(load_manifest().values())
     pick = [t for t in tasks if t.task_id in {"breast_lesion", "breast_2cls", "thyroid_nodule_det", "FUGC"}]
@@ -254,11 +254,12 @@ def check_lr_groups(student: Callable[[Any, float, float], list[dict]]) -> Exerc
         return None
 
     def reference(model: Any, lr: float, head_lr_mult: float) -> list[dict]:
-        config = TrainConfig(lr=lr, head_lr_mult=head_lr_mult, encoder="resnet18", encoder_weights=None)
+        config = TrainConfig.from_dict({"lr": lr, "head_lr_mult": head_lr_mult, "encoder": "resnet18",
+                                        "encoder_weights": None, "switches": ["trained_fpn"]})
         return param_groups(model, build_loss(config), config)
 
     return _grade("learning-rate groups", student, cases, reference, compare,
-                  "fmuia_lib.train.param_groups")
+                  "fmuia_lib.training.optim.param_groups")
 
 
 # -- sampling and schedules ---------------------------------------------------------------------

@@ -6,9 +6,14 @@ task type      loss                                                    source
 segmentation   Dice (multiclass), optionally + cross-entropy           smp.losses
 classification cross-entropy, optional label smoothing                 torch
 Regression     MSE on normalised coordinates (baseline) or SmoothL1    torch
-detection      CenterNet: focal loss on a Gaussian centre heat map     hand-written
-               over every cell + L1 on box size and centre offset
+detection      grid head (baseline): at the true centre cell, BCE of   torch pieces
+               the objectness logit against 1 + 8 x L1 of the box
+               CenterNet head: focal loss on a Gaussian centre heat    hand-written
+               map over every cell + L1 on box size and centre offset
 ============== ======================================================= =================
+
+The detection loss follows the detection head type (:data:`DETECTION_LOSSES`), the
+landmark loss the landmark head type (:data:`LANDMARK_LOSSES`).
 
 Each batch holds one task, so one loss is computed per step and multiplied by its
 task type's weight. With ``uncertainty_weighting`` the weights are learned instead
@@ -18,7 +23,7 @@ while the ``+ s`` term stops every weight from collapsing to zero.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from segmentation_models_pytorch.losses import DiceLoss
@@ -131,18 +136,70 @@ class CenterNetLoss(nn.Module):
         }
 
 
-class MultiTaskLoss(nn.Module):
-    """One loss per task type, weighted (fixed weights or learned uncertainty)."""
+class GridDetectionLoss(nn.Module):
+    """The baseline's loss for the grid detection head (``heads.GridDetectionHead``).
 
-    def __init__(self, seg_loss: str = "dice_ce", cls_label_smoothing: float = 0.0,
-                 reg_loss: str = "mse", det_size_weight: float = 5.0, det_offset_weight: float = 1.0,
-                 loss_weights: dict[str, float] | None = None, uncertainty_weighting: bool = False) -> None:
+    The cell that holds the true box centre is ``(clamp(long(cy * h)), clamp(long(cx * w)))``
+    on the ``h x w`` map; there, ``BCEWithLogits(objectness, 1) + box_weight * L1(box, true
+    box)`` (means over the batch and the 4 corners). No other cell is trained. Rows whose
+    target box is ``-1`` (no box) are left out; with none left the loss is 0.
+    """
+
+    def __init__(self, objectness_weight: float = 1.0, box_weight: float = 8.0) -> None:
         super().__init__()
+        self.objectness_weight, self.box_weight = objectness_weight, box_weight
+
+    def forward(self, outputs: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        outputs, boxes = outputs.float(), boxes.float()
+        b, _, h, w = outputs.shape
+        rows = ((boxes[:, 1] + boxes[:, 3]) / 2.0 * h).long().clamp(0, h - 1)
+        cols = ((boxes[:, 0] + boxes[:, 2]) / 2.0 * w).long().clamp(0, w - 1)
+        cell = outputs[torch.arange(b, device=outputs.device), :, rows, cols]  # B x 5
+        valid = boxes[:, 0] >= 0
+        if not bool(valid.any()):
+            return outputs.sum() * 0.0
+        cell, boxes = cell[valid], boxes[valid]
+        objectness = F.binary_cross_entropy_with_logits(cell[:, 4], torch.ones_like(cell[:, 4]))
+        return self.objectness_weight * objectness + self.box_weight * F.l1_loss(cell[:, :4], boxes)
+
+
+#: Detection head type -> builder of its loss from the loss options (``MultiTaskLoss``'s arguments).
+DETECTION_LOSSES: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
+    "grid": lambda options: GridDetectionLoss(),
+    "centernet": lambda options: CenterNetLoss(options["det_size_weight"], options["det_offset_weight"]),
+}
+#: Landmark head type -> builder of its loss; both point heads take the point loss ``reg_loss``.
+LANDMARK_LOSSES: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
+    "linear": lambda options: RegressionLoss(options["reg_loss"]),
+    "sigmoid": lambda options: RegressionLoss(options["reg_loss"]),
+}
+
+
+def _head_loss(registry: dict[str, Callable[[dict[str, Any]], nn.Module]], head: str, kind: str,
+               options: dict[str, Any]) -> nn.Module:
+    if head not in registry:
+        raise ValueError(f"no loss for {kind} head {head!r}; known: {', '.join(registry)}")
+    return registry[head](options)
+
+
+class MultiTaskLoss(nn.Module):
+    """One loss per task type, weighted (fixed weights or learned uncertainty).
+
+    ``det_head`` and ``landmark_head`` name the head types whose outputs the detection and
+    Regression losses receive (``heads``); the defaults are the baseline's.
+    """
+
+    def __init__(self, seg_loss: str = "dice", cls_label_smoothing: float = 0.0,
+                 reg_loss: str = "mse", det_size_weight: float = 5.0, det_offset_weight: float = 1.0,
+                 loss_weights: dict[str, float] | None = None, uncertainty_weighting: bool = False,
+                 det_head: str = "grid", landmark_head: str = "linear") -> None:
+        super().__init__()
+        options = {"reg_loss": reg_loss, "det_size_weight": det_size_weight, "det_offset_weight": det_offset_weight}
         self.losses = nn.ModuleDict({
             SEGMENTATION: SegmentationLoss(with_ce=seg_loss == "dice_ce"),
             CLASSIFICATION: nn.CrossEntropyLoss(label_smoothing=cls_label_smoothing),
-            REGRESSION: RegressionLoss(reg_loss),
-            DETECTION: CenterNetLoss(det_size_weight, det_offset_weight),
+            REGRESSION: _head_loss(LANDMARK_LOSSES, landmark_head, "landmark", options),
+            DETECTION: _head_loss(DETECTION_LOSSES, det_head, "detection", options),
         })
         self.weights = {t: 1.0 for t in TASK_TYPES} | dict(loss_weights or {})
         self.log_vars = nn.ParameterDict(
@@ -170,4 +227,5 @@ def build_loss(config: "TrainConfig") -> MultiTaskLoss:
     return MultiTaskLoss(seg_loss=config.seg_loss, cls_label_smoothing=config.cls_label_smoothing,
                          reg_loss=config.reg_loss, det_size_weight=config.det_size_weight,
                          det_offset_weight=config.det_offset_weight, loss_weights=config.loss_weights,
-                         uncertainty_weighting=config.uncertainty_weighting)
+                         uncertainty_weighting=config.uncertainty_weighting, det_head=config.det_head,
+                         landmark_head=config.landmark_head)

@@ -14,6 +14,13 @@ the FPN map. The FPN runs only when the batch's task needs it, so a classificati
 batch costs an encoder pass and a linear layer. Heads exist only for the tasks the
 model is built for; asking for any other task is an error.
 
+The pieces are the baseline's, configured from smp: ``smp.encoders.get_encoder`` (depth
+5) and smp's ``FPNDecoder`` with ``smp.FPN``'s defaults (256 pyramid channels, 128
+segmentation channels, dropout 0.2, "add" merging), initialised with smp's own
+``initialize_decoder`` (Kaiming-uniform convolutions, zero biases), which is what the
+baseline gets by taking the decoder of an ``smp.FPN``. Detection and landmark heads come
+in the head types of ``heads`` (the baseline's by default).
+
 With ``task_norm_stats=True`` the model also keeps one set of BatchNorm statistics
 per task (:class:`TaskNormStats`, filled by ``training.norm_stats``); in eval mode a
 batch of task ``t`` is normalised with ``t``'s statistics, the ones its
@@ -30,13 +37,14 @@ from unittest import mock
 
 import segmentation_models_pytorch as smp
 import torch
+from segmentation_models_pytorch.base.initialization import initialize_decoder
 from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
 from torch import nn
 from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from fmuia_lib.heads import build_head, decode_centernet
-from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec
+from fmuia_lib.heads import build_head
+from fmuia_lib.tasks import DETECTION, REGRESSION, TaskSpec
 
 if TYPE_CHECKING:
     from fmuia_lib.config import TrainConfig
@@ -59,6 +67,8 @@ class MultiTaskNet(nn.Module):
             model as ``tu-<name>`` (``tu-mobilenetv3_small_100``).
         encoder_weights: ``"imagenet"`` (downloaded, needs internet or a cache), the
             path of a local encoder state-dict file, or None (random initialisation).
+        det_head, landmark_head: head types (``heads.DETECTION_HEADS``, ``heads.LANDMARK_HEADS``;
+            default: the baseline's ``grid`` and ``linear``).
         task_norm_stats: keep per-task BatchNorm statistics for evaluation
             (:class:`TaskNormStats`; ``TrainConfig.norm_stats="per_task"``).
     """
@@ -66,12 +76,17 @@ class MultiTaskNet(nn.Module):
     def __init__(self, tasks: Sequence[TaskSpec], encoder_name: str = "efficientnet-b4",
                  encoder_weights: str | None = "imagenet", fpn_pyramid_channels: int = 256,
                  fpn_segmentation_channels: int = 128, fpn_dropout: float = 0.2,
-                 head_dropout: float = 0.2, detection_channels: int = 64,
+                 head_dropout: float = 0.2, det_head: str = "grid", landmark_head: str = "linear",
                  task_norm_stats: bool = False) -> None:
         super().__init__()
         if not tasks:
             raise ValueError("MultiTaskNet needs at least one task")
         self.encoder_name = encoder_name
+        #: what rebuilds this network's layout (with ``tasks``): stored in inference files
+        self.architecture = {"encoder_name": encoder_name, "fpn_pyramid_channels": fpn_pyramid_channels,
+                             "fpn_segmentation_channels": fpn_segmentation_channels, "fpn_dropout": fpn_dropout,
+                             "head_dropout": head_dropout, "det_head": det_head, "landmark_head": landmark_head,
+                             "task_norm_stats": task_norm_stats}
         self.tasks: dict[str, TaskSpec] = {t.task_id: t for t in tasks}
         self.encoder = build_encoder(encoder_name, encoder_weights)
         channels = list(self.encoder.out_channels)
@@ -79,9 +94,11 @@ class MultiTaskNet(nn.Module):
                                       pyramid_channels=fpn_pyramid_channels,
                                       segmentation_channels=fpn_segmentation_channels,
                                       dropout=fpn_dropout)
+        initialize_decoder(self.fpn_decoder)
+        self.det_head, self.landmark_head = det_head, landmark_head
         self.heads = nn.ModuleDict({
-            t.task_id: build_head(t, self.fpn_decoder.out_channels, channels[-1],
-                                  dropout=head_dropout, detection_channels=detection_channels)
+            t.task_id: build_head(t, self.fpn_decoder.out_channels, channels[-1], dropout=head_dropout,
+                                  det_head=det_head, landmark_head=landmark_head)
             for t in tasks
         })
         self.task_norm_stats = TaskNormStats(self.encoder, self.task_ids) if task_norm_stats else None
@@ -121,8 +138,11 @@ class MultiTaskNet(nn.Module):
         """Decoded predictions in the model frame, in eval mode (the mode is restored).
 
         segmentation ``{"probs": B x C x H x W}``; classification ``{"probs": B x C}``;
-        detection ``{"boxes": B x 4 normalised xyxy, "scores": B}``; Regression
-        ``{"points": B x K x 2 normalised (x, y)}``.
+        detection ``{"boxes": B x 4 normalised xyxy, "scores": B}`` (corners put in order:
+        the grid head predicts each corner on its own); Regression ``{"points": B x K x 2
+        normalised (x, y)}``, clipped to the image (the linear head's are unbounded). Each
+        head type decodes its own output (``head.decode``); the baseline's per-batch
+        validation reads those decodings as they are.
         """
         was_training = self.training
         self.eval()
@@ -130,19 +150,15 @@ class MultiTaskNet(nn.Module):
             out = self(images, task_id)
         finally:
             self.train(was_training)
+        decoded = self.heads[task_id].decode(out)
         kind = self.task(task_id).task_type
-        if kind in (SEGMENTATION, CLASSIFICATION):
-            return {"probs": out.float().softmax(dim=1)}
         if kind == DETECTION:
-            boxes, scores = decode_centernet(out)
-            return {"boxes": boxes, "scores": scores}
-        if kind == REGRESSION:
-            return {"points": out.float()}
-        raise AssertionError(kind)
-
-    def decode_boxes(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Detection head outputs -> ``(boxes B x 4 normalised xyxy, scores B)``."""
-        return decode_centernet(outputs)
+            boxes = decoded["boxes"]
+            decoded["boxes"] = torch.cat([torch.minimum(boxes[:, :2], boxes[:, 2:]),
+                                          torch.maximum(boxes[:, :2], boxes[:, 2:])], dim=1)
+        elif kind == REGRESSION:
+            decoded["points"] = decoded["points"].clamp(0.0, 1.0)
+        return decoded
 
 
 class TaskNormStats(nn.Module):
@@ -191,8 +207,10 @@ class TaskNormStats(nn.Module):
 
 
 def build_model(config: "TrainConfig", tasks: Sequence[TaskSpec]) -> MultiTaskNet:
-    """The network a config describes, with heads for ``tasks``."""
+    """The network a config describes, with heads for ``tasks`` (the FPN decoder frozen when
+    ``config.freeze_fpn``)."""
     model = MultiTaskNet(tasks, encoder_name=config.encoder, encoder_weights=config.encoder_weights,
+                         det_head=config.det_head, landmark_head=config.landmark_head,
                          task_norm_stats=config.norm_stats == "per_task")
     if config.freeze_fpn:
         model.fpn_decoder.requires_grad_(False)

@@ -44,7 +44,7 @@ __all__ = ["PREDICTION_FILES", "SubmissionError", "ModelLoadError", "submission_
            "inference_state", "predict_main"]
 
 #: ``format`` of a weights-only inference file (``fmuia export``'s ``weights.pt``).
-WEIGHTS_FORMAT = "fmuia-weights/1"
+WEIGHTS_FORMAT = "fmuia-weights/2"
 
 
 class ModelLoadError(ValueError):
@@ -308,8 +308,7 @@ def inference_state(model: "MultiTaskNet", image_size: int, versions: Mapping[st
     from fmuia_lib.tasks import manifest_hash
 
     return {"format": WEIGHTS_FORMAT, "model": model.state_dict(), "task_ids": list(model.task_ids),
-            "encoder": model.encoder_name, "image_size": int(image_size),
-            "task_norm_stats": model.task_norm_stats is not None,
+            "architecture": dict(model.architecture), "image_size": int(image_size),
             "manifest_hash": manifest_hash(model.task_ids), "versions": dict(versions or {})}
 
 
@@ -328,13 +327,14 @@ def load_model(path: str | Path, device: "str | torch.device" = "cpu") -> tuple[
         # (UnpicklingError, RuntimeError, EOFError, IndexError, ...): each means "not a checkpoint"
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ModelLoadError(f"checkpoint {path} cannot be read (truncated, or not a PyTorch file): {reason}") from None
-    if not isinstance(state, dict) or state.get("format") not in (WEIGHTS_FORMAT, 1):
+    # a weights file, or a training checkpoint (which load_checkpoint checks further)
+    if not isinstance(state, dict) or (state.get("format") != WEIGHTS_FORMAT and "config" not in state):
         raise ModelLoadError(f"checkpoint {path} is not an fmuia checkpoint or weights file")
     try:
         if state["format"] == WEIGHTS_FORMAT:
             model, size = _model_from_weights(state, path)
         else:
-            from fmuia_lib.train import load_checkpoint
+            from fmuia_lib.training import load_checkpoint
 
             model, config, _ = load_checkpoint(path, map_location=device)
             size = config.image_size
@@ -351,8 +351,7 @@ def _model_from_weights(state: Mapping[str, Any], path: Path) -> tuple["MultiTas
     task_ids = list(state["task_ids"])
     if state["manifest_hash"] != manifest_hash(task_ids):
         raise ValueError(f"the manifest defines tasks {task_ids} differently than when {path.name} was written")
-    model = MultiTaskNet(select_tasks(task_ids), encoder_name=state["encoder"], encoder_weights=None,
-                         task_norm_stats=bool(state["task_norm_stats"]))
+    model = MultiTaskNet(select_tasks(task_ids), encoder_weights=None, **state["architecture"])
     model.load_state_dict(state["model"])
     return model, int(state["image_size"])
 

@@ -125,7 +125,7 @@ def tiny_run(tmp_path_factory):
     4 training steps on CPU (seconds). Read-only for the tests."""
     from fmuia_lib.config import TrainConfig
     from fmuia_lib.data.phantom import generate_phantom
-    from fmuia_lib.train import train
+    from fmuia_lib.training import train
 
     base = tmp_path_factory.mktemp("tiny_run")
     generate_phantom(base / "phantom", seed=0, n_train=4, n_val=4, tasks=RUN_TASKS, workers=1)

@@ -16,7 +16,7 @@ WORKER = textwrap.dedent("""
     import os, sys, torch
     torch.set_num_threads(1)
     from fmuia_lib.config import TrainConfig
-    from fmuia_lib.train import train
+    from fmuia_lib.training import train
     config = TrainConfig.from_yaml(sys.argv[1])
     result = train(config, progress=False)
     rank = int(os.environ["RANK"])

@@ -12,12 +12,15 @@ from fmuia_lib.model import MultiTaskNet, PretrainedWeightsUnavailable, build_en
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, select_tasks
 
 SIZE = 64
+#: fmuia's head types (switches centernet_detection, sigmoid_landmarks); the baseline's are
+#: tested in test_official_recipe.py
+FMUIA_HEADS = dict(det_head="centernet", landmark_head="sigmoid")
 
 
 @pytest.fixture(scope="module")
 def net() -> MultiTaskNet:
     torch.manual_seed(0)
-    return MultiTaskNet(select_tasks(), encoder_name="resnet18", encoder_weights=None).eval()
+    return MultiTaskNet(select_tasks(), encoder_name="resnet18", encoder_weights=None, **FMUIA_HEADS).eval()
 
 
 def test_one_head_per_manifest_task(net):
@@ -130,7 +133,7 @@ def test_output_priors_start_global_heads_at_the_trivial_baseline(make_root, tmp
     global_tasks = [t for t in train_set.tasks if t.task_type in (CLASSIFICATION, REGRESSION)]
     assert sorted(priors) == sorted(t.task_id for t in global_tasks)
     torch.manual_seed(0)
-    net = MultiTaskNet(train_set.tasks, encoder_name="resnet18", encoder_weights=None).eval()
+    net = MultiTaskNet(train_set.tasks, encoder_name="resnet18", encoder_weights=None, **FMUIA_HEADS).eval()
     images = torch.randn(4, 3, SIZE, SIZE)
     for task in global_tasks:
         prior = priors[task.task_id]

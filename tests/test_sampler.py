@@ -1,11 +1,14 @@
-"""Task-homogeneous batch sampling and the per-task train/val split."""
+"""Task-homogeneous batch sampling (fmuia's and the baseline's samplers) and the train/val splits."""
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from fmuia_lib.data.sampler import TaskBatchSampler, stratified_split
+from fmuia_lib.data.sampler import OfficialTaskSampler, TaskBatchSampler, random_split_indices, stratified_split
 
 SIZES = {"big": 120, "mid": 30, "small": 5}
 
@@ -134,3 +137,82 @@ def test_split_keeps_groups_together():
         stratified_split(frame, group_col="site")
     with pytest.raises(ValueError, match="val_fraction"):
         stratified_split(frame, val_fraction=1.0)
+
+
+# -- the baseline's sampler -----------------------------------------------------------------------
+
+def _epochs(sampler, count: int) -> list[list[list[int]]]:
+    return [list(sampler) for _ in range(count)]
+
+
+def test_official_sampler_batches_are_full_single_task_and_len_is_rows_over_batch():
+    sampler = OfficialTaskSampler(task_indices(), batch_size=4, seed=0)
+    assert len(sampler) == (120 + 30 + 5) // 4
+    for epoch in _epochs(sampler, 5):
+        assert len(epoch) == len(sampler)
+        for batch in epoch:
+            assert len(batch) == 4  # always full: a short remainder is filled from the re-shuffled start
+            assert len({task_of(i) for i in batch}) == 1
+
+
+def test_official_sampler_picks_tasks_uniformly_whatever_their_size():
+    sampler = OfficialTaskSampler(task_indices(), batch_size=4, seed=1)
+    counts = Counter(task_of(batch[0]) for epoch in _epochs(sampler, 60) for batch in epoch)
+    total = sum(counts.values())  # 60 x 38 = 2,280 draws; each share 1/3 +- 3 standard deviations
+    for task in SIZES:
+        assert abs(counts[task] / total - 1 / 3) < 3 * (2 / 9 / total) ** 0.5, counts
+
+
+def test_official_sampler_cursor_restarts_each_epoch_and_wraps_with_a_reshuffle():
+    """"mid" has 30 rows: 7 batches of 4 walk its list, the 8th takes the 2 rows left and fills
+    up from the re-shuffled list, which the next batches continue. Each epoch starts again at
+    0 of the list as the last epoch left it (a cursor carried over would not)."""
+    sampler = OfficialTaskSampler({"mid": list(range(30)), "other": list(range(100, 130))}, batch_size=4, seed=3)
+    wraps = restarts = 0
+    known_start = None  # the known start of the list the next epoch begins with
+    for epoch in _epochs(sampler, 40):
+        mid = [b for b in epoch if b[0] < 100]
+        if mid and known_start:
+            assert mid[0][:len(known_start)] == known_start
+            restarts += 1
+        walked = [i for b in mid[:7] for i in b]
+        assert len(set(walked)) == len(walked)  # no row twice before the list runs out
+        if len(mid) >= 8:
+            assert sorted(walked + mid[7][:2]) == list(range(30))  # the whole list, then the wrap
+            new_start = mid[7][2:] + (mid[8] if len(mid) >= 9 else [])
+            assert len(set(new_start)) == len(new_start)
+            known_start = new_start[:4] if len(mid) < 16 else None  # a second wrap re-shuffles again
+            wraps += 1
+        elif mid:
+            known_start = mid[0]
+    assert wraps >= 5 and restarts >= 20, (wraps, restarts)
+
+
+def test_official_sampler_resumes_mid_epoch_across_epochs():
+    full = OfficialTaskSampler(task_indices(), batch_size=4, seed=7)
+    stream = [b for epoch in _epochs(full, 3) for b in epoch]
+    resumed = OfficialTaskSampler(task_indices(), batch_size=4, seed=7)
+    resumed.load_state_dict({"epoch": 1, "position": 5, "seed": 7})
+    tail = list(resumed) + list(resumed)
+    assert tail == stream[len(full) + 5:]
+    with pytest.raises(ValueError, match="seed 7"):
+        OfficialTaskSampler(task_indices(), batch_size=4, seed=8).load_state_dict(resumed.state_dict())
+
+
+def test_official_sampler_depends_only_on_its_seed():
+    a, b = (OfficialTaskSampler(task_indices(), batch_size=4, seed=s) for s in (5, 5))
+    assert _epochs(a, 2) == _epochs(b, 2)
+    assert _epochs(OfficialTaskSampler(task_indices(), batch_size=4, seed=6), 1) != _epochs(
+        OfficialTaskSampler(task_indices(), batch_size=4, seed=5), 1)
+
+
+# -- the baseline's split ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("num_rows, fraction, seed", [(155, 0.2, 42), (10, 0.25, 0), (2592, 0.2, 42)])
+def test_random_split_is_torch_random_split_with_the_seed(num_rows, fraction, seed):
+    train, val = random_split_indices(num_rows, fraction, seed)
+    assert len(val) == int(num_rows * fraction) and len(train) == num_rows - len(val)
+    ref_train, ref_val = torch.utils.data.random_split(list(range(num_rows)), [len(train), len(val)],
+                                                       generator=torch.Generator().manual_seed(seed))
+    assert train == list(ref_train.indices) and val == list(ref_val.indices)  # same rows, same order
+    assert val != sorted(val) or len(val) < 2  # the permutation's order, not sorted

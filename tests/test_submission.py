@@ -178,12 +178,13 @@ def test_predict_with_a_real_network(data_root, tmp_path):
 def test_predict_command_from_a_checkpoint(data_root, tmp_path, capsys):
     from fmuia_lib.cli import main as fmuia
     from fmuia_lib.config import TrainConfig
-    from fmuia_lib.train import train
+    from fmuia_lib.training import train
 
     tasks = select_tasks(["breast_lesion", "organ_cls", "thyroid_nodule_det", "FUGC"])
     root = _subset_root(data_root, tmp_path, tasks)
+    # the official recipe (grid detection head, linear landmark head), two steps
     config = TrainConfig(data_root=str(root), val_root=str(root), encoder="resnet18", encoder_weights=None,
-                         image_size=64, batch_size=4, max_steps=2, eval_every=2, num_workers=0,
+                         image_size=64, batch_size=4, epochs=None, max_steps=2, eval_every=2, num_workers=0,
                          out_dir=str(tmp_path / "run"))
     result = train(config, progress=False)
     out = tmp_path / "sub"

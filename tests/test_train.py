@@ -13,28 +13,32 @@ from fmuia_lib import cli
 from fmuia_lib.config import ConfigError, TrainConfig
 from fmuia_lib.losses import build_loss
 from fmuia_lib.model import MultiTaskNet, build_model
+from fmuia_lib.switches import FMUIA_RECIPE
 from fmuia_lib.tasks import TASK_TYPES, select_tasks
-from fmuia_lib.train import (build_datasets, build_optimizer, check_param_groups, load_checkpoint,
-                             lr_factor, param_groups, train, validate)
+from fmuia_lib.training import load_checkpoint, train
 from fmuia_lib.training.checkpoint import CheckpointMismatch
+from fmuia_lib.training.data import build_datasets
+from fmuia_lib.training.optim import build_optimizer, build_schedule, check_param_groups, lr_factor, param_groups
+from fmuia_lib.training.validation import validate
 
 TASKS = ["cardiac_multi", "organ_cls", "thyroid_nodule_det", "IUGC"]
 
 
 def tiny_config(data_root: Path, out_dir: Path, **changes) -> TrainConfig:
-    """A run that takes a few seconds on one CPU core."""
+    """A run of the fmuia recipe (every switch) that takes a few seconds on one CPU core."""
     values = dict(data_root=str(data_root), tasks=TASKS, encoder="resnet18", encoder_weights=None,
-                  image_size=64, batch_size=2, max_steps=6, eval_every=3, num_workers=0, device="cpu",
-                  out_dir=str(out_dir), seed=3)
+                  image_size=64, batch_size=2, epochs=None, max_steps=6, eval_every=3, num_workers=0,
+                  device="cpu", out_dir=str(out_dir), seed=3, split="stratified", switches=list(FMUIA_RECIPE))
     values.update(changes)
-    return TrainConfig(**values)
+    return TrainConfig.from_dict(values)
 
 
 # -- config ---------------------------------------------------------------------------------
 
 def test_config_yaml_round_trip_and_overrides(tmp_path):
     config = TrainConfig(tasks=["cervix"], grad_clip=None).with_overrides(
-        ["lr=3e-4", "max_steps=50", "loss_weights.detection=2", "encoder_weights=null", "sampler=uniform"])
+        ["lr=3e-4", "epochs=null", "max_steps=50", "loss_weights.detection=2", "encoder_weights=null",
+         "sampler=uniform"])
     assert config.lr == 3e-4 and config.max_steps == 50 and config.encoder_weights is None
     assert config.loss_weights == {"segmentation": 1.0, "classification": 1.0, "detection": 2.0, "Regression": 1.0}
     assert TrainConfig.from_yaml(config.to_yaml(tmp_path / "c.yaml")) == config
@@ -45,9 +49,16 @@ def test_config_yaml_round_trip_and_overrides(tmp_path):
     ({"learning_rate": 1.0}, "unknown TrainConfig field 'learning_rate'"),
     ({"sampler": "random"}, "sampler='random'"),
     ({"image_size": 100}, "multiple of 32"),
-    ({"warmup_steps": 10, "max_steps": 10}, "warmup_steps"),
+    ({"warmup_steps": 10, "epochs": None, "max_steps": 10, "schedule": "warmup_cosine"}, "warmup_steps"),
+    ({"warmup_steps": 10}, "only the 'warmup_cosine' schedule"),
+    ({"max_steps": 10}, "set exactly one"),
+    ({"fpn_lr_mult": 2.0}, "the FPN decoder is frozen"),
+    ({"epochs": None}, "set exactly one"),
+    ({"det_head": "yolo"}, "det_head='yolo'"),
+    ({"switches": ["dice_ce", "focal"]}, "unknown \\['focal'\\]"),
+    ({"switches": ["dice_ce"], "seg_loss": "dice"}, "seg_loss='dice' contradicts switch 'dice_ce'"),
     ({"loss_weights": {"segmentaton": 1}}, "segmentaton"),
-    ({"stop_at_step": 5, "eval_every": 3}, "multiple of eval_every"),
+    ({"stop_at_step": 5, "eval_every": 3, "epochs": None, "max_steps": 9}, "multiple of eval_every"),
     ({"amp": "yes"}, "expected true or false"),
     ({"norm_stats": "precise"}, "norm_stats='precise'"),
     ({"norm_stats_batches": 0}, "norm_stats_batches=0"),
@@ -70,7 +81,8 @@ def _model_and_loss(config: TrainConfig):
     return build_model(config, select_tasks()), build_loss(config)
 
 
-@pytest.mark.parametrize("options", [{}, {"freeze_fpn": True}, {"uncertainty_weighting": True, "fpn_lr_mult": 3.0}])
+@pytest.mark.parametrize("options", [{"freeze_fpn": False}, {"freeze_fpn": True},
+                                     {"freeze_fpn": False, "uncertainty_weighting": True, "fpn_lr_mult": 3.0}])
 def test_every_parameter_in_exactly_one_group_with_its_lr(options):
     config = TrainConfig(encoder="resnet18", encoder_weights=None, lr=2e-4, head_lr_mult=10, **options)
     model, criterion = _model_and_loss(config)
@@ -95,7 +107,7 @@ def test_every_parameter_in_exactly_one_group_with_its_lr(options):
 
 
 def test_a_parameter_left_out_is_an_error():
-    config = TrainConfig(encoder="resnet18", encoder_weights=None)
+    config = TrainConfig(encoder="resnet18", encoder_weights=None, freeze_fpn=False)
     model, criterion = _model_and_loss(config)
     groups = [g for g in param_groups(model, criterion, config) if g["name"] != "fpn_decoder"]
     with pytest.raises(RuntimeError, match="in no optimiser group.*fpn_decoder"):
@@ -103,15 +115,17 @@ def test_a_parameter_left_out_is_an_error():
 
 
 def test_schedule_warmup_then_cosine_per_step():
-    config = TrainConfig(encoder="resnet18", encoder_weights=None, lr=1.0, head_lr_mult=10,
-                         max_steps=20, warmup_steps=4, min_lr_ratio=0.1)
+    config = TrainConfig.from_dict(dict(encoder="resnet18", encoder_weights=None, lr=1.0, head_lr_mult=10,
+                                        epochs=None, max_steps=20, warmup_steps=4, min_lr_ratio=0.1,
+                                        switches=["warmup_clipping"]))
     model, criterion = _model_and_loss(config)
-    optimizer, scheduler = build_optimizer(model, criterion, config)
+    optimizer = build_optimizer(model, criterion, config)
+    schedule = build_schedule(optimizer, config, steps_per_epoch=7)
     lrs = []
-    for _ in range(config.max_steps):
+    for step in range(1, config.max_steps + 1):
         lrs.append([g["lr"] for g in optimizer.param_groups][:2])
         optimizer.step()
-        scheduler.step()
+        schedule.after_step(step)
     assert lrs[0] == pytest.approx([0.25, 2.5]) and lrs[3] == pytest.approx([1.0, 10.0])
     assert all(a[0] >= b[0] for a, b in zip(lrs[3:], lrs[4:]))  # non-increasing after warm-up
     assert lrs[-1][0] == pytest.approx(lr_factor(19, 4, 20, 0.1)) and lrs[-1][0] > 0.1
@@ -184,7 +198,8 @@ def test_checkpoint_loads_with_weights_only(trained):
     images = torch.randn(2, 3, 64, 64)
     result.model.eval()
     torch.testing.assert_close(model.predict(images, "IUGC")["points"], result.model.predict(images, "IUGC")["points"])
-    running = MultiTaskNet(select_tasks(TASKS), encoder_name="resnet18", encoder_weights=None)
+    running = MultiTaskNet(select_tasks(TASKS), encoder_name="resnet18", encoder_weights=None,
+                           det_head=config.det_head, landmark_head=config.landmark_head)
     running.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("task_norm_stats.")})
     assert not torch.allclose(running.eval().predict(images, "IUGC")["points"], model.predict(images, "IUGC")["points"])
 
@@ -239,10 +254,11 @@ def test_smoke_training_on_the_phantom_beats_trivial_baselines(tmp_path):
 
     tasks = ["breast_lesion", "breast_2cls", "thyroid_nodule_det", "FUGC"]
     generate_phantom(tmp_path / "phantom", seed=0, n_train=32, n_val=16, tasks=tasks, workers=2)
-    config = TrainConfig(data_root=str(tmp_path / "phantom" / "train"), val_root=str(tmp_path / "phantom" / "val"),
-                         encoder="resnet18", encoder_weights=None, image_size=64, batch_size=8, max_steps=160,
-                         eval_every=160, lr=5e-4, head_lr_mult=4, num_workers=0, device="cpu",
-                         out_dir=str(tmp_path / "run"))
+    config = TrainConfig.from_dict(dict(
+        data_root=str(tmp_path / "phantom" / "train"), val_root=str(tmp_path / "phantom" / "val"),
+        encoder="resnet18", encoder_weights=None, image_size=64, batch_size=8, epochs=None, max_steps=160,
+        eval_every=160, lr=5e-4, head_lr_mult=4, num_workers=0, device="cpu", out_dir=str(tmp_path / "run"),
+        seed=0, val_batch_size=None, switches=list(FMUIA_RECIPE)))
     result = train(config, progress=False)
     train_set, val_set, _ = build_datasets(config)
     trivial = trivial_baseline_scores(train_set, val_set)

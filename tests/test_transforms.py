@@ -6,7 +6,9 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from fmuia_lib.data.transforms import build_transforms, denormalize_image, geometric_augmentation, normalize_image
+from fmuia_lib.data.transforms import (BrightnessContrastShift, StrongGaussNoise, add_noise_uint8,
+                                       brightness_contrast_shift, build_transforms, denormalize_image,
+                                       geometric_augmentation, normalize_image)
 from fmuia_lib.tasks import CLASSIFICATION, REGRESSION, load_manifest
 
 TASKS = load_manifest()
@@ -149,3 +151,59 @@ def test_normalize_round_trip():
     normalized = normalize_image(image)
     assert normalized.dtype == torch.float32
     assert torch.allclose(denormalize_image(normalized), image.float() / 255, atol=1e-6)
+
+
+# -- the baseline's augmentation ("official") ---------------------------------------------------------
+
+def test_brightness_contrast_shift_is_albumentations_formula():
+    """out = floor(clip(x * alpha + beta * 255, 0, 255)): contrast about 0, brightness additive."""
+    image = torch.tensor([[[0, 10, 100, 250]]], dtype=torch.uint8)
+    # alpha 1.1, beta 0.1: 0 + 25.5 -> 25; 11 + 25.5 = 36.5 -> 36; 110 + 25.5 = 135.5 -> 135; 300.5 -> 255
+    assert brightness_contrast_shift(image, 1.1, 0.1).tolist() == [[[25, 36, 135, 255]]]
+    # alpha 0.8, beta -0.2: -51 -> 0; 8 - 51 -> 0; 80 - 51 = 29; 200 - 51 = 149
+    assert brightness_contrast_shift(image, 0.8, -0.2).tolist() == [[[0, 0, 29, 149]]]
+    # v2.ColorJitter's brightness would multiply instead: 0 stays 0 under any brightness factor
+    assert v2.functional.adjust_brightness(image, 1.5)[0, 0, 0] == 0
+
+
+def test_strong_gauss_noise_is_per_channel_and_its_std_is_a_fraction_of_255():
+    image = tv_tensors.Image(torch.full((3, 64, 64), 128, dtype=torch.uint8))
+    transform = StrongGaussNoise()
+    sigmas = []
+    for seed in range(20):
+        torch.manual_seed(seed)
+        noise = transform.make_params([image])["noise"]
+        assert noise.shape == (3, 64, 64) and noise.dtype == torch.float32
+        assert abs(noise.mean().item()) < 3.0  # zero mean (std of the mean: ~112 / 110 < 1.1)
+        assert not torch.equal(noise[0], noise[1])  # independent per channel
+        sigmas.append(noise.std().item() / 255)
+    assert min(sigmas) > 0.2 * 0.97 and max(sigmas) < 0.44 * 1.03 and max(sigmas) - min(sigmas) > 0.05
+    # added in float, clipped, truncated to uint8
+    out = add_noise_uint8(torch.tensor([[[10, 100, 250]]], dtype=torch.uint8), torch.tensor([[[-20.0, 5.7, 9.9]]]))
+    assert out.tolist() == [[[0, 105, 255]]]
+
+
+def test_brightness_contrast_parameters_span_the_default_limits():
+    transform = BrightnessContrastShift()
+    params = [transform.make_params([]) for _ in range(400)]
+    alphas, betas = [p["alpha"] for p in params], [p["beta"] for p in params]
+    assert 0.8 <= min(alphas) < 0.82 and 1.18 < max(alphas) <= 1.2
+    assert -0.2 <= min(betas) < -0.18 and 0.18 < max(betas) <= 0.2
+
+
+def test_official_preset_is_photometric_only_with_the_baselines_probabilities():
+    transform = build_transforms(48, train=True, augment="official")
+    assert transform.geometric == {}
+    steps = transform.photometric.transforms
+    assert [(type(t), t.p, type(t.transforms[0])) for t in steps[:2]] == [
+        (v2.RandomApply, 0.2, BrightnessContrastShift), (v2.RandomApply, 0.1, StrongGaussNoise)]
+    reference = build_transforms(48, train=False)(synthetic_sample(), TASKS["breast_lesion"])
+    changed = 0
+    torch.manual_seed(0)
+    for _ in range(300):
+        out = transform(synthetic_sample(), TASKS["breast_lesion"])
+        for key in ("mask", "boxes", "points"):  # labels never move
+            assert torch.equal(out[key], reference[key]), key
+        changed += not torch.equal(out["image"], reference["image"])
+    # P(changed) = 1 - 0.8 * 0.9 = 0.28: 84 of 300 expected, std 7.8
+    assert 60 < changed < 108, changed

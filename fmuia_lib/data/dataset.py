@@ -247,3 +247,16 @@ def collate(batch: list[dict]) -> dict:
     if "mask_path" in batch[0]:
         out["mask_path"] = [item["mask_path"] for item in batch]
     return out
+
+
+def collate_mixed(batch: list[dict]) -> dict:
+    """Stack a batch that may mix tasks (the baseline's validation batches): ``image``
+    (B,3,H,W); ``target``, ``task_id``, ``task_type``, ``orig_size`` and ``source`` as lists."""
+    return {
+        "image": torch.stack([item["image"] for item in batch]),
+        "target": [item["target"] for item in batch],
+        "task_id": [item["task_id"] for item in batch],
+        "task_type": [item["task_type"] for item in batch],
+        "orig_size": [item["orig_size"] for item in batch],
+        "source": [item["source"] for item in batch],
+    }

@@ -12,18 +12,31 @@ used up). With ``n_t`` rows in task ``t``:
 The order depends only on ``(seed, epoch)``, so a run can be reproduced, and
 ``state_dict()`` / ``load_state_dict()`` resume in the middle of an epoch.
 
+**OfficialTaskSampler.** The official baseline's sampler (its ``MultiTaskUniformSampler``),
+with its own seeded generator: every task's row list is shuffled once; per step a task is
+picked uniformly and the batch is the next ``batch_size`` rows from that task's cursor; a
+batch that would run past the end takes the rest, re-shuffles the list in place and fills
+up from its start. Every epoch (``len(rows) // batch_size`` steps) restarts every cursor
+at 0, without re-shuffling.
+
 **stratified_split.** A seeded train/val split made separately for every task, so
 every task is in both parts; optionally stratified by a label column, and by groups
 (e.g. patients) that are never split between train and val.
+
+**random_split_indices.** The baseline's split: ``torch.utils.data.random_split`` of all
+rows (tasks mixed) with a generator seeded by ``seed``; ``int(N * val_fraction)`` rows
+go to validation, in the permutation's order.
 """
 from __future__ import annotations
 
 import math
+import random
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from torch.utils.data import Sampler
+import torch
+from torch.utils.data import Sampler, random_split
 
 STRATEGIES = ("uniform", "proportional", "temperature")
 
@@ -110,6 +123,116 @@ class TaskBatchSampler(Sampler[list[int]]):
                 self.position = i + 1
                 yield batch
         self.set_epoch(self.epoch + 1)
+
+
+class OfficialTaskSampler(Sampler[list[int]]):
+    """The official baseline's task sampler (see the module docstring), seeded and resumable.
+
+    ``task_indices`` maps task id -> dataset indices. ``num_batches`` per epoch defaults to
+    ``sum(n_t) // batch_size``. Uses a ``random.Random(seed)`` of its own (the baseline
+    uses Python's global one), so the order depends only on ``seed``; ``state_dict()`` /
+    ``load_state_dict()`` resume in the middle of an epoch, as :class:`TaskBatchSampler`.
+    The lists carry over from one epoch to the next, so the state of epoch ``e`` is
+    replayed from the start (index lists only, no data) and remembered.
+    """
+
+    def __init__(self, task_indices: dict[str, list[int]], batch_size: int, seed: int = 0,
+                 num_batches: int | None = None):
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.task_indices = {t: list(ix) for t, ix in task_indices.items() if len(ix) > 0}
+        if not self.task_indices:
+            raise ValueError("no task has any rows")
+        self.batch_size, self.seed = batch_size, seed
+        total = sum(len(ix) for ix in self.task_indices.values())
+        self.num_batches = num_batches if num_batches is not None else total // batch_size
+        if self.num_batches < 1:
+            raise ValueError(f"{total} rows do not fill one batch of {batch_size}")
+        self.epoch = 0
+        self.position = 0
+        self._epoch_starts: dict[int, tuple[object, dict[str, list[int]]]] = {}
+
+    def task_probabilities(self) -> dict[str, float]:
+        """``{task_id: 1 / T}``: every step picks a task uniformly."""
+        return {t: 1.0 / len(self.task_indices) for t in self.task_indices}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.position = epoch, 0
+
+    def state_dict(self, batches_done: int | None = None) -> dict:
+        return {"epoch": self.epoch, "position": self.position if batches_done is None else batches_done,
+                "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["seed"] != self.seed:
+            raise ValueError(f"state was saved with seed {state['seed']}, this sampler has seed {self.seed}")
+        self.epoch, self.position = state["epoch"], state["position"]
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def _start_of(self, epoch: int) -> tuple[random.Random, dict[str, list[int]]]:
+        """Generator and row lists at the start of ``epoch`` (copies)."""
+        if 0 not in self._epoch_starts:
+            rng = random.Random(self.seed)
+            lists = {t: list(ix) for t, ix in self.task_indices.items()}
+            for ix in lists.values():
+                rng.shuffle(ix)  # once, at construction
+            self._remember(0, rng, lists)
+        known = max(e for e in self._epoch_starts if e <= epoch)
+        rng, lists = self._restore(known)
+        for e in range(known, epoch):
+            for _ in self._batches(rng, lists):
+                pass
+            self._remember(e + 1, rng, lists)
+        return rng, lists
+
+    def _remember(self, epoch: int, rng: random.Random, lists: dict[str, list[int]]) -> None:
+        self._epoch_starts[epoch] = (rng.getstate(), {t: list(ix) for t, ix in lists.items()})
+
+    def _restore(self, epoch: int) -> tuple[random.Random, dict[str, list[int]]]:
+        state, lists = self._epoch_starts[epoch]
+        rng = random.Random()
+        rng.setstate(state)
+        return rng, {t: list(ix) for t, ix in lists.items()}
+
+    def _batches(self, rng: random.Random, lists: dict[str, list[int]]) -> Iterator[list[int]]:
+        """One epoch of batches; consumes ``rng`` and re-shuffles ``lists`` in place as the baseline."""
+        cursors = {t: 0 for t in lists}
+        task_ids = list(lists)
+        for _ in range(self.num_batches):
+            task = rng.choice(task_ids)
+            rows, start = lists[task], cursors[task]
+            end = start + self.batch_size
+            if end > len(rows):
+                batch = rows[start:]
+                rng.shuffle(rows)
+                rest = self.batch_size - len(batch)
+                batch.extend(rows[:rest])
+                cursors[task] = rest
+            else:
+                batch = rows[start:end]
+                cursors[task] = end
+            yield batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng, lists = self._start_of(self.epoch)
+        for i, batch in enumerate(self._batches(rng, lists)):
+            if i >= self.position:
+                self.position = i + 1
+                yield list(batch)
+        self._remember(self.epoch + 1, rng, lists)
+        self.set_epoch(self.epoch + 1)
+
+
+def random_split_indices(num_rows: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """``(train, val)`` positions of the baseline's split: ``random_split`` of ``range(num_rows)``
+    into ``num_rows - int(num_rows * val_fraction)`` and ``int(num_rows * val_fraction)`` rows
+    with ``torch.Generator().manual_seed(seed)``, each part in the permutation's order."""
+    val_size = int(num_rows * val_fraction)
+    train, val = random_split(range(num_rows), [num_rows - val_size, val_size],
+                              generator=torch.Generator().manual_seed(seed))
+    return list(train.indices), list(val.indices)
 
 
 def stratified_split(frame: pd.DataFrame, val_fraction: float = 0.2, seed: int = 0,

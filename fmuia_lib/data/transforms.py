@@ -23,19 +23,27 @@ Which augmentations are *label-safe* depends on the task type, not on task names
   class such as ``deg045`` of ``fetal_head_pos_cls`` becomes wrong after a flip.
 
 Brightness, contrast and noise never change a label and apply to every task.
+
+Presets (``augment``): ``"official"`` is the official baseline's training augmentation
+(albumentations ``RandomBrightnessContrast(p=0.2)`` and ``GaussNoise(p=0.1)`` with
+albumentations 2.0.8's defaults, no geometric augmentation), written here as two small
+v2 transforms with albumentations' formulas (:class:`BrightnessContrastShift`,
+:class:`StrongGaussNoise`); ``"light"`` is fmuia's (label-safe warps, milder jitter
+and noise); ``"none"`` only resizes.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-AUGMENT_LEVELS = ("none", "light")
+AUGMENT_LEVELS = ("official", "light", "none")
 
 Sample = dict  # {"image": Image, optional "mask" | "boxes" | "points"}
 
@@ -48,6 +56,79 @@ GEOMETRIC_AUGMENTATION = {SEGMENTATION: "flip+affine", DETECTION: "flip+affine",
 def geometric_augmentation(task: TaskSpec) -> str:
     """``"flip+affine"``, ``"affine"`` or ``"none"``: the warps that keep ``task``'s label true."""
     return GEOMETRIC_AUGMENTATION[task.task_type]
+
+
+class BrightnessContrastShift(v2.Transform):
+    """albumentations' ``RandomBrightnessContrast`` (2.0.8 defaults) on uint8 images:
+    ``out = floor(clip(img * alpha + beta * 255, 0, 255))`` with ``alpha = 1 + U(-c, c)`` and
+    ``beta = U(-b, b)``, one draw per image; masks, boxes and points pass through.
+
+    Written by hand because ``v2.ColorJitter`` is a different transform: its brightness
+    *multiplies* the image and its contrast blends with the image's mean grey, while
+    albumentations (with ``brightness_by_max``) *adds* a fraction of the maximum value and
+    scales contrast about 0 (``albucore.multiply_add``: a float32 lookup table, clipped and
+    truncated to uint8).
+    """
+
+    _transformed_types = (tv_tensors.Image,)
+
+    def __init__(self, brightness_limit: float = 0.2, contrast_limit: float = 0.2) -> None:
+        super().__init__()
+        self.brightness_limit, self.contrast_limit = brightness_limit, contrast_limit
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        alpha = 1.0 + float(torch.empty(()).uniform_(-self.contrast_limit, self.contrast_limit))
+        beta = float(torch.empty(()).uniform_(-self.brightness_limit, self.brightness_limit))
+        return {"alpha": alpha, "beta": beta}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return tv_tensors.wrap(brightness_contrast_shift(inpt, params["alpha"], params["beta"]), like=inpt)
+
+
+def brightness_contrast_shift(image: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    """``floor(clip(image * alpha + beta * 255, 0, 255))`` of a uint8 image, in float32 as
+    albumentations' lookup table computes it."""
+    _require_uint8(image, "BrightnessContrastShift")
+    out = image.as_subclass(torch.Tensor).to(torch.float32) * alpha + beta * 255.0
+    return out.clamp_(0, 255).to(torch.uint8)  # the cast truncates, as numpy's astype(uint8)
+
+
+class StrongGaussNoise(v2.Transform):
+    """albumentations' ``GaussNoise`` (2.0.8 defaults) on uint8 images: zero-mean Gaussian
+    noise, independent per pixel and channel, whose standard deviation is ``U(0.2, 0.44)``
+    of the maximum value (51 to 112 grey levels), drawn once per image;
+    ``out = floor(clip(img + noise, 0, 255))``. Masks, boxes and points pass through.
+
+    Written by hand because ``v2.GaussianNoise`` has one fixed standard deviation and
+    rounds differently; albumentations adds float32 noise and truncates back to uint8.
+    """
+
+    _transformed_types = (tv_tensors.Image,)
+
+    def __init__(self, std_range: tuple[float, float] = (0.2, 0.44)) -> None:
+        super().__init__()
+        self.std_range = std_range
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        image = next(x for x in flat_inputs if isinstance(x, tv_tensors.Image))
+        sigma = float(torch.empty(()).uniform_(*self.std_range))
+        return {"noise": torch.randn(image.shape, dtype=torch.float32) * sigma * 255.0}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return tv_tensors.wrap(add_noise_uint8(inpt, params["noise"]), like=inpt)
+
+
+def add_noise_uint8(image: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """``floor(clip(image + noise, 0, 255))`` of a uint8 image and float32 noise."""
+    _require_uint8(image, "StrongGaussNoise")
+    out = image.as_subclass(torch.Tensor).to(torch.float32) + noise
+    return out.clamp_(0, 255).to(torch.uint8)
+
+
+def _require_uint8(image: torch.Tensor, name: str) -> None:
+    if image.dtype != torch.uint8:
+        raise TypeError(f"{name} works on uint8 images (as the baseline's albumentations pipeline), "
+                        f"got {image.dtype}")
 
 
 class JointTransform:
@@ -80,7 +161,9 @@ def build_transforms(image_size: int | tuple[int, int], train: bool, augment: st
     """The joint transform for training (``train=True``) or evaluation.
 
     Evaluation: resize to ``image_size`` (an int = square, or ``(height, width)``).
-    Training with ``augment="light"`` adds a small affine warp (p=0.5: rotation up to
+    Training with ``augment="official"`` (the baseline's) adds, on the uint8 image,
+    :class:`BrightnessContrastShift` (p=0.2) then :class:`StrongGaussNoise` (p=0.1), and no
+    geometric augmentation. Training with ``augment="light"`` adds a small affine warp (p=0.5: rotation up to
     10 degrees, shift up to 5 %, scale 0.9-1.1) for segmentation, detection and
     Regression, preceded by a horizontal flip (p=0.5) for segmentation and detection
     (:func:`geometric_augmentation`), then brightness/contrast jitter (p=0.5) and
@@ -93,6 +176,12 @@ def build_transforms(image_size: int | tuple[int, int], train: bool, augment: st
     to_float = v2.ToDtype(torch.float32, scale=True)
     if not train or augment == "none":
         return JointTransform(size, None, to_float)
+    if augment == "official":
+        return JointTransform(size, None, v2.Compose([
+            v2.RandomApply([BrightnessContrastShift()], p=0.2),
+            v2.RandomApply([StrongGaussNoise()], p=0.1),
+            to_float,
+        ]))
     affine = [v2.RandomApply([v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1))], p=0.5),
               v2.ClampBoundingBoxes(), v2.ClampKeyPoints()]
     geometric = {"flip+affine": v2.Compose([v2.RandomHorizontalFlip(p=0.5), *affine]),

@@ -14,13 +14,19 @@ with ``torch.load(weights_only=True)`` (no pickled code is executed). It holds:
 * ``versions``: Python, the libraries and torch's CUDA / cuDNN the run used
   (:func:`library_versions`), which ``fmuia export`` pins in the Docker image.
 
-The batch stream is a pure function of ``(seed, step)`` (see ``train.StepBatches``), and
+:func:`load_checkpoint` rebuilds the model from the stored config (encoder, head types,
+per-task statistics) and loads its weights. Format 2 stores the config with its
+``switches`` and head types; a format-1 checkpoint (written before the head types were
+configurable) is refused with an explanation.
+
+The batch stream is a pure function of ``(seed, step)`` (see ``training.loop.StepBatches``), and
 each stretch of steps between two checkpoints gets a fresh DataLoader seeded by its
 first step, so a resumed run sees the same batches, augmentations and dropout masks as
 an uninterrupted one.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import random
@@ -31,14 +37,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from fmuia_lib.config import TrainConfig
 from fmuia_lib.env_info import PACKAGES, package_versions
-from fmuia_lib.tasks import manifest_hash
+from fmuia_lib.model import MultiTaskNet, build_model
+from fmuia_lib.tasks import manifest_hash, select_tasks
 
 #: Distributions whose versions a checkpoint records: those that change results, and
 #: the rest of what inference imports.
 VERSIONED_PACKAGES = (*PACKAGES, "pillow", "tqdm", "pyyaml", "huggingface-hub", "safetensors")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class CheckpointMismatch(ValueError):
@@ -69,9 +77,37 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     state = torch.load(path, map_location=map_location, weights_only=True)
+    if isinstance(state, dict) and state.get("format") == 1:
+        raise CheckpointMismatch(f"{path}: an fmuia checkpoint of format 1, written before head types and "
+                                 f"switches were stored; this version reads format {FORMAT_VERSION}: retrain")
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise CheckpointMismatch(f"{path}: not an fmuia checkpoint (format {FORMAT_VERSION})")
     return state
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
+                    ) -> tuple[MultiTaskNet, TrainConfig, dict[str, Any]]:
+    """``(model in eval mode, its TrainConfig, info)`` from a checkpoint.
+
+    The model is rebuilt from the stored config (encoder, detection and landmark head
+    types, per-task BatchNorm statistics), without downloading encoder weights. ``info``
+    holds ``step``, ``best_score``, ``task_ids``, ``encoder``, ``manifest_hash`` and the
+    last validation rows. Refuses a checkpoint whose task definitions no longer match
+    the manifest.
+    """
+    state = read_checkpoint(path, map_location=map_location)
+    config = TrainConfig.from_dict(state["config"])
+    task_ids = list(state["task_ids"])
+    tasks = select_tasks(task_ids, config.manifest)
+    check_compatible(state, path, task_ids, state["encoder"], config.manifest)
+    model = build_model(dataclasses.replace(config, encoder=state["encoder"], encoder_weights=None), tasks)
+    model.load_state_dict(state["model"])
+    model.to(map_location).eval()
+    last_step = max((r["step"] for r in state["val_history"]), default=None)
+    info = {"step": int(state["step"]), "best_score": float(state["best_score"]), "task_ids": task_ids,
+            "encoder": state["encoder"], "manifest_hash": state["manifest_hash"],
+            "val_scores": [r for r in state["val_history"] if r["step"] == last_step]}
+    return model, config, info
 
 
 def check_compatible(state: dict[str, Any], path: str | Path, task_ids: list[str],

@@ -1,0 +1,150 @@
+"""fmuia's fixes to the official baseline, each one named switch on top of its recipe.
+
+``TrainConfig()`` is the official FM_UIA 2026 baseline's recipe. Each switch below sets a
+few config fields to fmuia's values; a config lists the switches it runs in its
+``switches`` field, and the effective config is
+
+    official defaults  +  the listed switches' values  +  the config's own keys
+
+(``TrainConfig.from_dict``). A key of its own that contradicts a listed switch is an
+error naming both, so a profile can never half-apply a fix. The fmuia recipe is every
+switch (:data:`FMUIA_RECIPE`); listing a subset measures what each fix is worth.
+
+:func:`switch_table` renders the registry as the Markdown table of
+``docs/architecture.md`` (a test keeps the two identical).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+
+@dataclass(frozen=True)
+class Switch:
+    """One fix: the config values it sets, and what it changes."""
+
+    name: str
+    sets: Mapping[str, Any]  #: TrainConfig field -> fmuia's value (the official value is the field's default)
+    baseline: str  #: what the official baseline does
+    fmuia: str  #: what fmuia does instead
+    why: str
+
+
+_SWITCHES = (
+    Switch("trained_fpn", {"freeze_fpn": False},
+           "The FPN decoder is in no optimiser group: it keeps smp's initialisation for the whole run.",
+           "The FPN decoder is trained, at `lr * fpn_lr_mult` (default: the heads' rate).",
+           "Segmentation and detection heads otherwise read a fixed random projection of the encoder "
+           "features."),
+    Switch("centernet_detection", {"det_head": "centernet"},
+           "Grid head: objectness is trained only at the true centre cell, always towards 1, yet the "
+           "box is read at the cell of highest objectness.",
+           "CenterNet head: a focal loss on a Gaussian centre heat map trains every cell; box size and "
+           "centre offset are read at the peak.",
+           "Untrained cells can out-score the true one, so the grid head may read its box from a "
+           "cell that never learned one."),
+    Switch("whole_set_validation", {"validation": "whole_set"},
+           "Metrics are averaged per validation mini-batch (batches of 8 that mix tasks); the selection "
+           "score leaves Regression out.",
+           "Challenge metrics per task over the whole validation set; the selection score covers every "
+           "task type, Regression included.",
+           "Per-batch means weight a task's images by how the batches fell, and a model may get worse "
+           "at landmarks without the selection noticing."),
+    Switch("temperature_sampler", {"sampler": "temperature"},
+           "Each step picks a task uniformly at random.",
+           "Tasks are drawn with probability proportional to n_task ** (1 / sampler_temperature).",
+           "Uniform sampling repeats the smallest tasks many times per epoch and starves the largest."),
+    Switch("dice_ce", {"seg_loss": "dice_ce"},
+           "Segmentation loss: multiclass Dice.",
+           "Segmentation loss: multiclass Dice + cross-entropy.",
+           "Dice alone gives small structures almost no gradient at first; on the phantom it still "
+           "predicts empty masks where Dice + CE has learned them."),
+    Switch("per_task_norm_stats", {"norm_stats": "per_task"},
+           "Evaluation uses BatchNorm running averages, which mix whichever tasks came last.",
+           "BatchNorm statistics are re-estimated for each task before validation and kept in the model.",
+           "Every training batch holds one task, so each task's head only ever saw its own task's "
+           "statistics."),
+    Switch("head_priors", {"head_priors": True},
+           "Landmark heads start from a random initialisation.",
+           "Landmark heads start at the training set's mean landmarks.",
+           "Training starts at the trivial baseline instead of at random points."),
+    Switch("smooth_l1", {"reg_loss": "smooth_l1"},
+           "Landmark loss: MSE on normalised coordinates.",
+           "Landmark loss: SmoothL1 (L1 beyond 0.05 of the image).",
+           "MSE's gradients vanish near the mean landmarks, where an untrained head sits."),
+    Switch("warmup_clipping", {"schedule": "warmup_cosine", "grad_clip": 1.0},
+           "Cosine annealing stepped once per epoch down to an absolute `eta_min`; no warm-up; no "
+           "gradient clipping.",
+           "Cosine annealing per optimiser step to `min_lr_ratio` of each group's peak, after "
+           "`warmup_steps` of linear warm-up; gradient norm clipped at 1.",
+           "Guards the first steps and any gradient spike while heads learn at 10x the encoder's rate; "
+           "a per-step schedule has the same shape for runs of any length."),
+    Switch("light_augmentation", {"augment": "light"},
+           "Brightness/contrast shift (p 0.2) and strong Gaussian noise (p 0.1); no geometric "
+           "augmentation.",
+           "Label-safe flips and small affine warps per task type, milder brightness/contrast jitter "
+           "and noise.",
+           "Flips and small warps add label-safe variety the baseline never uses; its noise (std 20-44 % "
+           "of the intensity range, per channel) is stronger than the speckle it sits on."),
+    Switch("sigmoid_landmarks", {"landmark_head": "sigmoid"},
+           "Landmark head: average pool and one linear layer to 2K unbounded coordinates.",
+           "Landmark head: average pool, dropout, linear layer and a sigmoid, so points stay in the "
+           "image.",
+           "An unbounded head can predict points outside the image, and dropout regularises the "
+           "small landmark subsets."),
+)
+
+#: Every switch by name, in the order of the docs table.
+SWITCHES: dict[str, Switch] = {s.name: s for s in _SWITCHES}
+
+#: The fmuia recipe: the official recipe with every fix switched on.
+FMUIA_RECIPE: tuple[str, ...] = tuple(SWITCHES)
+
+#: Fields that change speed or memory, not what is learned; a profile sets them freely.
+SPEED_SETTINGS: tuple[str, ...] = ("amp", "amp_dtype", "channels_last", "num_workers", "device",
+                                   "deterministic")
+
+
+def unknown_switches(names: Iterable[str]) -> list[str]:
+    return [n for n in names if n not in SWITCHES]
+
+
+def implied_values(names: Iterable[str]) -> dict[str, tuple[Any, str]]:
+    """``{field: (value, switch name)}`` for the switches ``names`` (unknown names raise KeyError)."""
+    out: dict[str, tuple[Any, str]] = {}
+    for name in names:
+        for field, value in SWITCHES[name].sets.items():
+            if field in out and out[field][0] != value:  # a registry error, not a user error
+                raise AssertionError(f"switches {out[field][1]} and {name} set {field} differently")
+            out[field] = (value, name)
+    return out
+
+
+def switch_fields() -> set[str]:
+    """Every config field some switch sets."""
+    return {field for s in SWITCHES.values() for field in s.sets}
+
+
+def agreeing(names: Iterable[str], **values: Any) -> list[str]:
+    """The switches among ``names`` that do not contradict ``values``.
+
+    ``agreeing(FMUIA_RECIPE, sampler="uniform")`` is every switch but ``temperature_sampler``:
+    what to list when a run forces ``sampler="uniform"`` onto the fmuia recipe.
+    """
+    return [n for n in names
+            if all(values.get(field, value) == value for field, value in SWITCHES[n].sets.items())]
+
+
+def switch_table() -> str:
+    """The registry as a Markdown table (switch, config values, baseline, fmuia, why)."""
+    rows = ["| switch | sets | the baseline | fmuia | why |", "|---|---|---|---|---|"]
+    for s in SWITCHES.values():
+        sets = ", ".join(f"`{k}: {_yaml_scalar(v)}`" for k, v in s.sets.items())
+        rows.append(f"| `{s.name}` | {sets} | {s.baseline} | {s.fmuia} | {s.why} |")
+    return "\n".join(rows)
+
+
+def _yaml_scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
