@@ -121,16 +121,18 @@ RUN_TASKS = ["cardiac_multi", "organ_cls", "thyroid_nodule_det", "IUGC"]
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """``(phantom val root, trained checkpoint)``: 4 phantom subtasks, ResNet-18 at 64 px,
-    4 training steps on CPU (seconds). Read-only for the tests."""
+    """``(phantom val root, trained checkpoint)``: 4 phantom subtasks, the fmuia recipe with
+    ResNet-18 at 64 px, 4 training steps on CPU (seconds). Read-only for the tests."""
     from fmuia_lib.config import TrainConfig
     from fmuia_lib.data.phantom import generate_phantom
+    from fmuia_lib.switches import FMUIA_RECIPE
     from fmuia_lib.training import train
 
     base = tmp_path_factory.mktemp("tiny_run")
     generate_phantom(base / "phantom", seed=0, n_train=4, n_val=4, tasks=RUN_TASKS, workers=1)
-    config = TrainConfig(data_root=str(base / "phantom" / "train"), val_root=str(base / "phantom" / "val"),
-                         encoder="resnet18", encoder_weights=None, image_size=64, batch_size=2, max_steps=4,
-                         eval_every=4, num_workers=0, device="cpu", out_dir=str(base / "run"), seed=1)
+    config = TrainConfig.from_dict(dict(
+        data_root=str(base / "phantom" / "train"), val_root=str(base / "phantom" / "val"),
+        switches=list(FMUIA_RECIPE), epochs=None, encoder="resnet18", encoder_weights=None, image_size=64,
+        batch_size=2, max_steps=4, eval_every=4, num_workers=0, device="cpu", out_dir=str(base / "run"), seed=1))
     result = train(config, progress=False)
     return base / "phantom" / "val", result.last_checkpoint

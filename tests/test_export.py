@@ -41,7 +41,7 @@ def test_the_build_context_has_the_official_form(exported, tiny_run):
     assert 'default="/input/"' in source and 'default="/output/"' in source
 
     weights = torch.load(exported / "weights.pt", weights_only=True)
-    assert weights["format"] == "fmuia-weights/1" and weights["image_size"] == 64
+    assert weights["format"] == "fmuia-weights/2" and weights["image_size"] == 64
     assert not {"optimizer", "scheduler", "history", "rng"} & set(weights)
 
     state = torch.load(checkpoint, weights_only=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fmuia_lib import runner
+from fmuia_lib import profiles
 from fmuia_lib.config import TrainConfig
 from fmuia_lib.switches import FMUIA_RECIPE, SPEED_SETTINGS, SWITCHES, switch_fields
 
@@ -16,7 +16,8 @@ PACKAGED = ROOT / "fmuia_lib" / "profiles"
 SIZE_KNOBS = {"encoder", "encoder_weights", "image_size", "epochs"}
 
 #: cpu-smoke's effective TrainConfig before the recipe became configurable (measured with the
-#: previous release's TrainConfig.from_dict(load_profile("cpu-smoke").train).to_dict())
+#: previous release's TrainConfig.from_dict(load_profile("cpu-smoke").train).to_dict()), except
+#: ``device``: profiles leave it to the machine (None: CUDA when present), it was "cpu" then
 CPU_SMOKE_BEFORE = {
     "data_root": None, "val_root": None, "val_fraction": 0.2, "manifest": None, "tasks": None, "image_size": 64,
     "augment": "light", "sampler": "temperature", "sampler_temperature": 2.0, "num_workers": 0,
@@ -27,7 +28,7 @@ CPU_SMOKE_BEFORE = {
     "amp_dtype": "auto", "channels_last": False, "seg_loss": "dice_ce", "cls_label_smoothing": 0.0,
     "reg_loss": "smooth_l1", "det_size_weight": 5.0, "det_offset_weight": 1.0,
     "loss_weights": {"segmentation": 1.0, "classification": 1.0, "detection": 1.0, "Regression": 10.0},
-    "uncertainty_weighting": False, "seed": 0, "deterministic": False, "device": "cpu", "out_dir": "runs/train",
+    "uncertainty_weighting": False, "seed": 0, "deterministic": False, "device": None, "out_dir": "runs/train",
     "resume": None, "stop_at_step": None}
 #: what the fields added since then hold for cpu-smoke: the fmuia recipe's values
 CPU_SMOKE_NEW_FIELDS = {"split": "random", "det_head": "centernet", "landmark_head": "sigmoid", "epochs": None,
@@ -36,7 +37,7 @@ CPU_SMOKE_NEW_FIELDS = {"split": "random", "det_head": "centernet", "landmark_he
 
 
 def effective(name_or_path) -> TrainConfig:
-    return TrainConfig.from_dict(runner.load_profile(name_or_path).train)
+    return TrainConfig.from_dict(profiles.load_profile(name_or_path).train)
 
 
 def packaged(name: str) -> Path:
@@ -46,7 +47,7 @@ def packaged(name: str) -> Path:
 @pytest.mark.parametrize("profile", ["cpu-smoke", "real-slice", "gpu-full", packaged("official-baseline"),
                                      packaged("official-smoke")], ids=str)
 def test_effective_config_is_official_defaults_plus_switches_plus_own_keys(profile):
-    loaded = runner.load_profile(profile)
+    loaded = profiles.load_profile(profile)
     values = TrainConfig().to_dict()
     for name in loaded.train.get("switches", []):
         values.update(SWITCHES[name].sets)
@@ -64,7 +65,7 @@ def test_official_baseline_is_the_official_recipe():
             config.seed, config.val_fraction, config.num_workers) == (
         "efficientnet-b4", "imagenet", 256, 20, 50, 42, 0.2, 4)
     assert config.val_root is None and config.split == "random"
-    assert runner.load_profile(packaged("official-baseline")).data["source"] == "user"
+    assert profiles.load_profile(packaged("official-baseline")).data["source"] == "user"
 
 
 def test_official_smoke_differs_only_in_size_knobs():
@@ -72,7 +73,7 @@ def test_official_smoke_differs_only_in_size_knobs():
     differ = {k for k, v in smoke.to_dict().items() if baseline.to_dict()[k] != v}
     assert differ == SIZE_KNOBS
     assert (smoke.encoder, smoke.encoder_weights, smoke.image_size) == ("resnet18", None, 64)
-    assert runner.load_profile(packaged("official-smoke")).data["source"] == "phantom"
+    assert profiles.load_profile(packaged("official-smoke")).data["source"] == "phantom"
 
 
 def test_gpu_full_is_official_baseline_with_every_switch_and_speed_settings():
@@ -95,13 +96,3 @@ def test_cpu_smoke_trains_with_what_it_trained_with_before():
     config = effective("cpu-smoke").to_dict()
     assert {k: config[k] for k in CPU_SMOKE_BEFORE} == CPU_SMOKE_BEFORE
     assert {k: v for k, v in config.items() if k not in CPU_SMOKE_BEFORE} == CPU_SMOKE_NEW_FIELDS
-
-
-def test_the_suite_gives_notebooks_the_effective_config(tmp_path):
-    params = runner.shared_parameters(runner.load_profile(packaged("official-smoke")), tmp_path, tmp_path / "data")
-    smoke = effective(packaged("official-smoke"))
-    for field, value in smoke.to_dict().items():
-        if field not in ("data_root", "out_dir"):
-            assert params[field] == value, field
-    assert params["val_root"] is None  # the profile asks for the baseline's split of the training root
-    assert params["data_root"] == str(tmp_path / "data" / "train")

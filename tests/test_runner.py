@@ -21,6 +21,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from fmuia_lib import cli, profiles, series, suite
 from fmuia_lib.config import ConfigError, TrainConfig
 from fmuia_lib.evaluate import validate_submission
+from fmuia_lib.switches import FMUIA_RECIPE
 from fmuia_lib.tasks import load_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,9 +52,9 @@ def test_a_profile_loads_by_path_and_a_run_config_reads_as_a_profile(tmp_path):
     copy = tmp_path / "mine.yaml"
     copy.write_text((profiles.SHIPPED_DIR / "cpu-smoke.yaml").read_text())
     assert profiles.load_profile(copy).train == profiles.load_profile("cpu-smoke").train
-    written = TrainConfig(max_steps=7, eval_every=7, lr=0.5).to_yaml(tmp_path / "config.yaml")
+    written = TrainConfig(epochs=None, max_steps=7, eval_every=7, lr=0.5).to_yaml(tmp_path / "config.yaml")
     profile = profiles.load_profile(written)
-    expected = TrainConfig(max_steps=7, eval_every=7, lr=0.5, out_dir=str(profiles.resolve("runs/train")))
+    expected = TrainConfig(epochs=None, max_steps=7, eval_every=7, lr=0.5, out_dir=str(profiles.resolve("runs/train")))
     assert profile.data == {} and profiles.run_settings(profile).config == expected
 
 
@@ -136,12 +137,6 @@ def test_notebook_settings_take_the_given_value_then_the_profile_then_the_defaul
     with pytest.raises(profiles.ProfileError, match=r"notebooks.06_experiments: unknown setting\(s\) \['half_fraction', 'pretrain_compare', 'sweep_tasks'\]"):
         profiles.run_settings("real-slice").notebook_settings("06_experiments", given={"sweep_steps": 1},
                                                               defaults={"sweep_steps": 1})
-
-
-def test_gpu_full_is_the_baseline_recipe():
-    train = profiles.load_profile("gpu-full").train
-    assert (train["encoder"], train["encoder_weights"], train["image_size"]) == ("efficientnet-b4", "imagenet", 256)
-    assert train["head_lr_mult"] == 10.0 and train["batch_size"] == 20
 
 
 def test_phantom_sizes_live_in_the_profiles_only():
@@ -286,7 +281,8 @@ def test_training_resumes_only_a_run_with_the_same_config_that_stopped_early(tmp
 
     make_root(tmp_path / "data", tasks=["organ_cls", "IUGC"], n=4, name="train")
     make_root(tmp_path / "data", tasks=["organ_cls", "IUGC"], n=2, seed=1, name="val")
-    tiny = {"encoder": "resnet18", "encoder_weights": None, "image_size": 32, "batch_size": 2, "max_steps": 4,
+    tiny = {"switches": list(FMUIA_RECIPE), "encoder": "resnet18", "encoder_weights": None, "image_size": 32,
+            "batch_size": 2, "epochs": None, "max_steps": 4,
             "eval_every": 2, "num_workers": 0, "norm_stats_batches": 1, "device": "cpu"}
     settings = profiles.run_settings(profiles.Profile(name="t", train=tiny), data_dir=tmp_path / "data",
                                      run_dir=tmp_path / "run")

@@ -205,6 +205,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state(),
             "config": self.config.to_dict(), "task_ids": self.task_ids, "encoder": self.config.encoder,
             "manifest_hash": manifest_hash(self.task_ids, self.config.manifest),
+            "versions": ckpt.library_versions(),
             "sampler": sampler_state(self.sampler, self.step * self.context.world_size),
             "history": self.history, "val_history": self.val_history,
         }
