@@ -3,6 +3,11 @@
 Every verb is a thin shell over a library function; the arguments are declared here and
 the work is done in the module named in ``COMMANDS``, imported only when that verb runs
 (so ``fmuia --help`` stays fast).
+
+Bad input is answered in one place, :func:`main`: an exception of a class listed in
+``BAD_INPUT`` (each names the file, CSV line or config key and the problem) is printed as
+``fmuia VERB: error: MESSAGE`` on stderr with exit status 2, without a traceback. Any
+other exception is a bug in fmuia and keeps its traceback; Ctrl-C exits with 130.
 """
 from __future__ import annotations
 
@@ -22,6 +27,24 @@ COMMANDS = {
     "validate-submission": ("fmuia_lib.evaluate", "validate_submission_main"),
     "export": ("fmuia_lib.export", "export_main"),
     "suite": ("fmuia_lib.suite", "suite_main"),
+}
+
+#: The exceptions that mean bad input (module -> class names), each raised with a message that
+#: names the file, line or key. Looked up only in modules already imported: an exception of a
+#: class whose module was never imported cannot have been raised.
+BAD_INPUT = {
+    "fmuia_lib.config": ("ConfigError",),  # profiles.ProfileError is one
+    "fmuia_lib.tasks": ("ManifestError",),
+    "fmuia_lib.data.layout": ("LayoutError",),
+    "fmuia_lib.data.images": ("ImageReadError",),
+    "fmuia_lib.data.phantom.render": ("PhantomError",),
+    "fmuia_lib.data.real.common": ("RealDataError",),
+    "fmuia_lib.submission": ("SubmissionError",),
+    "fmuia_lib.predict": ("ModelLoadError",),
+    "fmuia_lib.export": ("ExportError",),
+    "fmuia_lib.series": ("SuiteError",),
+    "fmuia_lib.training.checkpoint": ("CheckpointMismatch",),
+    "fmuia_lib.model": ("PretrainedWeightsUnavailable",),
 }
 
 
@@ -58,8 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("root", help="data root holding csv_files/")
     ck.add_argument("--manifest", default=None, help="manifest CSV (default: the packaged one)")
     ck.add_argument("--max-problems", type=int, default=200, help="problems to print (all are counted)")
-    ck.add_argument("--verify-images", action="store_true",
-                    help="read every image file whole (PNG checksums), not only its header; slower")
+    ck.add_argument("--header-only", action="store_true",
+                    help="read only each image's header (format and size), not decode it: faster on huge "
+                         "roots, but a cut-off or corrupt image is not found (masks are always decoded)")
+    ck.add_argument("--verify-images", action="store_true", help=argparse.SUPPRESS)  # now the default
 
     # -- train / predict / evaluate ---------------------------------------------------------
     tr = sub.add_parser("train", help="train the multi-task network")
@@ -113,6 +138,25 @@ def _version() -> str:
     return f"fmuia {__version__}"
 
 
+def bad_input_types() -> tuple[type[BaseException], ...]:
+    """The classes of ``BAD_INPUT`` whose modules are imported."""
+    found = []
+    for module_name, names in BAD_INPUT.items():
+        module = sys.modules.get(module_name)
+        found += [getattr(module, name) for name in names if module is not None]
+    return tuple(found)
+
+
+def error_message(err: BaseException) -> str:
+    """The message of a bad-input exception, without the traceback a DataLoader worker
+    prepends when it raises the exception again in the main process."""
+    text = str(err).rstrip()
+    marker = f"{type(err).__module__}.{type(err).__name__}: "
+    if text.startswith("Caught ") and marker in text:
+        text = text.rsplit(marker, 1)[1].rstrip()
+    return text or type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     verb = args.verb if args.verb != "data" else f"data {args.data_verb}"
@@ -123,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - re-raised below unless it is bad input
+        if not isinstance(err, bad_input_types()):
+            raise  # a bug: its traceback is what a report needs
+        print(f"fmuia {verb}: error: {error_message(err)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
