@@ -125,17 +125,12 @@ def write_submission(out_dir: str | Path, records: Iterable[Mapping[str, Any]],
 def check_output_folder(out_dir: str | Path, data_root: str | Path) -> None:
     """Refuse an output folder that is, contains or lies inside the data root (symbolic
     links resolved), or is a file: a submission must never overwrite data, ground-truth
-    masks least of all."""
-    out, root = Path(out_dir), Path(data_root)
-    if out.exists() and not out.is_dir():
-        raise SubmissionError(f"--out {out} is a file; give a folder for the submission")
-    out_real, root_real = os.path.realpath(out), os.path.realpath(root)
-    if out_real == root_real:
-        raise SubmissionError(f"--out {out} is the data root {root}: its ground-truth masks would be overwritten")
-    if _inside(out_real, root_real):
-        raise SubmissionError(f"--out {out} lies inside the data root {root}; write the submission elsewhere")
-    if _inside(root_real, out_real):
-        raise SubmissionError(f"--out {out} contains the data root {root}; write the submission elsewhere")
+    masks least of all (the rule is :func:`~fmuia_lib.data.layout.output_folder_problem`)."""
+    from fmuia_lib.data.layout import output_folder_problem
+
+    problem = output_folder_problem(out_dir, data_root, name="--out")
+    if problem:
+        raise SubmissionError(problem)
 
 
 def records_from_ground_truth(data_root: str | Path,

@@ -379,7 +379,7 @@ def _suite_args(tmp_path, **changes) -> argparse.Namespace:
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"profile": "no-such-profile"}, "fmuia suite: profile 'no-such-profile' not found"),
+    ({"profile": "no-such-profile"}, "fmuia suite: error: profile 'no-such-profile' not found"),
     ({"overrides": ["learning_rate=1"]}, "unknown TrainConfig field 'learning_rate'"),
     ({"data": "/nonexistent/data"}, "training data root /nonexistent/data/train does not exist"),
 ])

@@ -248,3 +248,13 @@ def mask_value_problem(values: np.ndarray, num_classes: int) -> str | None:
     if values.size and int(values.max()) >= num_classes:
         return f"mask has value {int(values.max())} >= num_classes {num_classes}"
     return None
+
+
+def mask_fit_problem(values: np.ndarray, size: tuple[int, int] | None, num_classes: int) -> str | None:
+    """Why a ground-truth mask does not fit its image (``size`` = its ``(height, width)``,
+    None when unknown) or its task (None when it does): the rule of ``fmuia data check``
+    and of the training set alike."""
+    if size is not None and tuple(values.shape[:2]) != tuple(size):
+        return (f"mask is {values.shape[1]}x{values.shape[0]} but its image is "
+                f"{size[1]}x{size[0]} (width x height)")
+    return mask_value_problem(values, num_classes)

@@ -41,8 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from fmuia_lib.data.images import (ImageReadError, image_header, mask_value_problem, read_image,
-                                   read_mask)
+from fmuia_lib.data.images import ImageReadError, image_header, mask_fit_problem, read_image, read_mask
 from fmuia_lib.tasks import (CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, TaskSpec,
                              load_manifest)
 
@@ -497,10 +496,7 @@ def mask_problem(mask_file: str, size: tuple[int, int] | None, num_classes: int)
         mask = read_mask(mask_file)
     except ImageReadError as err:
         return err.reason
-    if size is not None and mask.shape != tuple(size):
-        return (f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                f"{size[1]}x{size[0]} (width x height)")
-    return mask_value_problem(mask.values, num_classes)
+    return mask_fit_problem(mask.values, size, num_classes)
 
 
 def target_outside_image(task: TaskSpec, target, width: int, height: int) -> str | None:
@@ -616,7 +612,7 @@ def output_folder_problem(out: Path | str, root: Path | str, name: str = "--out"
         return f"{name} {out} is a file; give a folder"
     out_real, root_real = os.path.realpath(out), os.path.realpath(root)
     if out_real == root_real:
-        return f"{name} {out} is {what} {root}: nothing is written into data"
+        return f"{name} {out} is {what} {root}; write elsewhere"
     if _within(out_real, root_real):
         return f"{name} {out} lies inside {what} {root}; write elsewhere"
     if _within(root_real, out_real):
