@@ -164,6 +164,7 @@ def run_suite(profile: str | Path = "cpu-smoke", data: str | Path | None = None,
         run_dir = project_root() / LOCAL_RUN_DIR
     paths = notebook_paths(notebooks)
     check_notebook_settings(prof, paths)
+    _check_kernel(kernel)
 
     # Prepare and check the data once, up front, so bad data fails before any notebook starts.
     settings = run_settings(prof, overrides, data_dir=data, run_dir=run_dir)
@@ -213,6 +214,15 @@ def run_suite(profile: str | Path = "cpu-smoke", data: str | Path | None = None,
     print(f"suite {prof.name}: {len(executed)} notebooks in {sum(timings.values()):.1f} s; "
           f"executed notebooks in {executed_dir}" + (f"; metrics in {summary}" if summary else ""))
     return SuiteResult(out, executed, exported, timings, summary)
+
+
+def _check_kernel(kernel: str) -> None:
+    """The Jupyter kernel the notebooks run in must be installed."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    installed = sorted(KernelSpecManager().find_kernel_specs())
+    if kernel not in installed:
+        raise SuiteError(f"--kernel {kernel!r}: no such Jupyter kernel; installed: {', '.join(installed) or 'none'}")
 
 
 def _check_out(out: Path, settings) -> None:
