@@ -500,7 +500,7 @@ def check_runnable(config: TrainConfig) -> None:
     if config.device == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device='mps': Apple's MPS backend is not available here; use device=cpu or null")
     _check_encoder(config.encoder, config.encoder_weights)
-    from fmuia_lib.data.layout import output_folder_problem
+    from fmuia_lib.data.layout import linked_out_of, output_folder_problem
 
     if config.resume is not None and not os.path.isfile(os.path.expanduser(config.resume)):
         raise ConfigError(f"resume={config.resume!r}: no such checkpoint file")
@@ -510,6 +510,10 @@ def check_runnable(config: TrainConfig) -> None:
             problem = output_folder_problem(config.out_dir, root, name="out_dir", what=f"the {key}")
             if problem:
                 raise ConfigError(problem)
+    leaving = linked_out_of(config.out_dir)
+    if leaving is not None:
+        raise ConfigError(f"out_dir={config.out_dir!r}: {leaving} is a symbolic link to "
+                          f"{os.path.realpath(leaving)}, outside out_dir; a run writes only inside out_dir")
 
 
 def _check_encoder(name: str, weights: str | None) -> None:

@@ -621,6 +621,23 @@ def output_folder_problem(out: Path | str, root: Path | str, name: str = "--out"
     return None
 
 
+def lies_inside(path: Path | str, folder: Path | str) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it once symbolic links are resolved."""
+    return _within(os.path.realpath(path), os.path.realpath(folder))
+
+
+def linked_out_of(folder: Path | str) -> Path | None:
+    """The first symbolic link under ``folder`` (an existing output folder) that leads outside
+    it, or None: writing there would land elsewhere."""
+    real = os.path.realpath(folder)
+    for current, folders, files in os.walk(folder):
+        for name in sorted(folders + files):
+            path = os.path.join(current, name)
+            if os.path.islink(path) and not _within(os.path.realpath(path), real):
+                return Path(path)
+    return None
+
+
 def enclosing_data_root(path: Path | str) -> Path | None:
     """The nearest folder at or above ``path`` (symbolic links resolved) that is a data
     root (holds ``csv_files/``), or None. An output folder must not lie in one."""
