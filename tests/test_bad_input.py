@@ -303,6 +303,13 @@ def pred_mask_bytes(change: Callable[[bytes], bytes]) -> Callable[[World], None]
     return rewrite
 
 
+def pred_mask_linked_outside(w: World) -> None:
+    mask = first_pred_mask(w)
+    w.outside.mkdir(exist_ok=True)
+    shutil.move(mask, w.outside / mask.name)
+    mask.symlink_to(w.outside / mask.name)
+
+
 def no_csv_folder(w: World) -> None:
     (w.tmp / "bare").mkdir()
 
@@ -436,6 +443,8 @@ CASES = [
     row("check data root missing", "validate-submission {pred} --data {tmp}/empty", empty_folder, 2, "csv_files"),
     row("check mask saved as BMP", CHECK, pred_mask_bytes(as_bmp), 1, "ERROR", "BMP file"),
     row("check mask truncated", CHECK, pred_mask_bytes(cut_in_half), 1, "ERROR", "truncated PNG"),
+    row("check mask linked outside the submission", CHECK, pred_mask_linked_outside, 1, "ERROR", "symbolic link"),
+    row("evaluate mask linked outside the submission", EVALUATE, pred_mask_linked_outside, 2, "symbolic link"),
     # -- more predict and evaluate --------------------------------------------------------------------
     row("predict image linked outside the root", PREDICT + " --out {tmp}/out", image_linked_outside, 2,
         "csv_files/", "symbolic link"),
