@@ -285,8 +285,8 @@ def run_settings(profile: str | Path | Profile, overrides: Mapping[str, Any] | N
             sources[name] = "data_dir" if data_dir is not None else f"{origin} (data.dir)"
     if run_dir is not None and sources.get("out_dir") != "override":
         values["out_dir"], sources["out_dir"] = str(resolve(run_dir) / "train"), "run_dir"
-    for name in PATH_FIELDS:
-        if values.get(name) is not None:
+    for name in PATH_FIELDS:  # only real paths: anything else is left for TrainConfig.validate to name
+        if isinstance(values.get(name), str) and values[name].strip():
             values[name] = str(resolve(values[name]))
     try:
         config = TrainConfig.from_dict(values)
