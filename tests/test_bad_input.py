@@ -644,7 +644,8 @@ CASES = [
     row("real seed -1", "data real --src {tmp}/src --out {tmp}/r --seed -1", empty_source, 2, "--seed"),
     # -- suite ------------------------------------------------------------------------------------------
     row("suite unknown profile", "suite --profile nosuch --out {tmp}/s", nothing, 2, "profile 'nosuch' not found"),
-    row("suite unknown field", SUITE + " --set nosuchfield=1", suite_data, 2, "unknown TrainConfig field 'nosuchfield'"),
+    row("suite unknown field", SUITE + " --set nosuchfield=1", suite_data, 2,
+        "unknown TrainConfig field 'nosuchfield'"),
     row("suite negative weight decay", SUITE + " --set weight_decay=-1", suite_data, 2, "weight_decay"),
     row("suite unknown encoder", SUITE + " --set encoder=nosuchnet", suite_data, 2, "encoder='nosuchnet'"),
     row("suite device cuda:99", SUITE + " --set device=cuda:99", suite_data, 2, "no such CUDA device"),

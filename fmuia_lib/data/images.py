@@ -20,10 +20,10 @@ Images (:func:`read_image`)
 Image sizes (:func:`image_header`, :func:`image_size`)
     From the file header only (no pixels decoded; the format rule above still applies).
 Masks (:func:`read_mask`), the same rules for ground truth and predictions
-    A mask holds one class index per pixel, in a PNG (lossless). Stored 8- or 16-bit, as one channel, or as
-    3/4 channels whose colour channels are equal (a gray mask saved as RGB; alpha is
-    ignored): the values are the class indices as stored. Colour channels that differ,
-    or a floating-point file, are refused: no class index can be read from them.
+    A mask holds one class index per pixel, in a PNG (lossless). Stored 8- or 16-bit, as
+    one channel, or as 3/4 channels whose colour channels are equal (a gray mask saved as
+    RGB; alpha is ignored): the values are the class indices as stored. Colour channels
+    that differ are refused: no class index can be read from them.
     :class:`Mask` also records how the file was stored, because the challenge's scorer
     reads every mask with ``cv2.IMREAD_GRAYSCALE``, which keeps an 8-bit single-channel
     mask as it is, converts equal colour channels to the same values, but turns 16-bit
