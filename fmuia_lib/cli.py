@@ -7,12 +7,15 @@ the work is done in the module named in ``COMMANDS``, imported only when that ve
 Bad input is answered in one place, :func:`main`: an exception of a class listed in
 ``BAD_INPUT`` (each names the file, CSV line or config key and the problem) is printed as
 ``fmuia VERB: error: MESSAGE`` on stderr with exit status 2, without a traceback. Any
-other exception is a bug in fmuia and keeps its traceback; Ctrl-C exits with 130.
+other exception is a bug in fmuia and keeps its traceback; Ctrl-C exits with 130, a closed
+output pipe (``| head``) with 141.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import io
+import os
 import sys
 
 #: verb -> (module, function). Each function takes the parsed ``argparse.Namespace``
@@ -167,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # whoever read stdout went away (`fmuia data check ROOT | head`)
+        try:  # point stdout at /dev/null so that flushing it at exit raises nothing more
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass  # stdout is no file (a test's capture)
+        return 141  # 128 + SIGPIPE, what a shell reports for a closed pipe
     except Exception as err:  # noqa: BLE001 - re-raised below unless it is bad input
         if not isinstance(err, bad_input_types()):
             raise  # a bug: its traceback is what a report needs

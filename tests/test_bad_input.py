@@ -476,7 +476,7 @@ CASES = [
     row("data check truncated PNG", DATA_CHECK, rewrite_bytes(first_of(first_image), cut_in_half), 1,
         "truncated PNG"),
     row("data check truncated PNG, headers only", DATA_CHECK + " --header-only",
-        rewrite_bytes(first_of(first_image), cut_in_half), 0, "OK", "not decoded (--header-only)"),
+        rewrite_bytes(first_of(first_image), cut_in_half), 0, "OK", "--header-only: image headers read, not decoded"),
     row("data check PNG checksum", DATA_CHECK, rewrite_bytes(first_of(first_image), bad_idat_checksum), 1,
         "fails its checksum"),
     row("data check truncated JPEG", DATA_CHECK, rewrite_bytes(first_of(first_image), truncated_jpeg), 1,
@@ -746,6 +746,16 @@ def test_interrupt_exits_130_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
     monkeypatch.setattr(module, "check_main", buggy)
     with pytest.raises(ValueError, match="an internal mistake"):
         fmuia(["data", "check", "."])
+
+
+def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
+    """``fmuia data check ROOT | head``: the reader going away is no error of fmuia's."""
+    def print_into_closed_pipe(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys.modules["fmuia_lib.data.layout"], "check_main", print_into_closed_pipe)
+    assert fmuia(["data", "check", "."]) == 141
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_a_worker_traceback_is_cut_from_the_message():

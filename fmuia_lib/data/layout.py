@@ -589,7 +589,7 @@ def check_main(args) -> int:
         return 1
     frame = read_root(root, args.manifest)
     counts = frame["task_id"].value_counts()
-    checked = "image headers read, not decoded (--header-only)" if header_only else "every image decoded"
+    checked = "--header-only: image headers read, not decoded" if header_only else "every image decoded"
     print(f"{args.root}: OK, {len(frame)} rows, {len(counts)} tasks ({checked})")
     for task in resolve_tasks(args.manifest).values():
         if task.task_id in counts:
