@@ -77,6 +77,13 @@ class _Lines:
         self.stream.flush()
 
 
+class _HeadlessBar(std_tqdm):
+    """tqdm's text bar without its monitor thread, whose forced refreshes would print a
+    second line right after a regular one."""
+
+    monitor_interval = 0
+
+
 def tqdm(*args: Any, **kwargs: Any) -> std_tqdm:
     """A progress bar, as ``tqdm.auto.tqdm(*args, **kwargs)`` would make it except in a
     headless notebook (see the module docstring), where it is a line-per-update text bar
@@ -87,6 +94,5 @@ def tqdm(*args: Any, **kwargs: Any) -> std_tqdm:
         return auto_tqdm(*args, **kwargs)
     kwargs.update(file=_Lines(sys.stdout), leave=True, dynamic_ncols=False)
     kwargs.setdefault("mininterval", HEADLESS_INTERVAL_S)
-    kwargs.setdefault("maxinterval", kwargs["mininterval"])  # tqdm's monitor would refresh every 10 s
     kwargs.setdefault("ncols", 100)
-    return std_tqdm(*args, **kwargs)
+    return _HeadlessBar(*args, **kwargs)
