@@ -51,6 +51,8 @@ GOOD = 0.5
 #: Per-task quality used to rank tasks of one type: (metric, higher is better).
 QUALITY = {SEGMENTATION: ("DSC", True), CLASSIFICATION: ("F1_macro", True), DETECTION: ("IoU", True),
            REGRESSION: ("NMRE", False)}
+#: Fewest images for a rank correlation to be reported.
+MIN_RANKED = 5
 #: Order of the per-class failure kinds, worst first.
 CLASS_FAILURES = ("missed", "false alarm", "misplaced", "under-segmented", "over-segmented", "ok")
 
@@ -161,9 +163,10 @@ def compare_to_baselines(model: pd.DataFrame, baselines: Mapping[str, pd.DataFra
     return pd.DataFrame(rows)
 
 
-def baseline_findings(comparison: pd.DataFrame, narrowest: int = 3) -> list[str]:
+def baseline_findings(comparison: pd.DataFrame, narrowest: int = 3, shown: int = 12) -> list[str]:
     """Sentences on :func:`compare_to_baselines`: where the model is no better than its
-    strongest baseline (with the margin), else the ``narrowest`` smallest relative wins."""
+    strongest baseline, with the margin (the ``shown`` largest relative losses first, then
+    how many more), and the ``narrowest`` smallest relative wins."""
     tasks = comparison["task_id"].nunique()
     losing = comparison[~comparison["beats_baseline"]]
     lines = []
@@ -173,9 +176,13 @@ def baseline_findings(comparison: pd.DataFrame, narrowest: int = 3) -> list[str]
     else:
         lines.append(f"The model is no better than its strongest baseline on {len(losing)} of "
                      f"{len(comparison)} task metrics ({losing['task_id'].nunique()} of {tasks} tasks):")
-        for r in losing.sort_values("relative_margin").itertuples():
+        for r in losing.sort_values(["relative_margin", "margin"]).head(shown).itertuples():
             lines.append(f"  {r.task_id} {r.metric}: {r.model:.4g} vs {r.baseline:.4g} ({r.best_baseline} "
                          f"baseline), {_margin_text(r)}")
+        if len(losing) > shown:
+            ties = int((losing["margin"] == 0).sum())
+            lines.append(f"  ... and {len(losing) - shown} more ({ties} of all {len(losing)} are ties); "
+                         "the table below marks every one")
     winning = comparison[comparison["beats_baseline"]].sort_values("relative_margin").head(narrowest)
     if not winning.empty:
         lines.append(f"The {len(winning)} narrowest wins, relative to the baseline:")
@@ -335,6 +342,22 @@ def failure_taxonomy(per_image: pd.DataFrame) -> pd.DataFrame:
             .reindex(columns=sorted(set(per_image["failure"]), key=lambda k: (k != "ok", k))))
 
 
+def taxonomy_findings(taxonomy: pd.DataFrame) -> list[str]:
+    """One sentence per row of a failure table (:func:`failure_taxonomy` or
+    :func:`class_failure_table`): how many of its cases failed, and the most frequent kind."""
+    lines = []
+    for key, row in taxonomy.iterrows():
+        name = "/".join(key) if isinstance(key, tuple) else key
+        failures = row.drop(labels=["ok", "absent"], errors="ignore")
+        total = int(row.drop(labels=["absent"], errors="ignore").sum())
+        if failures.sum() == 0:
+            lines.append(f"{name}: no failure in {total} cases.")
+            continue
+        top = failures.idxmax()
+        lines.append(f"{name}: {int(failures.sum())} of {total} cases fail; most often {top} ({int(failures[top])}).")
+    return lines
+
+
 # -- per class -----------------------------------------------------------------------------------
 def segmentation_classes(per_class: pd.DataFrame, per_image: pd.DataFrame,
                          tasks: Mapping[str, TaskSpec]) -> pd.DataFrame:
@@ -418,12 +441,12 @@ def missed_small_classes(seg_classes: pd.DataFrame, near_zero: float = NEAR_ZERO
     ``best_DSC``, ``best_area_share``) added, lowest DSC first."""
     rows = []
     for task_id, part in seg_classes.groupby("task_id", sort=False):
-        for r in part.itertuples():
-            others = part[part["class_index"] != r.class_index]
-            if r.DSC >= near_zero or others.empty or others["DSC"].max() < good:
+        for r in part.to_dict("records"):
+            others = part[part["class_index"] != r["class_index"]]
+            if r["DSC"] >= near_zero or others.empty or others["DSC"].max() < good:
                 continue
             best = others.loc[others["DSC"].idxmax()]
-            rows.append({**r._asdict(), "best_class": best["class_name"], "best_DSC": float(best["DSC"]),
+            rows.append({**r, "best_class": best["class_name"], "best_DSC": float(best["DSC"]),
                          "best_area_share": float(best["area_share"])})
     columns = [*seg_classes.columns, "best_class", "best_DSC", "best_area_share"]
     return pd.DataFrame(rows, columns=columns).sort_values("DSC", kind="stable").reset_index(drop=True)
@@ -502,8 +525,8 @@ def landmark_findings(spreads: pd.DataFrame, comparison: pd.DataFrame) -> list[s
                 + f"): the predictions {_spread_words(ratio)}")
         if task_id in mre.index:
             r = mre.loc[task_id]
-            line += (f"; MRE {r['model']:.1f} px vs {r['baseline']:.1f} px for the {r['best_baseline']} baseline "
-                     f"({_margin_text(r)})")
+            line += (f"; MRE {r['model']:.1f} px vs {r['baseline']:.1f} px for the {r['best_baseline']} baseline, "
+                     f"{_margin_text(r)}")
         lines.append(line + ".")
     return lines
 
@@ -541,16 +564,21 @@ def box_size_findings(by_size: pd.DataFrame, per_image: pd.DataFrame) -> list[st
         small, large = part.iloc[0], part.iloc[-1]
         images = det[det["task_id"] == task_id]
         rho = (spearmanr(images["box_area_fraction"], images["IoU"]).statistic
-               if images["IoU"].nunique() > 1 and images["box_area_fraction"].nunique() > 1 else np.nan)
+               if len(images) >= MIN_RANKED and images["IoU"].nunique() > 1 else np.nan)
         diff = large["mean_IoU"] - small["mean_IoU"]
         verdict = ("smaller boxes are found worse" if diff > 0.05 else
                    "larger boxes are found worse" if diff < -0.05 else "box size makes little difference")
-        lines.append(f"{task_id}: mean IoU {small['mean_IoU']:.2f} on its {small['images']} smallest boxes "
-                     f"({small['area_min']:.1%}-{small['area_max']:.1%} of the image; {small['below_half']} "
-                     f"below 0.5) vs {large['mean_IoU']:.2f} on its {large['images']} largest "
-                     f"({large['area_min']:.1%}-{large['area_max']:.1%}; {large['below_half']} below 0.5): "
+        lines.append(f"{task_id}: {_box_group(small, 'smallest', True)} vs {_box_group(large, 'largest', False)}: "
                      f"{verdict}" + ("" if np.isnan(rho) else f"; Spearman rho(area, IoU) {rho:.2f}") + ".")
     return lines
+
+
+def _box_group(group: pd.Series, which: str, first: bool) -> str:
+    image = " of the image" if first else ""
+    if group["images"] == 1:
+        return f"IoU {group['mean_IoU']:.2f} on its {which} box ({group['area_min']:.1%}{image})"
+    return (f"mean IoU {group['mean_IoU']:.2f} on its {group['images']} {which} boxes ({group['area_min']:.1%}-"
+            f"{group['area_max']:.1%}{image}; {group['below_half']} below IoU 0.5)")
 
 
 # -- drawing one image -------------------------------------------------------------------------------

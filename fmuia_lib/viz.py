@@ -462,8 +462,8 @@ def plot_landmark_positions(per_image: pd.DataFrame, tasks: Mapping[str, TaskSpe
         pred = np.stack(part["prediction"].to_list()) / scale
         for k, name in enumerate(tasks[task_id].class_names):
             colour = colours[k % len(colours)]
-            ax.scatter(truth[:, k, 0], truth[:, k, 1], s=14, color=colour, alpha=0.6, label=f"{name} true")
-            ax.scatter(pred[:, k, 0], pred[:, k, 1], s=22, color=colour, marker="x", label=f"{name} predicted")
+            ax.scatter(truth[:, k, 0], truth[:, k, 1], s=14, color=colour, alpha=0.6, label=name)
+            ax.scatter(pred[:, k, 0], pred[:, k, 1], s=22, color=colour, marker="x")
         ax.set_xlim(0, 1)
         ax.set_ylim(1, 0)  # image y grows downwards
         ax.set_aspect("equal")
@@ -471,7 +471,8 @@ def plot_landmark_positions(per_image: pd.DataFrame, tasks: Mapping[str, TaskSpe
         ax.set_xlabel("x / width", fontsize=SMALL)
         ax.set_ylabel("y / height", fontsize=SMALL)
         ax.set_title(task_id, fontsize=9)
-        ax.legend(fontsize=SMALL, loc="lower left", framealpha=0.8)
+        ax.legend(fontsize=SMALL, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    fig.suptitle("Landmarks: true positions (dots) and predictions (crosses)", fontsize=10)
     fig.tight_layout()
     return fig
 

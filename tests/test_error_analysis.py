@@ -142,6 +142,8 @@ def test_compare_to_baselines_picks_the_strongest_baseline_in_the_metric_directi
     assert table.loc["thyroid_nodule_det", "margin"] == pytest.approx(-0.1)
 
     lines = ea.baseline_findings(table.reset_index())
+    assert ea.baseline_findings(table.reset_index(), shown=0)[1] == (
+        "  ... and 1 more (0 of all 1 are ties); the table below marks every one")
     assert lines[0] == "The model is no better than its strongest baseline on 1 of 2 task metrics (1 of 2 tasks):"
     assert lines[1] == "  thyroid_nodule_det IoU: 0.3 vs 0.4 (a baseline), 0.1 worse (25.0%)"
     assert lines[3] == "  FUGC MRE: 65.5 vs 66.3 (a baseline), 0.8 better (1.2%)"
@@ -168,7 +170,7 @@ def test_spread_ratio_measures_collapse_toward_the_mean():
                                 "best_baseline": "trivial", "margin": 0.8, "relative_margin": 0.8 / 66.3}])
     (line,) = ea.landmark_findings(table, comparison)
     assert "spread 0.25x as widely" in line and "collapse toward one position" in line
-    assert "MRE 65.5 px vs 66.3 px for the trivial baseline (0.8 better (1.2%))" in line
+    assert "MRE 65.5 px vs 66.3 px for the trivial baseline, 0.8 better (1.2%)." in line
     table["ratio"] = 1.0
     assert "vary about as much as the truth" in ea.landmark_findings(table, comparison)[0]
 
@@ -183,11 +185,15 @@ def test_iou_by_box_size_splits_each_task_into_equal_groups():
     assert table["mean_IoU"].tolist() == pytest.approx([0.1, 0.4, 0.7])
     assert table["below_half"].tolist() == [3, 2, 0]
     (line,) = ea.box_size_findings(table, per_image)
-    assert "mean IoU 0.10 on its 3 smallest boxes (1.0%-3.8% of the image; 3 below 0.5)" in line
+    assert "mean IoU 0.10 on its 3 smallest boxes (1.0%-3.8% of the image; 3 below IoU 0.5)" in line
     assert "smaller boxes are found worse" in line and "Spearman rho(area, IoU) 1.00" in line
     flat = per_image.assign(IoU=0.6)
     assert "box size makes little difference" in ea.box_size_findings(ea.iou_by_box_size(flat), flat)[0]
     assert ea.iou_by_box_size(per_image.iloc[:1]).empty  # one image: nothing to compare
+    two = per_image.iloc[[0, 8]]
+    (line,) = ea.box_size_findings(ea.iou_by_box_size(two), two)
+    assert line == ("thyroid_nodule_det: IoU 0.00 on its smallest box (1.0% of the image) vs IoU 0.80 on its "
+                    "largest box (12.0%): smaller boxes are found worse.")  # no rank correlation of 2 images
 
 
 # -- classes: per-image table, small classes, weakest ------------------------------------------------
@@ -217,12 +223,19 @@ def test_segmentation_classes_show_the_missed_small_class_with_its_area(scored):
     assert classes.loc["left_atrium", "area_share"] < classes.loc["left_ventricle", "area_share"]
     missed = ea.missed_small_classes(classes.reset_index())
     assert list(missed["class_name"]) == ["left_atrium"] and missed.loc[0, "best_DSC"] > 0.5
+    assert missed.loc[0, "false alarm"] == 0 and missed.loc[0, "missed"] == 6  # every column carried over
     lines = ea.small_class_findings(missed)
     assert lines[0].startswith("1 class(es) score DSC below 0.1") and "missed outright in 6 of the 6 images" in lines[1]
     assert "so smaller than it" in lines[1]
     assert ea.small_class_findings(missed.iloc[:0])[0].startswith("No segmentation class scores DSC below 0.1")
     counts = ea.class_failure_table(classes.reset_index())
     assert counts.loc[("cardiac_multi", "left_atrium"), "missed"] == 6
+    lines = ea.taxonomy_findings(counts)
+    assert lines == ["cardiac_multi/left_ventricle: no failure in 6 cases.",
+                     "cardiac_multi/myocardium: no failure in 6 cases.",
+                     "cardiac_multi/left_atrium: 6 of 6 cases fail; most often missed (6)."]
+    images = ea.taxonomy_findings(ea.failure_taxonomy(per_image))
+    assert "segmentation: 6 of 6 cases fail; most often missed (6)." in images
 
 
 def test_weakest_findings_name_the_weakest_task_and_classes(scored):
