@@ -89,6 +89,9 @@ def plot_image_sizes(sizes: pd.DataFrame, hue: str = "task_type") -> Figure:
     for i, (name, part) in enumerate((g, sizes[sizes[hue] == g]) for g in groups):
         colour = TYPE_COLOURS.get(name, SOURCE_COLOURS[i % len(SOURCE_COLOURS)])
         ax.scatter(part["width"], part["height"], s=14, alpha=0.6, label=f"{name} ({len(part)})", color=colour)
+    if max(sizes["width"].max() / sizes["width"].min(), sizes["height"].max() / sizes["height"].min()) > 4:
+        ax.set_xscale("log")  # sizes over more than a factor of 4: equal ratios at equal distances
+        ax.set_yscale("log")
     ax.set_xlabel("width (px)")
     ax.set_ylabel("height (px)")
     ax.set_title("Image sizes on disk (the model resizes all to one square)", fontsize=10)
@@ -248,7 +251,8 @@ def sample_grid(frame: pd.DataFrame, tasks: Mapping[str, TaskSpec], task_type: s
         truth = load_mask(row.mask_file) if task_type == SEGMENTATION else row.target
         items.append({"task_id": row.task_id, "image": load_image(row.image_file), "truth": truth,
                       "title": row.task_id})
-    return gallery(items, tasks, ncols=5, size=2.0, suptitle=f"{task_type}: ground truth in green")
+    ncols = per_task * max(1, 5 // per_task)  # whole tasks per row
+    return gallery(items, tasks, ncols=ncols, size=2.0, suptitle=f"{task_type}: ground truth in green")
 
 
 # -- training ----------------------------------------------------------------------------------
