@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -111,12 +111,12 @@ def majority_mask(masks: Iterable[np.ndarray], num_classes: int, frame: tuple[in
 
 
 def mean_mask_records(train: pd.DataFrame, val: pd.DataFrame, tasks: Mapping[str, TaskSpec],
-                      frame: int | tuple[int, int]) -> list[dict[str, Any]]:
+                      frame: int | tuple[int, int]) -> Iterator[dict[str, Any]]:
     """Prediction records of the mean-mask baseline for the segmentation rows of ``val``:
     :func:`majority_mask` of the task's training masks at the model frame (``frame``: the
-    model's ``image_size``), resized to each validation image (nearest)."""
+    model's ``image_size``), resized to each validation image (nearest). An iterator, so
+    that the scorer takes the full-size masks one at a time."""
     frame = (frame, frame) if isinstance(frame, (int, np.integer)) else tuple(frame)
-    records: list[dict[str, Any]] = []
     for task_id, rows in val.groupby("task_id", sort=False):
         task = tasks[task_id]
         if task.task_type != SEGMENTATION:
@@ -124,9 +124,8 @@ def mean_mask_records(train: pd.DataFrame, val: pd.DataFrame, tasks: Mapping[str
         source = _training_rows(train, task_id)
         vote = majority_mask((load_mask(f) for f in source["mask_file"]), task.num_classes, frame)
         for row in rows.itertuples():
-            records.append({"task_id": task_id, "image_path": row.image_path, "mask_path": row.mask_path,
-                            "mask": metrics.resize_nearest(vote, image_size(row.image_file))})
-    return records
+            yield {"task_id": task_id, "image_path": row.image_path, "mask_path": row.mask_path,
+                   "mask": metrics.resize_nearest(vote, image_size(row.image_file))}
 
 
 def compare_to_baselines(model: pd.DataFrame, baselines: Mapping[str, pd.DataFrame],

@@ -103,7 +103,7 @@ def test_baselines_on_a_root_are_scored_by_the_one_scorer(make_root, tmp_path):
     assert probs == {tuple(np.bincount(labels, minlength=6) / len(labels))}
     assert all(not r["mask"].any() for r in trivial if r["task_id"] == "cardiac_multi")
 
-    mean = ea.mean_mask_records(train, val, TASKS, frame=32)
+    mean = list(ea.mean_mask_records(train, val, TASKS, frame=32))
     assert {r["task_id"] for r in mean} == {"cardiac_multi"} and len(mean) == 3
     empty = [r for r in trivial if r["task_id"] == "cardiac_multi"]
     assert [r["mask"].shape for r in mean] == [r["mask"].shape for r in empty]  # each image's own size
