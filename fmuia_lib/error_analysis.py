@@ -415,9 +415,10 @@ def weakest_findings(per_task: pd.DataFrame, seg_classes: pd.DataFrame, cls_clas
         if part.empty:
             continue
         metric, higher = QUALITY[kind]
-        worst = part.loc[part[metric].idxmin() if higher else part[metric].idxmax()]
+        worst = part.sort_values(metric, ascending=higher, kind="stable").iloc[0]
         line = (f"Weakest {kind} task by {metric}: {worst['task_id']} at {worst[metric]:.3g} "
-                f"(mean of the {len(part)} {kind} tasks {part[metric].mean():.3g})")
+                + (f"(the only {kind} task)" if len(part) == 1 else
+                   f"(mean of the {len(part)} {kind} tasks {part[metric].mean():.3g})"))
         classes = {SEGMENTATION: (seg_classes, "DSC"), CLASSIFICATION: (cls_classes, "F1")}.get(kind)
         if classes is not None and not classes[0].empty:
             table, score = classes
@@ -444,7 +445,7 @@ def missed_small_classes(seg_classes: pd.DataFrame, near_zero: float = NEAR_ZERO
             others = part[part["class_index"] != r["class_index"]]
             if r["DSC"] >= near_zero or others.empty or others["DSC"].max() < good:
                 continue
-            best = others.loc[others["DSC"].idxmax()]
+            best = others.iloc[others["DSC"].to_numpy().argmax()]
             rows.append({**r, "best_class": best["class_name"], "best_DSC": float(best["DSC"]),
                          "best_area_share": float(best["area_share"])})
     columns = [*seg_classes.columns, "best_class", "best_DSC", "best_area_share"]

@@ -60,7 +60,7 @@ def balance_findings(counts: pd.DataFrame) -> list[str]:
         for label, own in part.groupby("data", sort=False):
             total = int(round(own["images"].iloc[0] / own["share"].iloc[0])) if own["share"].iloc[0] else None
             if own["task_type"].iloc[0] == CLASSIFICATION:
-                top, low = own.loc[own["share"].idxmax()], own.loc[own["share"].idxmin()]
+                top, low = own.iloc[own["share"].to_numpy().argmax()], own.iloc[own["share"].to_numpy().argmin()]
                 parts.append(f"{label}: {top['class_name']} {top['share']:.0%} of {own['images'].sum()} images, "
                              f"{low['class_name']} {low['share']:.0%} (ratio "
                              + (f"{top['images'] / low['images']:.1f}:1)" if low["images"] else "inf: a class is absent)"))

@@ -244,8 +244,10 @@ def test_weakest_findings_name_the_weakest_task_and_classes(scored):
     cls = ea.classification_classes(report.per_class, per_image, TASKS)
     assert cls.set_index("class_index").loc[0, "predicted"] == 6 and cls["support"].sum() == 6
     lines = ea.weakest_findings(report.per_task, seg, cls, k=2)
-    assert lines[0].startswith("Weakest segmentation task by DSC: cardiac_multi at 0.667 (mean of the 1 "
-                               "segmentation tasks 0.667); per class left_ventricle 1.00")
+    assert lines[0].startswith("Weakest segmentation task by DSC: cardiac_multi at 0.667 (the only "
+                               "segmentation task); per class left_ventricle 1.00")
+    two = pd.concat([report.per_task, report.per_task.assign(task_id="other", DSC=0.9)])
+    assert "(mean of the 2 segmentation tasks 0.783)" in ea.weakest_findings(two, seg, cls)[0]
     assert "left_atrium 0.00" in lines[0]
     assert lines[-2] == "Lowest segmentation class DSC: cardiac_multi/left_atrium 0.00; cardiac_multi/left_ventricle 1.00."
     assert lines[-1].startswith("Lowest classification class F1: organ_cls/")
