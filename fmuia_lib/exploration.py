@@ -61,9 +61,9 @@ def balance_findings(counts: pd.DataFrame) -> list[str]:
             total = int(round(own["images"].iloc[0] / own["share"].iloc[0])) if own["share"].iloc[0] else None
             if own["task_type"].iloc[0] == CLASSIFICATION:
                 top, low = own.iloc[own["share"].to_numpy().argmax()], own.iloc[own["share"].to_numpy().argmin()]
+                ratio = f"{top['images'] / low['images']:.1f}:1" if low["images"] else "inf: a class is absent"
                 parts.append(f"{label}: {top['class_name']} {top['share']:.0%} of {own['images'].sum()} images, "
-                             f"{low['class_name']} {low['share']:.0%} (ratio "
-                             + (f"{top['images'] / low['images']:.1f}:1)" if low["images"] else "inf: a class is absent)"))
+                             f"{low['class_name']} {low['share']:.0%} (ratio {ratio})")
             else:
                 empty = own[own["class_name"] == EMPTY].iloc[0]
                 classes = own[own["class_name"] != EMPTY]

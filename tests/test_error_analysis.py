@@ -249,5 +249,6 @@ def test_weakest_findings_name_the_weakest_task_and_classes(scored):
     two = pd.concat([report.per_task, report.per_task.assign(task_id="other", DSC=0.9)])
     assert "(mean of the 2 segmentation tasks 0.783)" in ea.weakest_findings(two, seg, cls)[0]
     assert "left_atrium 0.00" in lines[0]
-    assert lines[-2] == "Lowest segmentation class DSC: cardiac_multi/left_atrium 0.00; cardiac_multi/left_ventricle 1.00."
+    assert lines[-2] == ("Lowest segmentation class DSC: cardiac_multi/left_atrium 0.00; "
+                         "cardiac_multi/left_ventricle 1.00.")
     assert lines[-1].startswith("Lowest classification class F1: organ_cls/")
