@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from fmuia_lib.progress import tqdm
 from fmuia_lib.submission import (PREDICTION_FILES, SubmissionError, encode_mask, entry_from_record, iter_records,
                                   mask_from_record, mask_output_path, submission_path,
                                   to_pixels)
@@ -230,7 +231,6 @@ def predict_records(model: "MultiTaskNet", dataset, batch_size: int = 16, device
 def _iter_predictions(model, dataset, batch_size, device, num_workers, amp_dtype, progress):
     import torch
     from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
 
     from fmuia_lib.data.dataset import collate, task_batches
     from fmuia_lib.data.layout import LayoutError

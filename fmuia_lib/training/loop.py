@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
+from fmuia_lib.progress import tqdm
 
 from fmuia_lib import metrics
 from fmuia_lib.config import ConfigError, TrainConfig

@@ -143,7 +143,7 @@ def _is_phantom_marker(path: Path) -> bool:
 
 def _run_jobs(jobs: list[Job], workers: int, progress: bool) -> list[dict]:
     """Render and write every job; returns the CSV records in job order."""
-    from tqdm.auto import tqdm
+    from fmuia_lib.progress import tqdm
 
     bar = tqdm(total=len(jobs), desc="phantom", unit="img", disable=not progress)
     if workers == 1:

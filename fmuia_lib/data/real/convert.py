@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
+from fmuia_lib.progress import tqdm
 
 from fmuia_lib.data.layout import (enclosing_data_root, output_folder_problem, rel_path, validate_root,
                                    write_task_csv)
