@@ -208,10 +208,12 @@ def require_checkpoint(paths: RunPaths, profile: str) -> Path:
 
 def resume_if_interrupted(config: TrainConfig) -> TrainConfig:
     """``config`` set to resume from ``out_dir/checkpoints/last.pt`` when a run with the same
-    config stopped there before its last step (a lost connection, ``stop_at_step``).
+    config is there: one that stopped before its last step (a lost connection,
+    ``stop_at_step``) continues; a finished one is used as it is (resuming it trains no
+    step; the seeded run would repeat itself exactly).
 
-    Says what it found: nothing, an interrupted run (resumed), a finished run or a run with
-    another config (both trained again from step 0, overwriting it).
+    Says what it found: nothing, an interrupted run (resumed), a finished run (used) or a
+    run with another config (trained again from step 0, overwriting it).
     """
     from fmuia_lib.training import checkpoint as ckpt
 
@@ -228,10 +230,12 @@ def resume_if_interrupted(config: TrainConfig) -> TrainConfig:
         print(f"{last} is from a run with another config (differs in {', '.join(changed)}): "
               "training from step 0 and replacing it")
         return config
-    if step >= config.max_steps:
-        print(f"{last} is a finished run with this config ({step} steps): training again from step 0")
-        return config
-    print(f"resuming from {last}: step {step} of {config.max_steps} (the run with this config stopped early)")
+    total = state.get("total_steps", config.max_steps)
+    if total is not None and step >= total:
+        print(f"{last} is a finished run with this config ({step} steps): using it "
+              f"(delete {Path(config.out_dir)} to train it again)")
+    else:
+        print(f"resuming from {last}: step {step} of {total} (the run with this config stopped early)")
     return config.with_overrides({"resume": str(last)})
 
 

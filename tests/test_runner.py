@@ -276,7 +276,7 @@ def test_a_missing_checkpoint_names_the_notebook_and_command_that_make_it(tmp_pa
     assert series.require_checkpoint(paths, "ci-tiny") == paths.checkpoint
 
 
-def test_training_resumes_only_a_run_with_the_same_config_that_stopped_early(tmp_path, make_root, capsys):
+def test_training_resumes_a_run_with_the_same_config_and_uses_a_finished_one(tmp_path, make_root, capsys):
     from fmuia_lib.training import train
 
     make_root(tmp_path / "data", tasks=["organ_cls", "IUGC"], n=4, name="train")
@@ -299,8 +299,13 @@ def test_training_resumes_only_a_run_with_the_same_config_that_stopped_early(tmp
     assert "another config (differs in lr)" in capsys.readouterr().out
     result = train(resumed, progress=False)
     assert result.history["step"].tolist() == [1, 2, 3, 4]
-    assert series.resume_if_interrupted(config) == config
-    assert "finished run" in capsys.readouterr().out
+    finished = series.resume_if_interrupted(config)  # used as it is: the seeded run would repeat itself
+    assert finished == resumed and "finished run with this config (4 steps): using it" in capsys.readouterr().out
+    again = train(finished, progress=False)
+    timings = ["data_s", "step_s", "images_per_s"]
+    assert again.history.drop(columns=timings).equals(result.history.drop(columns=timings))
+    assert again.best_checkpoint == result.best_checkpoint and again.best_score == result.best_score
+    assert again.last_checkpoint == result.last_checkpoint
 
 
 # -- the suite --------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ import sys
 from fmuia_lib.config import ConfigError, TrainConfig
 from fmuia_lib.data.layout import LayoutError
 from fmuia_lib.model import PretrainedWeightsUnavailable
+from fmuia_lib.state_file import StateFileError
 from fmuia_lib.training import checkpoint as ckpt
-from fmuia_lib.training.loop import train
+from fmuia_lib.training.loop import TrainingDiverged, train
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -25,8 +26,8 @@ def train_main(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         result = train(config, progress=sys.stderr.isatty())
     except (ConfigError, LayoutError, ckpt.CheckpointMismatch, PretrainedWeightsUnavailable,
-            FileNotFoundError) as exc:
-        print(f"fmuia train: {exc}", file=sys.stderr)
+            FileNotFoundError, StateFileError, TrainingDiverged) as exc:
+        print(f"fmuia train: error: {exc}", file=sys.stderr)
         return 2
     print(f"trained {len(result.history)} steps; best selection score {result.best_score:.4f}")
     print(f"best checkpoint: {result.best_checkpoint}\nlast checkpoint: {result.last_checkpoint}")
