@@ -3,7 +3,7 @@
 Prints figures only (targets are printed next to them, never asserted)::
 
     python benchmarks/bench_training.py [--root ROOT] [--encoder efficientnet-b0] [--size 128]
-        [--batch 8] [--workers 2] [--threads N] [--steps 16] [--rounds 3] [--official DIR]
+        [--batch 8] [--workers 2] [--threads N] [--steps 40] [--warmup 4] [--official DIR]
 
 CPU part. One model configuration (the official recipe at ``--encoder``/``--size``/
 ``--batch``, random weights) on the phantom's training root (``runs/phantom``, or a
@@ -25,8 +25,9 @@ same index lists and the same per-item augmentation seeds) through a DataLoader 
 * with ``--official DIR``: the official repository's own network and detection loss,
   imported from DIR (never copied into fmuia), in its loop, on the same batches.
 
-Loops take turns (``--rounds`` rounds of ``--steps`` steps after a warm-up), so a
-machine whose load changes slows them alike; the ratios are per round, then the median.
+Loops take turns step by step (``--steps`` steps after ``--warmup``), so a machine whose
+load changes slows them alike; a ratio is the median over steps of the two loops' times on
+the same batch (and, beside it, the ratio of their mean times).
 Also printed: the data pipeline alone with the same workers (images/s and its headroom
 over what the trainer consumes) and the peak resident memory of this process and of its
 loader workers.
@@ -185,19 +186,28 @@ def batches_of(trainer: Trainer, start: int, stop: int, workers: int) -> Iterabl
     return loader(SeededItems(trainer.train_set), stream, workers, trainer.device)
 
 
-def timed(loop, trainer: Trainer, start: int, steps: int, workers: int) -> float:
-    """Seconds for ``steps`` steps of ``loop`` on steps ``start ..`` of the stream, loading included
-    (the loader's workers are started, and its first batch fetched, before the clock starts)."""
-    it = iter(batches_of(trainer, start - 1, start + steps, workers))
-    next(it)
-    sync(trainer.device)
-    begin = time.perf_counter()
-    for batch in it:
-        loop.step(batch)
-    if hasattr(loop, "finish"):
-        loop.finish()
-    sync(trainer.device)
-    return time.perf_counter() - begin
+def step_times(loops: dict[str, Any], trainers: dict[str, Trainer], first: int, steps: int,
+               workers: int) -> dict[str, list[float]]:
+    """Seconds of each of ``steps`` steps (from step ``first`` of the stream) of every loop, the
+    loops taking turns step by step, so that a change in the machine's load hits them alike.
+    A step's time runs from asking its loader for the batch to the end of the update (loading
+    included; each loader's workers are started, and its first batch fetched, beforehand)."""
+    streams = {}
+    for name in loops:
+        streams[name] = iter(batches_of(trainers[name], first - 1, first + steps, workers))
+        next(streams[name])
+    seconds: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(steps):
+        for name, loop in loops.items():
+            sync(trainers[name].device)
+            begin = time.perf_counter()
+            loop.step(next(streams[name]))
+            sync(trainers[name].device)
+            seconds[name].append(time.perf_counter() - begin)
+    for loop in loops.values():
+        if hasattr(loop, "finish"):
+            loop.finish()
+    return seconds
 
 
 def loader_images_per_second(trainer: Trainer, start: int, steps: int, workers: int) -> float:
@@ -210,36 +220,31 @@ def loader_images_per_second(trainer: Trainer, start: int, steps: int, workers: 
 
 
 def compare(loops: dict[str, Any], trainers: dict[str, Trainer], args: argparse.Namespace) -> dict[str, list[float]]:
-    """Seconds per step of every loop, ``args.rounds`` times in turn after a warm-up."""
-    seconds: dict[str, list[float]] = {name: [] for name in loops}
-    for name, loop in loops.items():  # warm-up: allocator, one batch of each task type
-        timed(loop, trainers[name], 1, args.warmup, args.workers)
-    for r in range(args.rounds):
-        for name, loop in loops.items():
-            s = timed(loop, trainers[name], args.warmup + 1, args.steps, args.workers) / args.steps
-            seconds[name].append(s)
-        print(f"  round {r + 1}: " + ", ".join(f"{n} {1e3 * seconds[n][-1]:.0f} ms/step" for n in loops), flush=True)
-    return seconds
+    """Seconds of each timed step of every loop (after ``args.warmup`` untimed steps)."""
+    step_times(loops, trainers, 1, args.warmup, args.workers)  # allocator, first batches of each type
+    return step_times(loops, trainers, args.warmup + 1, args.steps, args.workers)
 
 
 def report(seconds: dict[str, list[float]], batch: int) -> None:
-    names = list(seconds)
-    print(f"{'loop':<16}{'ms/step (median)':>18}{'img/s':>9}   per round (ms)")
-    for n in names:
-        med = statistics.median(seconds[n])
-        print(f"{n:<16}{1e3 * med:>18.0f}{batch / med:>9.1f}   " + " ".join(f"{1e3 * s:.0f}" for s in seconds[n]))
-    if "fmuia" in seconds:
-        for other, target in (("official-style", ">= 1.3x"), ("official repo", ">= 1.3x"), ("plain", None)):
-            if other not in seconds:
-                continue
-            ratios = [o / f for o, f in zip(seconds[other], seconds["fmuia"])]
-            line = (f"fmuia vs {other}: {statistics.median(ratios):.2f}x the throughput "
-                    f"(per round {', '.join(f'{r:.2f}' for r in ratios)})")
-            if target:
-                line += f" (target {target})"
-            else:
-                line += f"; fmuia's time per step is {1 / statistics.median(ratios):.2f}x plain's (target <= 1.05x)"
-            print(line)
+    """Mean time per step and throughput of each loop; each ratio is the median over steps of the
+    per-step ratio (the same batch in both loops), with its mean-time ratio beside it."""
+    print(f"{'loop':<16}{'s/step (mean)':>15}{'img/s':>9}{'median step (s)':>18}")
+    for name, times in seconds.items():
+        mean = statistics.fmean(times)
+        print(f"{name:<16}{mean:>15.3f}{batch / mean:>9.1f}{statistics.median(times):>18.3f}")
+    if "fmuia" not in seconds:
+        return
+    for other, target in (("official-style", ">= 1.3x"), ("official repo", ">= 1.3x"), ("plain", None)):
+        if other not in seconds:
+            continue
+        per_step = statistics.median(o / f for o, f in zip(seconds[other], seconds["fmuia"]))
+        overall = statistics.fmean(seconds[other]) / statistics.fmean(seconds["fmuia"])
+        if target:
+            print(f"fmuia vs {other}: {per_step:.2f}x the throughput (median per-step ratio; {overall:.2f}x by "
+                  f"mean times) (target {target})")
+        else:
+            print(f"fmuia vs {other}: fmuia's time per step is {1 / per_step:.3f}x plain's (median per-step ratio; "
+                  f"{1 / overall:.3f}x by mean times) (target <= 1.05x)")
 
 
 def peak_rss() -> tuple[float, float]:
@@ -272,7 +277,7 @@ def cpu_benchmark(args: argparse.Namespace, tmp: Path) -> None:
         loops["official repo"] = OfficialStyleLoop(trainers["official-style"], network, detection_loss, types)
     seconds = compare(loops, trainers, args)
     report(seconds, args.batch)
-    consumed = args.batch / statistics.median(seconds["fmuia"])
+    consumed = args.batch / statistics.fmean(seconds["fmuia"])
     supplied = loader_images_per_second(trainers["fmuia"], args.warmup + 1, args.steps, args.workers)
     print(f"data pipeline alone, {args.workers} workers: {supplied:.1f} img/s = {supplied / consumed:.1f}x what "
           f"fmuia's trainer consumes ({consumed:.1f} img/s; it shares the same cores)")
@@ -298,7 +303,7 @@ def cuda_benchmark(args: argparse.Namespace, tmp: Path) -> None:
     seconds = compare(loops, trainers, gpu_args)
     report(seconds, config.batch_size)
     print(f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 1024 ** 3:.2f} GiB (two networks)")
-    consumed = config.batch_size / statistics.median(seconds["fmuia"])
+    consumed = config.batch_size / statistics.fmean(seconds["fmuia"])
     supplied = loader_images_per_second(trainers["fmuia"], args.warmup + 1, gpu_args.steps, config.num_workers)
     print(f"data pipeline, {config.num_workers} workers, 256 px: {supplied:.0f} img/s = "
           f"{supplied / consumed:.1f}x what the trainer consumes ({consumed:.0f} img/s)")
@@ -312,9 +317,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of every loop")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--steps", type=int, default=16, help="timed steps per loop and round")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per loop")
     parser.add_argument("--warmup", type=int, default=4, help="untimed steps per loop first")
-    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--official", default=None, help="folder of the official repository (model_factory.py, "
                                                          "utils.py): also time its own network")
     parser.add_argument("--skip-cpu", action="store_true")

@@ -210,20 +210,25 @@ def test_the_four_ways_of_starting_a_run_give_the_same_train_config(name, tmp_pa
     assert reference["out_dir"] == str(run_dir / "train")
 
 
-def test_notebooks_opened_as_they_are_run_the_cpu_smoke_profile():
+def test_notebooks_opened_as_they_are_run_the_cpu_smoke_profile(monkeypatch):
+    monkeypatch.delenv(series.RUN_DIR_VARIABLE, raising=False)  # the tests' own run folder
     config = _notebook_03_config()
     assert config == profiles.run_settings("cpu-smoke", run_dir=series.LOCAL_RUN_DIR).config
 
 
 # -- the series' shared steps -------------------------------------------------------------------
-def test_every_path_derives_from_the_run_folder(tmp_path):
+def test_every_path_derives_from_the_run_folder(tmp_path, monkeypatch):
     paths = series.run_paths(tmp_path)
     assert paths.checkpoint == tmp_path / "checkpoint.pt" and paths.train == tmp_path / "train"
     assert paths.metrics("04_x") == tmp_path / "metrics" / "04_x.csv" and (tmp_path / "metrics").is_dir()
+    monkeypatch.setenv(series.RUN_DIR_VARIABLE, str(tmp_path / "elsewhere"))
+    assert series.run_paths().root == tmp_path / "elsewhere"
+    monkeypatch.delenv(series.RUN_DIR_VARIABLE)
     assert series.run_paths().root == profiles.resolve(series.LOCAL_RUN_DIR)
 
 
 def test_colab_keeps_the_run_folder_on_google_drive(monkeypatch):
+    monkeypatch.delenv(series.RUN_DIR_VARIABLE, raising=False)
     monkeypatch.setitem(__import__("sys").modules, "google.colab", object())
     assert series.default_run_dir() == "/content/drive/MyDrive/fmuia/runs"
 
