@@ -48,6 +48,8 @@ BAD_INPUT = {
     "fmuia_lib.series": ("SuiteError",),
     "fmuia_lib.training.checkpoint": ("CheckpointMismatch",),
     "fmuia_lib.model": ("PretrainedWeightsUnavailable",),
+    "fmuia_lib.state_file": ("StateFileError",),
+    "fmuia_lib.training.loop": ("TrainingDiverged",),
 }
 
 
@@ -121,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--checkpoint", required=True, help="training checkpoint (checkpoints/best.pt)")
     ex.add_argument("--out", required=True, help="folder for model.py, weights.pt, fmuia_lib/, Dockerfile ...")
     ex.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    ex.add_argument("--weights-only", action="store_true",
+                    help="write only --out/weights.pt (the weights for fmuia predict, for sharing)")
 
     # -- suite ------------------------------------------------------------------------------
     su = sub.add_parser("suite", help="run the notebook series headlessly with papermill")

@@ -197,9 +197,8 @@ def export_submission(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
     :func:`check_export_folder`) and :class:`~fmuia_lib.predict.ModelLoadError` for an
     unusable checkpoint; nothing is removed or written before both are checked.
     """
-    import torch
-
     from fmuia_lib.predict import inference_state, load_model
+    from fmuia_lib.state_file import save_state
 
     out_dir, checkpoint = Path(out_dir), Path(checkpoint)
     replace = check_export_folder(out_dir, checkpoint, overwrite)
@@ -233,7 +232,7 @@ def export_submission(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
     for name in PACKAGE_DATA:
         shutil.copyfile(package_root / name, out_dir / "fmuia_lib" / name)  # follows the repository's link
         written.append(f"fmuia_lib/{name}")
-    torch.save(inference_state(model, image_size, versions), out_dir / WEIGHTS_NAME)
+    save_state(inference_state(model, image_size, versions), out_dir / WEIGHTS_NAME)
     written.append(WEIGHTS_NAME)
 
     fields = {"checkpoint_name": checkpoint.name, "step": state.get("step", "?"), "encoder": model.encoder_name,
@@ -254,11 +253,33 @@ def export_submission(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
     return ExportResult(out_dir, sorted(written), image, requirements, warnings)
 
 
+def export_weights(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write only ``out_dir/weights.pt``: the checkpoint's weights in the weights-only inference
+    format (``predict.inference_state``: no optimiser state, no history), for sharing a model;
+    ``fmuia predict`` and an exported ``model.py`` read it. Returns its path."""
+    from fmuia_lib.predict import inference_state, load_model
+    from fmuia_lib.state_file import save_state
+
+    out_dir, checkpoint = Path(out_dir), Path(checkpoint)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"--out {out_dir} is a file")
+    target = out_dir / WEIGHTS_NAME
+    if target.exists() and not overwrite:
+        raise ExportError(f"{target} exists (use --overwrite to replace it)")
+    model, image_size, state = load_model(checkpoint, "cpu")
+    return save_state(inference_state(model, image_size, state.get("versions") or _running_versions()), target)
+
+
 def export_main(args) -> int:
-    """``fmuia export --checkpoint CKPT --out DIR [--overwrite]`` (exit 2 on unusable input)."""
+    """``fmuia export --checkpoint CKPT --out DIR [--overwrite] [--weights-only]`` (exit 2 on
+    unusable input)."""
     from fmuia_lib.predict import ModelLoadError
 
     try:
+        if getattr(args, "weights_only", False):
+            written = export_weights(args.checkpoint, args.out, overwrite=args.overwrite)
+            print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB): weights only, for fmuia predict")
+            return 0
         result = export_submission(args.checkpoint, args.out, overwrite=args.overwrite)
     except (ExportError, ModelLoadError) as err:
         print(f"fmuia export: error: {err}", file=sys.stderr)

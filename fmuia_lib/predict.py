@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from fmuia_lib.progress import tqdm
+from fmuia_lib.state_file import StateFileError, load_state
 from fmuia_lib.submission import (PREDICTION_FILES, SubmissionError, encode_mask, entry_from_record, iter_records,
                                   mask_from_record, mask_output_path, submission_path,
                                   to_pixels)
@@ -309,19 +310,13 @@ def inference_state(model: "MultiTaskNet", image_size: int, versions: Mapping[st
 
 def load_model(path: str | Path, device: "str | torch.device" = "cpu") -> tuple["MultiTaskNet", int, dict]:
     """``(model in eval mode, its input size, the file's dict)`` from a training checkpoint
-    or a weights-only inference file. Every failure (missing, truncated or foreign file,
-    tasks that no longer match the manifest) raises :class:`ModelLoadError`."""
-    import torch
-
+    or a weights-only inference file. Every failure (missing, empty, truncated, corrupted
+    or foreign file, tasks that no longer match the manifest) raises :class:`ModelLoadError`."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"checkpoint {path}: {'is a folder' if path.is_dir() else 'not found'}")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - on a foreign file the unpickler fails in many ways
-        # (UnpicklingError, RuntimeError, EOFError, IndexError, ...): each means "not a checkpoint"
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ModelLoadError(f"checkpoint {path} cannot be read (truncated, or not a PyTorch file): {reason}") from None
+        state = load_state(path, map_location=device)  # checksums verified, weights_only
+    except StateFileError as err:
+        raise ModelLoadError(str(err)) from None
     # a weights file, or a training checkpoint (which load_checkpoint checks further)
     if not isinstance(state, dict) or (state.get("format") != WEIGHTS_FORMAT and "config" not in state):
         raise ModelLoadError(f"checkpoint {path} is not an fmuia checkpoint or weights file")

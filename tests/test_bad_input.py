@@ -351,6 +351,17 @@ def both(*breaks: Callable[[World], None]) -> Callable[[World], None]:
         for b in breaks:
             b(w)
     return run
+def damaged_checkpoints(w: World) -> None:
+    """Copies of the trained checkpoint as training, predict and export may meet them: empty,
+    truncated, one byte flipped, the model-only best.pt; and the run's config file."""
+    data = w.ckpt.read_bytes()
+    (w.tmp / "empty.pt").write_bytes(b"")
+    (w.tmp / "truncated.pt").write_bytes(data[:len(data) // 3])
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x01
+    (w.tmp / "flipped.pt").write_bytes(bytes(flipped))
+    shutil.copyfile(w.ckpt.with_name("best.pt"), w.tmp / "best.pt")
+    shutil.copyfile(w.ckpt.parents[1] / "config.yaml", w.tmp / "run.yaml")
 
 
 @dataclass(frozen=True)
@@ -381,6 +392,7 @@ SUITE = "suite --profile ci-tiny --data {tmp}/dd --out {tmp}/s"
 EXPORT = "export --checkpoint {ckpt}"
 EVALUATE = "evaluate --data {data} --pred {pred}"
 CHECK = "validate-submission {pred} --data {data}"
+RESUME = "train --config {tmp}/run.yaml --set out_dir={tmp}/resumed --resume"
 CASES = [
     # -- predict ------------------------------------------------------------------------------------
     row("predict out is the data root", PREDICT + " --out {data}", nothing, 2, "is the data root"),
@@ -682,6 +694,26 @@ CASES = [
         "contains the checkpoint's folder"),
     row("export out is the package", EXPORT + " --out {pkg} --overwrite", nothing, 2, "the fmuia package"),
     row("export out inside a data root", EXPORT + " --out {data}/e", nothing, 2, "lies inside the data root"),
+    # -- damaged checkpoints, divergence, resuming with other settings --------------------------------
+    row("train resume from an empty file", RESUME + " {tmp}/empty.pt", damaged_checkpoints, 2, "empty.pt", "empty"),
+    row("train resume from a truncated file", RESUME + " {tmp}/truncated.pt", damaged_checkpoints, 2, "truncated.pt",
+        "cannot be read"),
+    row("train resume from a flipped byte", RESUME + " {tmp}/flipped.pt", damaged_checkpoints, 2, "flipped.pt",
+        "checksum"),
+    row("train resume from best.pt", RESUME + " {tmp}/best.pt", damaged_checkpoints, 2, "best.pt",
+        "holds the model only"),
+    row("train resume with another image_size", RESUME + " {ckpt} --set image_size=96", damaged_checkpoints, 2,
+        "cannot resume", "image_size (checkpoint: 64, now: 96)"),
+    row("train resume with another seed", RESUME + " {ckpt} --set seed=7", damaged_checkpoints, 2, "cannot resume",
+        "seed (checkpoint: 1, now: 7)"),
+    row("train diverges", "train --config {tmp}/run.yaml --set out_dir={tmp}/diverged --set lr=1e38",
+        damaged_checkpoints, 2, "diverged at step", "no checkpoint was written", "lr=1e+38"),
+    row("predict corrupted checkpoint", "predict --checkpoint {tmp}/flipped.pt --data {data} --out {tmp}/out",
+        damaged_checkpoints, 2, "flipped.pt", "checksum"),
+    row("predict empty checkpoint", "predict --checkpoint {tmp}/empty.pt --data {data} --out {tmp}/out",
+        damaged_checkpoints, 2, "empty.pt", "empty"),
+    row("export corrupted checkpoint", "export --checkpoint {tmp}/flipped.pt --out {tmp}/out", damaged_checkpoints,
+        2, "flipped.pt", "checksum"),
 ]
 
 

@@ -135,6 +135,7 @@ def test_the_colab_setup_installs_core_dependencies_only(monkeypatch, tmp_path):
     """On Colab the setup cell installs fmuia without extras and no Jupyter package (Colab's
     own stay as they are), pins torch and the widgets to Colab's versions, turns on the
     widget manager and mounts Google Drive, where the default run folder is."""
+    monkeypatch.delenv(series.RUN_DIR_VARIABLE, raising=False)  # the tests' own run folder
     calls = _setup_on_colab(monkeypatch, tmp_path)
     (argv,) = calls["pip"]
     assert argv[1:4] == ["-m", "pip", "install"]
