@@ -108,20 +108,30 @@ def otter_blocks(nb: nbformat.NotebookNode) -> list[tuple[int, str, dict[str, An
             continue
         first, _, rest = cell.source.partition("\n")
         marker = re.sub(r"\s+", " ", first.lstrip("# ").strip()).upper()
-        blocks.append((i, marker, (yaml.safe_load(rest) or {}) if rest.strip() else {}))
+        try:
+            config = yaml.safe_load(rest) if rest.strip() else {}
+        except yaml.YAMLError as exc:
+            raise CourseError(f"cell {i} ({first.strip()}): not YAML under its first line: {exc}") from None
+        if not isinstance(config, dict):
+            raise CourseError(f"cell {i} ({first.strip()}): expected 'key: value' lines under its first line")
+        blocks.append((i, marker, config))
     return blocks
 
 
-def assignment_config(nb: nbformat.NotebookNode, name: str = "notebook") -> dict[str, Any]:
+def assignment_config(nb: nbformat.NotebookNode) -> dict[str, Any]:
+    """The YAML of the notebook's one raw ``# ASSIGNMENT CONFIG`` cell."""
     configs = [config for _, marker, config in otter_blocks(nb) if marker == "ASSIGNMENT CONFIG"]
     if len(configs) != 1:
-        raise CourseError(f"{name}: expected one raw '# ASSIGNMENT CONFIG' cell, found {len(configs)}")
+        raise CourseError(f"expected one raw '# ASSIGNMENT CONFIG' cell, found {len(configs)}")
     return configs[0]
 
 
 def question_names(nb: nbformat.NotebookNode) -> list[str]:
     """The exercises' names, in notebook order."""
-    return [config["name"] for _, marker, config in otter_blocks(nb) if marker == "BEGIN QUESTION"]
+    names = [config.get("name") for _, marker, config in otter_blocks(nb) if marker == "BEGIN QUESTION"]
+    if not all(isinstance(name, str) and name for name in names):
+        raise CourseError(f"a '# BEGIN QUESTION' cell has no name: {names}")
+    return names
 
 
 def solution_lines(nb: nbformat.NotebookNode) -> tuple[set[str], set[str]]:
@@ -276,53 +286,61 @@ def master_notebooks(source: str | Path | None = None, selection: Sequence[str] 
 def build(out: str | Path, source: str | Path | None = None, notebooks: Sequence[str] | None = None,
           overwrite: bool = False) -> list[Exercise]:
     """Write the student version, the autograders and the solutions of the series to ``out``
-    (see the module docstring); returns the exercises."""
+    (see the module docstring); returns the exercises. Nothing is written when a notebook
+    fails (the course is made in a temporary folder and moved to ``out`` at the end)."""
     masters = master_notebooks(source, notebooks)
     out = Path(out)
     if any(out.resolve() == m.parent.resolve() or out.resolve() in m.parents for m in masters):
         raise CourseError(f"--out {out}: holds the master notebooks; choose another folder")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise CourseError(f"--out {out}: not empty (use --overwrite to replace it)")
-        shutil.rmtree(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise CourseError(f"--out {out}: not empty (use --overwrite to replace it)")
     assign, test_file = _otter()
     exercises: list[Exercise] = []
     seen: dict[str, str] = {}
-    for master_path in masters:
-        master = read_notebook(master_path)
-        config = assignment_config(master, str(master_path))
-        if config.get("name") != master_path.stem:
-            raise CourseError(f"{master_path}: ASSIGNMENT CONFIG name is {config.get('name')!r}, "
-                              f"expected the notebook's name {master_path.stem!r}")
-        for name in question_names(master):
-            if name in seen:
-                raise CourseError(f"{master_path}: exercise name {name!r} is also used in {seen[name]}")
-            seen[name] = master_path.stem
-        with tempfile.TemporaryDirectory() as tmp:
-            dist = _assign(assign, master_path, Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp:
+        made = Path(tmp) / "course"
+        for sub in ("student/tests", "autograder", "solutions"):
+            (made / sub).mkdir(parents=True)
+        for master_path in masters:
+            master = read_notebook(master_path)
+            try:
+                config = assignment_config(master)
+                names = question_names(master)
+            except CourseError as exc:
+                raise CourseError(f"{master_path}: {exc}") from None
+            if config.get("name") != master_path.stem:
+                raise CourseError(f"{master_path}: ASSIGNMENT CONFIG name is {config.get('name')!r}, "
+                                  f"expected the notebook's name {master_path.stem!r}")
+            for name in names:
+                if name in seen:
+                    raise CourseError(f"{master_path}: exercise name {name!r} is also used in {seen[name]}")
+                seen[name] = master_path.stem
+            dist = _assign(assign, master_path, Path(tmp) / master_path.stem)
             student = student_notebook(read_notebook(dist / "student" / master_path.name))
             public = sorted((dist / "student" / "tests").glob("*.py"))
             problems = check_student_notebook(master, student, [p.read_text() for p in public])
             if problems:
                 raise CourseError(f"{master_path}: the student version gives away: " + "; ".join(problems))
-            for sub in ("student/tests", "autograder", "solutions"):
-                (out / sub).mkdir(parents=True, exist_ok=True)
-            nbformat.write(student, str(out / "student" / master_path.name))
+            nbformat.write(student, str(made / "student" / master_path.name))
             for path in public:
-                shutil.copy2(path, out / "student" / "tests" / path.name)
+                shutil.copy2(path, made / "student" / "tests" / path.name)
             (archive,) = (dist / "autograder").glob("*.zip")
-            shutil.copy2(archive, out / "autograder" / f"{master_path.stem}.zip")
-            shutil.copy2(dist / "autograder" / master_path.name, out / "solutions" / master_path.name)
-            tests = {p.stem: test_file.from_file(str(p)) for p in (dist / "autograder" / "tests").glob("*.py")}
-        for name in question_names(master):
-            cases = tests[name].test_cases
-            hidden = sum(tc.hidden for tc in cases)
-            exercises.append(Exercise(master_path.stem, name, float(tests[name].possible),
-                                      len(cases) - hidden, hidden))
-        print(f"{master_path.stem}: {len(question_names(master))} exercise(s), "
-              f"{sum(e.points for e in exercises if e.notebook == master_path.stem):g} points")
-    table = pd.DataFrame([e.__dict__ for e in exercises])
-    table.to_csv(out / "exercises.csv", index=False)
+            shutil.copy2(archive, made / "autograder" / f"{master_path.stem}.zip")
+            shutil.copy2(dist / "autograder" / master_path.name, made / "solutions" / master_path.name)
+            for name in names:
+                tests = test_file.from_file(str(dist / "autograder" / "tests" / f"{name}.py"))
+                hidden = sum(tc.hidden for tc in tests.test_cases)
+                exercises.append(Exercise(master_path.stem, name, float(tests.possible),
+                                          len(tests.test_cases) - hidden, hidden))
+            print(f"{master_path.stem}: {len(names)} exercise(s), "
+                  f"{sum(e.points for e in exercises if e.notebook == master_path.stem):g} points")
+        pd.DataFrame([e.__dict__ for e in exercises]).to_csv(made / "exercises.csv", index=False)
+        if out.is_dir():
+            shutil.rmtree(out)
+        elif out.exists():
+            out.unlink()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(made), str(out))
     return exercises
 
 
@@ -339,7 +357,7 @@ def _assign(assign: Any, master: Path, tmp: Path) -> Path:
     """Otter Assign on a copy of ``master`` (otter writes next to its input); returns the
     result folder holding ``student/`` and ``autograder/``."""
     copy = tmp / "master" / master.name
-    copy.parent.mkdir()
+    copy.parent.mkdir(parents=True)
     shutil.copy2(master, copy)
     with _quiet():
         try:

@@ -246,6 +246,28 @@ def test_fmuia_course_grade_gives_points_per_exercise(course_dir, tmp_path, caps
         {"q05_box_iou": 2.0, "q05_mre": 0.0}
 
 
+def test_a_student_s_check_cells_run_the_public_tests(course_dir, tmp_path):
+    """In the student's kernel, next to the handed-out tests/ folder: a right answer passes its
+    check, an unanswered one fails it and says why."""
+    import papermill as pm
+
+    stem = "05_submission"
+    student = _read(course_dir / "student" / f"{stem}.ipynb")
+    student.cells = student.cells[course.exercises_start(student):]  # the cells above need data and a checkpoint
+    answer = next(c.source for c in _read(course_dir / "solutions" / f"{stem}.ipynb").cells
+                  if c.source.startswith("def iou"))
+    folder = tmp_path / "handed_out"
+    shutil.copytree(course_dir / "student" / "tests", folder / "tests")
+    nbformat.write(plant(student, "iou", answer), str(folder / f"{stem}.ipynb"))
+    ran = pm.execute_notebook(str(folder / f"{stem}.ipynb"), str(folder / "ran.ipynb"), cwd=str(folder),
+                              kernel_name="python3", progress_bar=False)
+    checks = {re.search(r'grader.check\("(\w+)"\)', c.source).group(1): "".join(
+        str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in c.outputs)
+        for c in ran.cells if c.cell_type == "code" and c.source.startswith("grader.check(")}
+    assert "All test cases passed" in checks["q05_box_iou"], checks
+    assert "failed" in checks["q05_mre"] and "expected [5.0]" in checks["q05_mre"], checks
+
+
 def test_grading_bad_input_is_one_message_and_exit_2(course_dir, tmp_path, capsys):
     assert cli.main(["course", "grade", str(tmp_path / "missing.ipynb"), "--course", str(course_dir)]) == 2
     assert "missing.ipynb: no such notebook" in capsys.readouterr().err
@@ -266,12 +288,13 @@ def test_without_otter_the_course_commands_say_what_to_install(monkeypatch, tmp_
     assert "pip install 'fmuia[course]'" in capsys.readouterr().err
 
 
-def test_a_master_without_its_assignment_config_is_refused(tmp_path, capsys):
+def test_a_master_without_its_assignment_config_is_refused_and_nothing_is_written(tmp_path, capsys):
     source = tmp_path / "src"
     source.mkdir()
     nb = _read(NOTEBOOKS[-1])
     nb.cells = [c for c in nb.cells if not c.source.startswith("# ASSIGNMENT CONFIG")]
     nbformat.write(nb, str(source / NOTEBOOKS[-1].name))
     assert cli.main(["course", "build", "--out", str(tmp_path / "c"), "--source", str(source)]) == 2
-    assert "ASSIGNMENT CONFIG" in capsys.readouterr().err
-    shutil.rmtree(source)
+    err = capsys.readouterr().err
+    assert f"{source / NOTEBOOKS[-1].name}: expected one raw '# ASSIGNMENT CONFIG' cell, found 0" in err
+    assert not (tmp_path / "c").exists(), "a failed build writes nothing"
