@@ -200,10 +200,7 @@ def student_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         tags = [t for t in cell.metadata.get("tags", []) if t in CELL_TAGS]
         if i < start and cell.cell_type == "code" and IGNORE_TAG not in tags:
             tags.append(IGNORE_TAG)
-        if tags:
-            cell.metadata["tags"] = tags
-        else:
-            cell.metadata.pop("tags", None)
+        cell.metadata["tags"] = tags  # papermill's parameterize_notebook reads every cell's tags
         cell.pop("attachments", None)
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None

@@ -55,6 +55,8 @@ def test_every_notebook_opens_the_same_way(path):
     assert "from fmuia_lib import env_info, profiles, series, viz" in setup.source
     tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
+    untagged = [i for i, c in enumerate(nb.cells) if "tags" not in c.metadata]
+    assert not untagged, f"cells {untagged} have no tags list (papermill's parameterize_notebook reads it)"
     settings = nb.cells[tagged[0] + 2]
     assert "profiles.run_settings(profile" in settings.source and "series.run_paths(run_dir)" in settings.source
     assert "env_info.print_environment" in settings.source
