@@ -167,14 +167,15 @@ def test_every_notebook_states_its_prerequisites_and_run_time(path):
     assert "cpu-smoke" in run_time.group(1) and "2 CPU cores" in run_time.group(1) and "GPU" in run_time.group(1)
 
 
-def _questions(nb) -> list[tuple[dict, list[str], list]]:
-    """Each otter question: (its config, the markers inside it, the code cells of its tests block)."""
+def _questions(nb) -> list[tuple[dict, list[str], list, list]]:
+    """Each otter question: (its config, the markers inside it, the code cells of its tests
+    block, the cells of its prompt: those before its solution block)."""
     questions, current, in_tests = [], None, False
     markers = {i: (marker, config) for i, marker, config in course.otter_blocks(nb)}
     for i, cell in enumerate(nb.cells):
         marker, config = markers.get(i, (None, None))
         if marker == "BEGIN QUESTION":
-            current = (config, [], [])
+            current = (config, [], [], [])
             questions.append(current)
         elif marker == "END QUESTION":
             current = None
@@ -183,6 +184,8 @@ def _questions(nb) -> list[tuple[dict, list[str], list]]:
             in_tests = {"BEGIN TESTS": True, "END TESTS": False}.get(marker, in_tests)
         elif current is not None and in_tests and cell.cell_type == "code":
             current[2].append(cell)
+        elif current is not None and not current[1]:
+            current[3].append(cell)
     return questions
 
 
@@ -199,8 +202,9 @@ def test_exercises_are_otter_questions_with_points_and_hidden_tests(path):
     assert config["tests"] == {"files": True, "ok_format": False} and config["run_tests"] is False
     questions = _questions(nb)
     assert questions, f"{path.name} has no exercise"
-    for question, markers, tests in questions:
+    for question, markers, tests, prompt in questions:
         assert re.fullmatch(rf"q{path.stem[:2]}_[a-z_]+", question["name"]), question["name"]
+        assert prompt and all(c.cell_type == "markdown" for c in prompt), f"{question['name']}: the prompt is markdown"
         assert question["points"] > 0 and question["all_or_nothing"] is True, question
         assert markers == ["BEGIN SOLUTION", "END SOLUTION", "BEGIN TESTS", "END TESTS"], (question["name"], markers)
         hidden = [t for t in tests if re.search(r"^hidden: true$", t.source, re.M)]
@@ -208,6 +212,17 @@ def test_exercises_are_otter_questions_with_points_and_hidden_tests(path):
         assert hidden and public, f"{question['name']}: needs public and hidden tests"
         assert all(re.search(r"^points: 0$", t.source, re.M) for t in public), "public tests carry no points"
     assert len(course.question_names(nb)) == len(questions)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_code_cell_is_python(path):
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    for i, cell in enumerate(_code_cells(_read(path))):
+        try:
+            ast.parse(TransformerManager().transform_cell(cell.source))
+        except SyntaxError as exc:
+            pytest.fail(f"{path.name}, code cell {i}: {exc}\n{cell.source[:300]}")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
