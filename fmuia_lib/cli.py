@@ -30,6 +30,8 @@ COMMANDS = {
     "validate-submission": ("fmuia_lib.evaluate", "validate_submission_main"),
     "export": ("fmuia_lib.export", "export_main"),
     "suite": ("fmuia_lib.suite", "suite_main"),
+    "course build": ("fmuia_lib.course", "build_main"),
+    "course grade": ("fmuia_lib.course", "grade_main"),
 }
 
 #: The exceptions that mean bad input (module -> class names), each raised with a message that
@@ -137,6 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("--kernel", default="python3", help="Jupyter kernel name")
     su.add_argument("--update-notebooks", action="store_true",
                     help="cpu-smoke only: run with the notebooks' defaults and save the outputs into notebooks/")
+
+    # -- course -----------------------------------------------------------------------------
+    co = sub.add_parser("course", help="the series as a graded course (otter-grader; needs fmuia[course])")
+    csub = co.add_subparsers(dest="course_verb", metavar="COURSE_COMMAND", required=True)
+    cb = csub.add_parser("build", help="write the student notebooks, public tests, autograders and solutions")
+    cb.add_argument("--out", required=True, help="output folder: student/, autograder/, solutions/, exercises.csv")
+    cb.add_argument("--source", default=None,
+                    help="folder of the master notebooks (default: the checkout's notebooks/, else the working folder)")
+    cb.add_argument("--notebooks", nargs="+", default=None, help="only these notebooks (names or numbers)")
+    cb.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    cg = csub.add_parser("grade", help="grade a submitted notebook on this machine (no Docker): points per exercise")
+    cg.add_argument("submission", help="the student's notebook (.ipynb)")
+    cg.add_argument("--course", required=True, help="the folder `fmuia course build` wrote")
+    cg.add_argument("--json", default=None, help="also write the points per exercise to this JSON file")
     return p
 
 
@@ -166,7 +182,9 @@ def error_message(err: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    verb = args.verb if args.verb != "data" else f"data {args.data_verb}"
+    verb = args.verb
+    if verb in ("data", "course"):  # verbs with sub-verbs
+        verb = f"{verb} {getattr(args, verb + '_verb')}"
     module_name, func_name = COMMANDS[verb]
     func = getattr(importlib.import_module(module_name), func_name)
     try:
