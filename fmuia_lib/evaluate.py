@@ -14,8 +14,9 @@ the challenge leaves out:
   a score only means something together with its coverage; the report says so loudly.
   A prediction the scorer cannot use (``submission.entry_findings``: a class out of
   range, probabilities that are not a distribution, an inverted box or one wholly
-  outside the image, a mask value that is no class) is *invalid*: not scored, listed
-  in ``invalid`` with its reason, and the submission is not complete;
+  outside the image) is *invalid*: not scored, listed in ``invalid`` with its reason,
+  and the submission is not complete. A mask pixel whose value is no class is scored as
+  the challenge scores it (it belongs to no class), with a warning;
 * HD95 and NMRE, and per-class tables (DSC / HD / HD95 of every segmentation class, F1
   of every classification class);
 * the reason behind an AUC of 0 (e.g. only one class present in the labels).

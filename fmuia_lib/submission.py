@@ -422,11 +422,14 @@ def entry_findings(task: TaskSpec, entry: dict, size: tuple[int, int] | None) ->
 def mask_findings(task: TaskSpec, mask: Mask, size: tuple[int, int]) -> tuple[list[str], list[str]]:
     """``(errors, warnings)`` of a predicted mask that was read; ``size`` = ground-truth
     ``(height, width)``. Missing and unreadable files are errors the caller reports."""
+    warnings = []
     problem = mask_value_problem(mask.values, task.num_classes)
     if problem:
-        return [f"predicted {problem} (a class index is 0..{task.num_classes - 1}; a mask saved as 0/255 "
-                "needs its 255 written as 1)"], []
-    warnings = []
+        # The challenge's scorer compares pixels with each class index, so it scores such a
+        # mask: pixels of other values belong to no class. A warning, not an error.
+        warnings.append(f"predicted {problem}: scored as the challenge does, its pixels of values >= "
+                        f"{task.num_classes} belong to no class (a class index is 0..{task.num_classes - 1}; "
+                        "a mask saved as 0/255 needs its 255 written as 1)")
     if mask.shape != tuple(size):
         warnings.append(f"predicted mask is {mask.shape[1]}x{mask.shape[0]}, the image is {size[1]}x{size[0]} "
                         "(width x height): it is resized with nearest neighbour before scoring, as the "

@@ -83,6 +83,25 @@ def test_segmentation_empty_prediction_scores_the_diagonal(data_root, submission
         assert per_class.loc[c, "DSC"] == pytest.approx((n - 1) / n)
 
 
+def test_a_mask_value_that_is_no_class_is_scored_as_the_challenge_does(data_root, submission, capsys):
+    """The challenge compares pixels with each class index: a pixel of value 255 in a
+    4-class mask belongs to no class. Scored (same numbers as an empty prediction), with a
+    warning in the report and in validate-submission, not an error."""
+    row, mask_file = _first_mask(data_root, submission)
+    gt = cv2.imread(row["mask_file"], cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(mask_file), np.full_like(gt, 255))
+    report = evaluate_submission(data_root, submission)
+    assert report.complete and not report.invalid
+    assert any("has value 255 >= num_classes 4" in w and "belong to no class" in w for w in report.warnings)
+    per_class = report.per_class.query("task_id == 'cardiac_multi'").set_index("class_index")
+    n = int(report.coverage.set_index("task_id").loc["cardiac_multi", "expected"])
+    for c in range(1, 4):  # as an empty prediction: nothing of class c is predicted in that image
+        assert per_class.loc[c, "DSC"] == pytest.approx((n - 1) / n)
+        assert per_class.loc[c, "HD"] == pytest.approx(float(np.hypot(*gt.shape)) / n)
+    assert fmuia(["validate-submission", str(submission), "--data", str(data_root)]) == 0
+    assert "WARNING" in capsys.readouterr().out
+
+
 def test_missing_predictions_are_counted_not_hidden(data_root, submission):
     _edit_json(submission / "classification_predictions.json", lambda items: items.pop(0))
     row, mask_file = _first_mask(data_root, submission)
@@ -209,7 +228,6 @@ def _break_points_length(data_root, sub):
     (_break_probs_nan, "is not a list of finite numbers"),
     (_break_probs_length, "predicted_probs, "),
     (_break_box_order, "needs x_min <= x_max"),
-    (_break_mask_value, "has value 4 >= num_classes 4"),
     (_break_mask_missing, "predicted mask missing"),
     (_break_duplicate, "duplicate entry (first at regression_predictions.json[1])"),
     (_break_unknown, "unknown entry (image not in the ground truth CSVs)"),
