@@ -31,6 +31,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from fmuia_lib.series import RUN_DIR_VARIABLE
+
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = "ci-tiny"
 CHECKPOINT_HINT = "notebook 03_multitask_training makes it"
@@ -89,7 +91,7 @@ def colab(tmp_path_factory):
         "display_name": "Python 3 (fresh fmuia environment)", "language": "python",
         "env": {"PYTHONPATH": "", "VIRTUAL_ENV": str(venv), "PATH": path, "OMP_NUM_THREADS": "1",
                 "JUPYTER_PATH": str(venv / "share" / "jupyter"), "IPYTHONDIR": str(base / "ipython")}}))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", RUN_DIR_VARIABLE)}
     env.update(PATH=path, OMP_NUM_THREADS="1", JUPYTER_PATH=str(venv / "share" / "jupyter"),
                JUPYTER_RUNTIME_DIR=str(base / "jupyter-runtime"), IPYTHONDIR=str(base / "ipython"))
     work = base / "work"
@@ -122,8 +124,11 @@ def _papermill(colab, notebook: str, **parameters) -> tuple[bool, nbformat.Noteb
     executed = work / "executed"
     executed.mkdir(exist_ok=True)
     target = executed / f"{notebook}_{len(list(executed.glob(f'{notebook}_*.ipynb')))}.ipynb"
-    saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "JUPYTER_RUNTIME_DIR")}
-    os.environ.update({k: env[k] for k in saved})  # where jupyter_client finds the kernel
+    saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "JUPYTER_RUNTIME_DIR", RUN_DIR_VARIABLE)}
+    os.environ.update({k: env[k] for k in saved if k in env})  # where jupyter_client finds the kernel
+    # The kernel inherits this process's environment: a Colab VM has no run-folder variable
+    # (the test session sets one for its own notebooks), so the notebooks use their default.
+    os.environ.pop(RUN_DIR_VARIABLE, None)
     try:
         from jupyter_client.kernelspec import KernelSpecManager
 
