@@ -76,8 +76,10 @@ class TrainConfig:
     encoder_weights: str | None = "imagenet"  #: "imagenet", a local .pth/.safetensors file, or None
     freeze_fpn: bool = True  #: the baseline's FPN decoder is in no optimiser group (switch trained_fpn)
     det_head: str = "grid"  #: detection head: "grid" (the baseline's) | "centernet" (heads.DETECTION_HEADS)
-    landmark_head: str = "linear"  #: Regression head: "linear" (the baseline's) | "sigmoid"
-    #: (heads.LANDMARK_HEADS)
+    landmark_head: str = "linear"  #: Regression head: "linear" (the baseline's) | "sigmoid" | "heatmap"
+    #: (heads.LANDMARK_HEADS; "heatmap" reads the FPN map, heads.reads_fpn)
+    fpn_pyramid_channels: int = 256  #: FPN decoder width: its pyramid levels (smp.FPN's default, the baseline's)
+    fpn_segmentation_channels: int = 128  #: channels of the FPN map the dense heads read (smp.FPN's default)
     head_priors: bool = False  #: start Regression heads at the training set's mean landmarks
     norm_stats: str = "running"  #: BatchNorm statistics used at evaluation: "running" (PyTorch's
     #: running averages, the baseline), "shared" (re-estimated over every task) or "per_task"
@@ -114,6 +116,8 @@ class TrainConfig:
     reg_loss: str = "mse"  #: "mse" (the baseline) | "smooth_l1"
     det_size_weight: float = 5.0  #: weight of the box-size L1 term of the CenterNet loss
     det_offset_weight: float = 1.0  #: weight of the centre-offset L1 term of the CenterNet loss
+    landmark_heatmap_weight: float = 1.0  #: weight of the heat-map landmark head's KL term
+    #: (losses.HeatmapLandmarkLoss)
     loss_weights: dict[str, float] = field(default_factory=_default_loss_weights)  #: per task type
     uncertainty_weighting: bool = False  #: learn per-type weights (Kendall et al. 2018)
     # -- run ----------------------------------------------------------------------------
@@ -149,7 +153,8 @@ class TrainConfig:
         choice("reg_loss", REG_LOSSES)
         choice("amp_dtype", AMP_DTYPES)
         choice("norm_stats", NORM_STATS)
-        positive = ("image_size", "batch_size", "eval_every", "lr", "norm_stats_batches")
+        positive = ("image_size", "batch_size", "eval_every", "lr", "norm_stats_batches", "fpn_pyramid_channels",
+                    "fpn_segmentation_channels")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be > 0")
@@ -164,6 +169,11 @@ class TrainConfig:
         for name in ("epochs", "max_steps"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be > 0")
+        if self.fpn_segmentation_channels % 32:
+            raise ConfigError(f"fpn_segmentation_channels={self.fpn_segmentation_channels}: must be a multiple of 32 "
+                              "(the FPN's segmentation blocks use GroupNorm with 32 groups)")
+        if self.landmark_heatmap_weight < 0:
+            raise ConfigError(f"landmark_heatmap_weight={self.landmark_heatmap_weight}: must be >= 0")
         if self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps={self.warmup_steps}: must be >= 0")
         if self.warmup_steps and self.schedule != "warmup_cosine":
@@ -193,6 +203,7 @@ class TrainConfig:
             raise ConfigError(f"switches: unknown {unknown}; known: {list(switch_registry.SWITCHES)}")
         if len(set(self.switches)) != len(self.switches):
             raise ConfigError(f"switches: {self.switches} lists a switch twice")
+        _check_alternatives(self.switches)
         for name, (value, switch) in switch_registry.implied_values(self.switches).items():
             if getattr(self, name) != value:
                 raise ConfigError(f"{name}={getattr(self, name)!r} contradicts switch {switch!r}, which sets "
@@ -259,6 +270,7 @@ class TrainConfig:
         unknown = switch_registry.unknown_switches(listed)
         if unknown:
             raise ConfigError(f"switches: unknown {unknown}; known: {list(switch_registry.SWITCHES)}")
+        _check_alternatives(listed)
         implied = switch_registry.implied_values(listed)
         for key, value in own.items():
             if key in implied and value != implied[key][0]:
@@ -311,6 +323,12 @@ class TrainConfig:
             else:
                 values[key] = value
         return type(self).from_dict(values)
+
+
+def _check_alternatives(names: list[str]) -> None:
+    for first, second, field_name in switch_registry.conflicting(names):
+        raise ConfigError(f"switches: {first!r} and {second!r} are alternatives (both set {field_name}): "
+                          "list one of them")
 
 
 def _split_override(text: str) -> tuple[str, Any]:

@@ -1,7 +1,8 @@
 """Error analysis of a submission: trivial baselines, per-image errors, a failure taxonomy.
 
 A number means little without a reference. For every task the *trivial baseline* is the
-best prediction that ignores the image, learned from the training labels alone:
+best prediction that ignores the image, learned from the training labels alone
+(:mod:`fmuia_lib.training.baselines` holds its one definition):
 
 ==============  ===========================================================
 segmentation    the empty mask (all background)
@@ -31,41 +32,15 @@ import pandas as pd
 from fmuia_lib import metrics
 from fmuia_lib.data.dataset import image_size, load_image, load_mask
 from fmuia_lib.predict import PREDICTION_FILES, submission_path
-from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec
-from fmuia_lib.training.baselines import class_counts, mean_normalised_target
+from fmuia_lib.tasks import CLASSIFICATION, DETECTION, SEGMENTATION, TaskSpec
+from fmuia_lib.training.baselines import trivial_baseline_records
+
+__all__ = ["trivial_baseline_records", "compare_to_baseline", "per_image_errors", "failure_kind",
+           "failure_taxonomy", "overlay_item"]
 
 
 # -- trivial baselines ---------------------------------------------------------------------------
-def trivial_baseline_records(train: pd.DataFrame, val: pd.DataFrame,
-                             tasks: Mapping[str, TaskSpec]) -> list[dict[str, Any]]:
-    """Prediction records (``write_submission`` format) of the trivial baseline for ``val``.
-
-    ``train`` and ``val`` are tables from :func:`fmuia_lib.data.layout.read_root`. A task
-    in ``val`` without training rows is an error (its baseline cannot be learned).
-    """
-    records: list[dict[str, Any]] = []
-    for task_id, rows in val.groupby("task_id", sort=False):
-        task = tasks[task_id]
-        source = train[train["task_id"] == task_id]
-        if source.empty:
-            raise ValueError(f"{task_id}: no training rows, so no trivial baseline can be learned")
-        if task.task_type == CLASSIFICATION:
-            counts = class_counts(source, task.num_classes)
-            probs = counts / counts.sum()
-        elif task.task_type in (DETECTION, REGRESSION):
-            mean = mean_normalised_target(source).ravel()
-        for row in rows.itertuples():
-            record: dict[str, Any] = {"task_id": task_id, "image_path": row.image_path}
-            if task.task_type == SEGMENTATION:
-                record.update(mask_path=row.mask_path, mask=np.zeros(image_size(row.image_file), np.uint8))
-            elif task.task_type == CLASSIFICATION:
-                record["probs"] = probs
-            elif task.task_type == DETECTION:
-                record.update(box_normalized=mean, orig_size=image_size(row.image_file))
-            else:
-                record.update(points_normalized=mean, orig_size=image_size(row.image_file))
-            records.append(record)
-    return records
+# trivial_baseline_records (imported above) is the one definition, in fmuia_lib.training.baselines
 
 
 def compare_to_baseline(model: pd.DataFrame, baseline: pd.DataFrame,
