@@ -3,11 +3,19 @@
 Every verb is a thin shell over a library function; the arguments are declared here and
 the work is done in the module named in ``COMMANDS``, imported only when that verb runs
 (so ``fmuia --help`` stays fast).
+
+Bad input is answered in one place, :func:`main`: an exception of a class listed in
+``BAD_INPUT`` (each names the file, CSV line or config key and the problem) is printed as
+``fmuia VERB: error: MESSAGE`` on stderr with exit status 2, without a traceback. Any
+other exception is a bug in fmuia and keeps its traceback; Ctrl-C exits with 130, a closed
+output pipe (``| head``) with 141.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import io
+import os
 import sys
 
 #: verb -> (module, function). Each function takes the parsed ``argparse.Namespace``
@@ -22,6 +30,28 @@ COMMANDS = {
     "validate-submission": ("fmuia_lib.evaluate", "validate_submission_main"),
     "export": ("fmuia_lib.export", "export_main"),
     "suite": ("fmuia_lib.suite", "suite_main"),
+    "course build": ("fmuia_lib.course", "build_main"),
+    "course grade": ("fmuia_lib.course", "grade_main"),
+}
+
+#: The exceptions that mean bad input (module -> class names), each raised with a message that
+#: names the file, line or key. Looked up only in modules already imported: an exception of a
+#: class whose module was never imported cannot have been raised.
+BAD_INPUT = {
+    "fmuia_lib.config": ("ConfigError",),  # profiles.ProfileError is one
+    "fmuia_lib.tasks": ("ManifestError",),
+    "fmuia_lib.data.layout": ("LayoutError",),
+    "fmuia_lib.data.images": ("ImageReadError",),
+    "fmuia_lib.data.phantom.render": ("PhantomError",),
+    "fmuia_lib.data.real.common": ("RealDataError",),
+    "fmuia_lib.submission": ("SubmissionError",),
+    "fmuia_lib.predict": ("ModelLoadError",),
+    "fmuia_lib.export": ("ExportError",),
+    "fmuia_lib.series": ("SuiteError",),
+    "fmuia_lib.training.checkpoint": ("CheckpointMismatch",),
+    "fmuia_lib.model": ("PretrainedWeightsUnavailable",),
+    "fmuia_lib.state_file": ("StateFileError",),
+    "fmuia_lib.training.loop": ("TrainingDiverged",),
 }
 
 
@@ -58,8 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("root", help="data root holding csv_files/")
     ck.add_argument("--manifest", default=None, help="manifest CSV (default: the packaged one)")
     ck.add_argument("--max-problems", type=int, default=200, help="problems to print (all are counted)")
-    ck.add_argument("--verify-images", action="store_true",
-                    help="read every image file whole (PNG checksums), not only its header; slower")
+    ck.add_argument("--header-only", action="store_true",
+                    help="read only each image's header (format and size), not decode it: faster on huge "
+                         "roots, but a cut-off or corrupt image is not found (masks are always decoded)")
+    ck.add_argument("--verify-images", action="store_true", help=argparse.SUPPRESS)  # now the default
 
     # -- train / predict / evaluate ---------------------------------------------------------
     tr = sub.add_parser("train", help="train the multi-task network")
@@ -93,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--checkpoint", required=True, help="training checkpoint (checkpoints/best.pt)")
     ex.add_argument("--out", required=True, help="folder for model.py, weights.pt, fmuia_lib/, Dockerfile ...")
     ex.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    ex.add_argument("--weights-only", action="store_true",
+                    help="write only --out/weights.pt (the weights for fmuia predict, for sharing)")
 
     # -- suite ------------------------------------------------------------------------------
     su = sub.add_parser("suite", help="run the notebook series headlessly with papermill")
@@ -105,6 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("--kernel", default="python3", help="Jupyter kernel name")
     su.add_argument("--update-notebooks", action="store_true",
                     help="cpu-smoke only: run with the notebooks' defaults and save the outputs into notebooks/")
+
+    # -- course -----------------------------------------------------------------------------
+    co = sub.add_parser("course", help="the series as a graded course (otter-grader; needs fmuia[course])")
+    csub = co.add_subparsers(dest="course_verb", metavar="COURSE_COMMAND", required=True)
+    cb = csub.add_parser("build", help="write the student notebooks, public tests, autograders and solutions")
+    cb.add_argument("--out", required=True, help="output folder: student/, autograder/, solutions/, exercises.csv")
+    cb.add_argument("--source", default=None,
+                    help="folder of the master notebooks (default: the checkout's notebooks/, else the working folder)")
+    cb.add_argument("--notebooks", nargs="+", default=None, help="only these notebooks (names or numbers)")
+    cb.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    cg = csub.add_parser("grade", help="grade a submitted notebook on this machine (no Docker): points per exercise")
+    cg.add_argument("submission", help="the student's notebook (.ipynb)")
+    cg.add_argument("--course", required=True, help="the folder `fmuia course build` wrote")
+    cg.add_argument("--json", default=None, help="also write the points per exercise to this JSON file")
     return p
 
 
@@ -113,9 +161,30 @@ def _version() -> str:
     return f"fmuia {__version__}"
 
 
+def bad_input_types() -> tuple[type[BaseException], ...]:
+    """The classes of ``BAD_INPUT`` whose modules are imported."""
+    found = []
+    for module_name, names in BAD_INPUT.items():
+        module = sys.modules.get(module_name)
+        found += [getattr(module, name) for name in names if module is not None]
+    return tuple(found)
+
+
+def error_message(err: BaseException) -> str:
+    """The message of a bad-input exception, without the traceback a DataLoader worker
+    prepends when it raises the exception again in the main process."""
+    text = str(err).rstrip()
+    marker = f"{type(err).__module__}.{type(err).__name__}: "
+    if text.startswith("Caught ") and marker in text:
+        text = text.rsplit(marker, 1)[1].rstrip()
+    return text or type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    verb = args.verb if args.verb != "data" else f"data {args.data_verb}"
+    verb = args.verb
+    if verb in ("data", "course"):  # verbs with sub-verbs
+        verb = f"{verb} {getattr(args, verb + '_verb')}"
     module_name, func_name = COMMANDS[verb]
     func = getattr(importlib.import_module(module_name), func_name)
     try:
@@ -123,6 +192,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # whoever read stdout went away (`fmuia data check ROOT | head`)
+        try:  # point stdout at /dev/null so that flushing it at exit raises nothing more
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass  # stdout is no file (a test's capture)
+        return 141  # 128 + SIGPIPE, what a shell reports for a closed pipe
+    except Exception as err:  # noqa: BLE001 - re-raised below unless it is bad input
+        if not isinstance(err, bad_input_types()):
+            raise  # a bug: its traceback is what a report needs
+        print(f"fmuia {verb}: error: {error_message(err)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,6 +20,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import numbers
+import os
+import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +42,40 @@ AMP_DTYPES = ("auto", "bf16", "fp16")
 NORM_STATS = ("running", "shared", "per_task")
 SCHEDULES = ("cosine_epochs", "warmup_cosine")
 VALIDATIONS = ("per_batch", "whole_set")
+#: Device names a run accepts (None: CUDA when available).
+DEVICE_PATTERN = re.compile(r"cpu|mps|cuda(:\d+)?")
+#: The rule of every numeric field: (lowest, is the lowest allowed, highest, is the highest allowed);
+#: None: no bound. Every number must also be finite; a field typed ``int`` takes integers only.
+NUMBER_RULES: dict[str, tuple[float | None, bool, float | None, bool]] = {
+    "val_fraction": (0.0, True, 1.0, False),
+    "image_size": (32, True, None, False),
+    "sampler_temperature": (0.0, False, None, False),
+    "num_workers": (0, True, None, False),
+    "norm_stats_batches": (1, True, None, False),
+    "epochs": (1, True, None, False),
+    "max_steps": (1, True, None, False),
+    "eval_every": (1, True, None, False),
+    "val_batch_size": (1, True, None, False),
+    "batch_size": (1, True, None, False),
+    "lr": (0.0, False, None, False),
+    "head_lr_mult": (0.0, False, None, False),
+    "fpn_lr_mult": (0.0, False, None, False),
+    "weight_decay": (0.0, True, None, False),
+    "eta_min": (0.0, True, None, False),
+    "warmup_steps": (0, True, None, False),
+    "min_lr_ratio": (0.0, True, 1.0, True),
+    "grad_clip": (0.0, False, None, False),  # null: no clipping
+    "cls_label_smoothing": (0.0, True, 1.0, False),
+    "det_size_weight": (0.0, True, None, False),
+    "det_offset_weight": (0.0, True, None, False),
+    "seed": (0, True, 2**32 - 1, True),  # numpy's seed range
+    "stop_at_step": (1, True, None, False),
+    "fpn_pyramid_channels": (1, True, None, False),
+    "fpn_segmentation_channels": (32, True, None, False),
+    "landmark_heatmap_weight": (0.0, True, None, False),
+}
+#: Each entry of ``loss_weights``: a finite weight >= 0 (0 switches a task type's loss off).
+LOSS_WEIGHT_RULE = (0.0, True, None, False)
 
 
 class ConfigError(ValueError):
@@ -134,9 +172,24 @@ class TrainConfig:
 
     # -- checks -------------------------------------------------------------------------
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid field."""
+        """Raise :class:`ConfigError` naming the first invalid field.
+
+        Every field has an explicit rule: its type (booleans are booleans, integers are
+        integers, numbers finite), the bounds in ``NUMBER_RULES``, the options of a choice,
+        and the relations between fields (run length, warm-up, LR floor, switches).
+        """
         from fmuia_lib.data.transforms import AUGMENT_LEVELS
         from fmuia_lib.heads import DETECTION_HEADS, LANDMARK_HEADS
+
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            problem = _type_problem(f.name, getattr(self, f.name), hints[f.name])
+            if problem:
+                raise ConfigError(problem)
+        for name, rule in NUMBER_RULES.items():
+            value = getattr(self, name)
+            if value is not None:
+                _check_bounds(name, value, rule)
 
         def choice(name: str, options) -> None:
             if getattr(self, name) not in options:
@@ -153,29 +206,22 @@ class TrainConfig:
         choice("reg_loss", REG_LOSSES)
         choice("amp_dtype", AMP_DTYPES)
         choice("norm_stats", NORM_STATS)
-        positive = ("image_size", "batch_size", "eval_every", "lr", "norm_stats_batches", "fpn_pyramid_channels",
-                    "fpn_segmentation_channels")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name}={getattr(self, name)!r}: must be > 0")
+        for name in ("data_root", "val_root", "manifest", "encoder", "encoder_weights", "device", "out_dir",
+                     "resume"):
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                raise ConfigError(f"{name}={getattr(self, name)!r}: empty; give a value or null")
+        if self.device is not None and not DEVICE_PATTERN.fullmatch(self.device):
+            raise ConfigError(f"device={self.device!r}: not a device name (cpu, cuda, cuda:1, mps, or null for "
+                              "the best available)")
         if self.image_size % 32:
             raise ConfigError(f"image_size={self.image_size}: must be a multiple of 32 "
                               "(the encoder halves the resolution five times)")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction={self.val_fraction}: must be in [0, 1)")
         if (self.epochs is None) == (self.max_steps is None):
             raise ConfigError(f"epochs={self.epochs!r}, max_steps={self.max_steps!r}: set exactly one "
                               "(the run length, in epochs or in steps), the other to null")
-        for name in ("epochs", "max_steps"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise ConfigError(f"{name}={getattr(self, name)}: must be > 0")
         if self.fpn_segmentation_channels % 32:
             raise ConfigError(f"fpn_segmentation_channels={self.fpn_segmentation_channels}: must be a multiple of 32 "
                               "(the FPN's segmentation blocks use GroupNorm with 32 groups)")
-        if self.landmark_heatmap_weight < 0:
-            raise ConfigError(f"landmark_heatmap_weight={self.landmark_heatmap_weight}: must be >= 0")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"warmup_steps={self.warmup_steps}: must be >= 0")
         if self.warmup_steps and self.schedule != "warmup_cosine":
             raise ConfigError(f"warmup_steps={self.warmup_steps}: only the 'warmup_cosine' schedule warms up "
                               f"(schedule={self.schedule!r})")
@@ -184,18 +230,39 @@ class TrainConfig:
         if self.freeze_fpn and self.fpn_lr_mult is not None:
             raise ConfigError(f"fpn_lr_mult={self.fpn_lr_mult}: the FPN decoder is frozen (freeze_fpn, the baseline); "
                               "switch trained_fpn on or drop fpn_lr_mult")
-        if self.eta_min < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ConfigError(f"eta_min={self.eta_min}, min_lr_ratio={self.min_lr_ratio}: "
-                              "need eta_min >= 0 and min_lr_ratio in [0, 1]")
-        if self.stop_at_step is not None and self.stop_at_step <= 0:
-            raise ConfigError(f"stop_at_step={self.stop_at_step}: must be positive")
+        if self.eta_min > self.lr:
+            raise ConfigError(f"eta_min={self.eta_min}: the LR floor is above lr={self.lr}, so the schedule "
+                              "would raise the learning rate; use eta_min <= lr")
         if self.stop_at_step is not None and self.max_steps is not None and self.stop_at_step % self.eval_every:
             raise ConfigError(f"stop_at_step={self.stop_at_step}: must be a positive multiple of "
                               f"eval_every ({self.eval_every}), where checkpoints are written")
         unknown = sorted(set(self.loss_weights) - set(TASK_TYPES))
         if unknown:
             raise ConfigError(f"loss_weights: unknown task type(s) {unknown}; expected {TASK_TYPES}")
+        for task_type, weight in self.loss_weights.items():
+            _check_bounds(f"loss_weights.{task_type}", weight, LOSS_WEIGHT_RULE)
+        self._check_tasks()
         self._check_switches()
+
+    def _check_tasks(self) -> None:
+        if self.tasks is None:
+            return
+        if not self.tasks:
+            raise ConfigError("tasks=[]: an empty list trains nothing; list task ids, or null for every task")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"tasks={self.tasks}: lists a task twice")
+        from fmuia_lib.tasks import ManifestError, load_manifest
+
+        try:
+            known = load_manifest(self.manifest)
+        except ManifestError as err:
+            raise ConfigError(f"manifest={self.manifest!r}: {err}") from None
+        unknown = [t for t in self.tasks if t not in known]
+        if unknown:
+            close = {t: difflib.get_close_matches(t, list(known), n=1) for t in unknown}
+            hints = "; ".join(f"{t!r}: did you mean {c[0]!r}?" for t, c in close.items() if c)
+            raise ConfigError(f"tasks: unknown task id(s) {unknown} (not in the manifest)"
+                              + (f"; {hints}" if hints else ""))
 
     def _check_switches(self) -> None:
         unknown = switch_registry.unknown_switches(self.switches)
@@ -264,8 +331,11 @@ class TrainConfig:
                 raise ConfigError(_unknown_key_message(key, names))
         own = {k: _coerce(cls, k, v) for k, v in values.items()}
         if "loss_weights" in own:
-            own["loss_weights"] = {k: float(v) for k, v in
-                                   {**_default_loss_weights(), **(own["loss_weights"] or {})}.items()}
+            given = own["loss_weights"] or {}
+            if not isinstance(given, dict):
+                raise ConfigError(f"loss_weights={given!r}: expected a mapping of task type to weight")
+            own["loss_weights"] = {**_default_loss_weights(),
+                                   **{k: _coerce_weight(k, v) for k, v in given.items()}}
         listed = list(own.get("switches") or [])
         unknown = switch_registry.unknown_switches(listed)
         if unknown:
@@ -331,6 +401,19 @@ def _check_alternatives(names: list[str]) -> None:
                           "list one of them")
 
 
+def _coerce_weight(task_type: Any, value: Any) -> Any:
+    """One ``loss_weights`` entry: an integer becomes a float; anything else is left for
+    :meth:`TrainConfig.validate` to judge (``true`` is no weight)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"loss_weights.{task_type}={value!r}: expected a number") from None
+    return value
+
+
 def _split_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected KEY=VALUE")
@@ -345,27 +428,135 @@ def _unknown_key_message(key: str, names: list[str]) -> str:
 
 
 def _coerce(cls: type, name: str, value: Any) -> Any:
-    """Accept YAML's spelling of numbers (``1e-4`` is a str in YAML 1.1, ``10`` an int)."""
+    """A config file's value for field ``name``, converted only where nothing is lost.
+
+    A float field takes an integer (``10``) and YAML 1.1's spelling of numbers that
+    PyYAML leaves as text (``1e-4``); ``tasks`` and ``switches`` take one name for a
+    one-item list. Nothing else is converted: ``true`` is no integer, ``1.5`` or ``2.0``
+    no integer, ``"yes"`` no boolean; :meth:`TrainConfig.validate` refuses them by name.
+    """
     hint = typing.get_type_hints(cls)[name]
     args = set(typing.get_args(hint)) or {hint}
     if value is None:
         if type(None) not in args:
-            raise ConfigError(f"{name}: None is not allowed")
+            raise ConfigError(f"{name}: null is not allowed")
         return None
-    if float in args and isinstance(value, (int, str)) and not isinstance(value, bool):
+    if float in args and isinstance(value, str):
         try:
             return float(value)
         except ValueError:
             raise ConfigError(f"{name}={value!r}: expected a number") from None
-    if int in args and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if int in args and isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            raise ConfigError(f"{name}={value!r}: expected an integer") from None
-    if bool in args and not isinstance(value, bool):
-        raise ConfigError(f"{name}={value!r}: expected true or false")
+    if float in args and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return float(value)
     if name in ("tasks", "switches") and isinstance(value, str):
         return [value]
     return value
+
+
+def _type_problem(name: str, value: Any, hint: Any) -> str | None:
+    """Why ``value`` does not have the type of field ``name`` (None when it does)."""
+    args = set(typing.get_args(hint)) if typing.get_origin(hint) in (typing.Union, types.UnionType) else {hint}
+    if value is None:
+        return None if type(None) in args else f"{name}: null is not allowed"
+    if bool in args:
+        return None if isinstance(value, bool) else f"{name}={value!r}: expected true or false"
+    if int in args:
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return None
+        return f"{name}={value!r}: expected an integer"
+    if float in args:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return None
+        return f"{name}={value!r}: expected a number"
+    if str in args:
+        return None if isinstance(value, str) else f"{name}={value!r}: expected text"
+    origins = {typing.get_origin(a) for a in args}
+    if list in origins:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return None
+        return f"{name}={value!r}: expected a list of names"
+    if dict in origins:
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            bad = {k: v for k, v in value.items() if isinstance(v, bool) or not isinstance(v, numbers.Real)}
+            if not bad:
+                return None
+            key, item = next(iter(bad.items()))
+            return f"{name}.{key}={item!r}: expected a number"
+        return f"{name}={value!r}: expected a mapping of task type to weight"
+    return None
+
+
+def _check_bounds(name: str, value: float, rule: tuple[float | None, bool, float | None, bool]) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is finite and within ``rule`` (see ``NUMBER_RULES``)."""
+    low, low_ok, high, high_ok = rule
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={value}: must be a finite number")
+    too_low = low is not None and (value < low or (value == low and not low_ok))
+    too_high = high is not None and (value > high or (value == high and not high_ok))
+    if too_low or too_high:
+        lower = "" if low is None else f"{'>=' if low_ok else '>'} {_number(low)}"
+        upper = "" if high is None else f"{'<=' if high_ok else '<'} {_number(high)}"
+        raise ConfigError(f"{name}={value}: must be {' and '.join(b for b in (lower, upper) if b)}")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def check_runnable(config: TrainConfig) -> None:
+    """What :meth:`TrainConfig.validate` cannot see from the values alone, checked before a
+    run starts: the device exists here, the encoder and its named weights are known, and
+    ``out_dir`` is a folder that is not, does not contain and does not lie inside a data
+    root. Raises :class:`ConfigError` naming the key. Imports torch and smp."""
+    import torch
+
+    if config.device is not None and config.device.startswith("cuda"):
+        index = int(config.device.partition(":")[2] or 0)
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise ConfigError(f"device={config.device!r}: no such CUDA device here "
+                              f"({torch.cuda.device_count()} available); use device=cpu or null")
+    if config.device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device='mps': Apple's MPS backend is not available here; use device=cpu or null")
+    _check_encoder(config.encoder, config.encoder_weights)
+    from fmuia_lib.data.layout import linked_out_of, output_folder_problem
+
+    if config.resume is not None and not os.path.isfile(os.path.expanduser(config.resume)):
+        raise ConfigError(f"resume={config.resume!r}: no such checkpoint file")
+    for key in ("data_root", "val_root"):
+        root = getattr(config, key)
+        if root is not None:
+            problem = output_folder_problem(config.out_dir, root, name="out_dir", what=f"the {key}")
+            if problem:
+                raise ConfigError(problem)
+    leaving = linked_out_of(config.out_dir)
+    if leaving is not None:
+        raise ConfigError(f"out_dir={config.out_dir!r}: {leaving} is a symbolic link to "
+                          f"{os.path.realpath(leaving)}, outside out_dir; a run writes only inside out_dir")
+
+
+def _check_encoder(name: str, weights: str | None) -> None:
+    import segmentation_models_pytorch as smp
+
+    if name.startswith("tu-"):
+        import timm
+
+        if not timm.is_model(name[3:]):
+            raise ConfigError(f"encoder={name!r}: timm has no model {name[3:]!r} (timm.list_models() lists them)")
+        return
+    encoders = smp.encoders.encoders
+    if name not in encoders:
+        close = difflib.get_close_matches(name, list(encoders), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"encoder={name!r}: not an smp encoder (smp.encoders.get_encoder_names()), "
+                          f"nor 'tu-<timm model>'{hint}")
+    if weights is None:
+        return
+    path = os.path.expanduser(weights)
+    if weights.endswith((".pth", ".pt", ".bin", ".safetensors")) or os.sep in weights or os.path.exists(path):
+        if not os.path.isfile(path):
+            raise ConfigError(f"encoder_weights={weights!r}: no such file")
+        return
+    named = list(encoders[name].get("pretrained_settings") or {})
+    if weights not in named:
+        raise ConfigError(f"encoder_weights={weights!r}: {name} has pretrained weights {named}; or give "
+                          "the path of a weights file, or null")

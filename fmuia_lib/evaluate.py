@@ -46,7 +46,7 @@ import numpy as np
 
 from fmuia_lib import metrics
 from fmuia_lib.data.images import ImageReadError, Mask, image_size, mask_value_problem, read_mask
-from fmuia_lib.data.layout import CSV_DIR, LayoutError, Problem, read_rows, resolve_tasks
+from fmuia_lib.data.layout import CSV_DIR, LayoutError, Problem, lies_inside, read_rows, resolve_tasks
 from fmuia_lib.submission import (PREDICTION_FILES, SCORED_KEYS, EntryIndex, Submission, SubmissionError,
                                   entry_findings, load_json_list, mask_output_path, number_list,
                                   read_mask_findings, submission_relpath)
@@ -627,6 +627,8 @@ def evaluate_main(args) -> int:
     folder, JSON files, ``--json``) or when some predictions are unusable: the report is
     still printed (and written), and one message names the first unusable entry."""
     problem = _json_target_problem(args.json)
+    if problem is None and args.json and lies_inside(args.json, args.data):
+        problem = f"--json {args.json} lies inside the data root {args.data}; write the report elsewhere"
     if problem:
         print(f"fmuia evaluate: error: {problem}", file=sys.stderr)
         return 2

@@ -153,24 +153,58 @@ def pinned_requirements(needed: set[str], versions: Mapping[str, Any]) -> tuple[
     return lines, fallback
 
 
+#: The files that mark a folder as an earlier export (what ``--overwrite`` may replace).
+EXPORT_MARKERS = ("model.py", WEIGHTS_NAME, "Dockerfile")
+
+
+def check_export_folder(out_dir: Path, checkpoint: Path, overwrite: bool) -> bool:
+    """Refuse an ``--out`` the export cannot use; return whether an earlier export there
+    is to be replaced. Symbolic links are resolved: ``--out`` must be a folder (or not
+    exist), must not hold the checkpoint nor lie in or hold the fmuia package it copies,
+    must not lie in a data root, and may be non-empty only with ``overwrite`` and only when
+    it holds an earlier export (``EXPORT_MARKERS``)."""
+    from fmuia_lib.data.layout import enclosing_data_root, output_folder_problem
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"--out {out_dir} is a file; give a folder")
+    if checkpoint.exists():
+        problem = output_folder_problem(out_dir, checkpoint.parent, name="--out",
+                                        what="the checkpoint's folder")
+        if problem and "lies inside" not in problem:
+            raise ExportError(f"{problem} (--checkpoint {checkpoint})")
+    package = Path(fmuia_lib.__file__).resolve().parent
+    problem = output_folder_problem(out_dir, package, name="--out", what="the fmuia package")
+    if problem:
+        raise ExportError(problem)
+    enclosing = enclosing_data_root(out_dir)
+    if enclosing is not None:
+        raise ExportError(f"--out {out_dir} lies inside the data root {enclosing} (it holds csv_files/); "
+                          "write the export elsewhere")
+    if not (out_dir.is_dir() and any(out_dir.iterdir())):
+        return False
+    if not overwrite:
+        raise ExportError(f"--out {out_dir} exists and is not empty (use --overwrite to replace it)")
+    if not all((out_dir / name).is_file() for name in EXPORT_MARKERS):
+        raise ExportError(f"--out {out_dir} is not empty and holds no earlier export ({', '.join(EXPORT_MARKERS)}); "
+                          "refusing to delete it")
+    return True
+
+
 def export_submission(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False) -> ExportResult:
     """Write the Docker build context for ``checkpoint`` into ``out_dir`` (see the module docstring).
 
-    Raises :class:`ExportError` when ``out_dir`` exists and is not empty (without
-    ``overwrite``) and :class:`~fmuia_lib.predict.ModelLoadError` for an unusable checkpoint.
+    Raises :class:`ExportError` for an ``out_dir`` it cannot use (see
+    :func:`check_export_folder`) and :class:`~fmuia_lib.predict.ModelLoadError` for an
+    unusable checkpoint; nothing is removed or written before both are checked.
     """
-    import torch
-
     from fmuia_lib.predict import inference_state, load_model
+    from fmuia_lib.state_file import save_state
 
     out_dir, checkpoint = Path(out_dir), Path(checkpoint)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExportError(f"--out {out_dir} is a file")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise ExportError(f"--out {out_dir} exists and is not empty (use --overwrite to replace it)")
+    replace = check_export_folder(out_dir, checkpoint, overwrite)
+    model, image_size, state = load_model(checkpoint, "cpu")  # before anything is removed
+    if replace:
         shutil.rmtree(out_dir)
-    model, image_size, state = load_model(checkpoint, "cpu")
     warnings: list[str] = []
     versions = state.get("versions")
     if not versions:
@@ -198,7 +232,7 @@ def export_submission(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
     for name in PACKAGE_DATA:
         shutil.copyfile(package_root / name, out_dir / "fmuia_lib" / name)  # follows the repository's link
         written.append(f"fmuia_lib/{name}")
-    torch.save(inference_state(model, image_size, versions), out_dir / WEIGHTS_NAME)
+    save_state(inference_state(model, image_size, versions), out_dir / WEIGHTS_NAME)
     written.append(WEIGHTS_NAME)
 
     fields = {"checkpoint_name": checkpoint.name, "step": state.get("step", "?"), "encoder": model.encoder_name,
@@ -219,11 +253,33 @@ def export_submission(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
     return ExportResult(out_dir, sorted(written), image, requirements, warnings)
 
 
+def export_weights(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write only ``out_dir/weights.pt``: the checkpoint's weights in the weights-only inference
+    format (``predict.inference_state``: no optimiser state, no history), for sharing a model;
+    ``fmuia predict`` and an exported ``model.py`` read it. Returns its path."""
+    from fmuia_lib.predict import inference_state, load_model
+    from fmuia_lib.state_file import save_state
+
+    out_dir, checkpoint = Path(out_dir), Path(checkpoint)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"--out {out_dir} is a file")
+    target = out_dir / WEIGHTS_NAME
+    if target.exists() and not overwrite:
+        raise ExportError(f"{target} exists (use --overwrite to replace it)")
+    model, image_size, state = load_model(checkpoint, "cpu")
+    return save_state(inference_state(model, image_size, state.get("versions") or _running_versions()), target)
+
+
 def export_main(args) -> int:
-    """``fmuia export --checkpoint CKPT --out DIR [--overwrite]`` (exit 2 on unusable input)."""
+    """``fmuia export --checkpoint CKPT --out DIR [--overwrite] [--weights-only]`` (exit 2 on
+    unusable input)."""
     from fmuia_lib.predict import ModelLoadError
 
     try:
+        if getattr(args, "weights_only", False):
+            written = export_weights(args.checkpoint, args.out, overwrite=args.overwrite)
+            print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB): weights only, for fmuia predict")
+            return 0
         result = export_submission(args.checkpoint, args.out, overwrite=args.overwrite)
     except (ExportError, ModelLoadError) as err:
         print(f"fmuia export: error: {err}", file=sys.stderr)

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from fmuia_lib.progress import tqdm
+from fmuia_lib.state_file import StateFileError, load_state
 from fmuia_lib.submission import (PREDICTION_FILES, SubmissionError, encode_mask, entry_from_record, iter_records,
                                   mask_from_record, mask_output_path, submission_path,
                                   to_pixels)
@@ -125,17 +127,12 @@ def write_submission(out_dir: str | Path, records: Iterable[Mapping[str, Any]],
 def check_output_folder(out_dir: str | Path, data_root: str | Path) -> None:
     """Refuse an output folder that is, contains or lies inside the data root (symbolic
     links resolved), or is a file: a submission must never overwrite data, ground-truth
-    masks least of all."""
-    out, root = Path(out_dir), Path(data_root)
-    if out.exists() and not out.is_dir():
-        raise SubmissionError(f"--out {out} is a file; give a folder for the submission")
-    out_real, root_real = os.path.realpath(out), os.path.realpath(root)
-    if out_real == root_real:
-        raise SubmissionError(f"--out {out} is the data root {root}: its ground-truth masks would be overwritten")
-    if _inside(out_real, root_real):
-        raise SubmissionError(f"--out {out} lies inside the data root {root}; write the submission elsewhere")
-    if _inside(root_real, out_real):
-        raise SubmissionError(f"--out {out} contains the data root {root}; write the submission elsewhere")
+    masks least of all (the rule is :func:`~fmuia_lib.data.layout.output_folder_problem`)."""
+    from fmuia_lib.data.layout import output_folder_problem
+
+    problem = output_folder_problem(out_dir, data_root, name="--out")
+    if problem:
+        raise SubmissionError(problem)
 
 
 def records_from_ground_truth(data_root: str | Path,
@@ -235,7 +232,6 @@ def predict_records(model: "MultiTaskNet", dataset, batch_size: int = 16, device
 def _iter_predictions(model, dataset, batch_size, device, num_workers, amp_dtype, progress):
     import torch
     from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
 
     from fmuia_lib.data.dataset import collate, task_batches
     from fmuia_lib.data.layout import LayoutError
@@ -314,19 +310,13 @@ def inference_state(model: "MultiTaskNet", image_size: int, versions: Mapping[st
 
 def load_model(path: str | Path, device: "str | torch.device" = "cpu") -> tuple["MultiTaskNet", int, dict]:
     """``(model in eval mode, its input size, the file's dict)`` from a training checkpoint
-    or a weights-only inference file. Every failure (missing, truncated or foreign file,
-    tasks that no longer match the manifest) raises :class:`ModelLoadError`."""
-    import torch
-
+    or a weights-only inference file. Every failure (missing, empty, truncated, corrupted
+    or foreign file, tasks that no longer match the manifest) raises :class:`ModelLoadError`."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"checkpoint {path}: {'is a folder' if path.is_dir() else 'not found'}")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - on a foreign file the unpickler fails in many ways
-        # (UnpicklingError, RuntimeError, EOFError, IndexError, ...): each means "not a checkpoint"
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ModelLoadError(f"checkpoint {path} cannot be read (truncated, or not a PyTorch file): {reason}") from None
+        state = load_state(path, map_location=device)  # checksums verified, weights_only
+    except StateFileError as err:
+        raise ModelLoadError(str(err)) from None
     # a weights file, or a training checkpoint (which load_checkpoint checks further)
     if not isinstance(state, dict) or (state.get("format") != WEIGHTS_FORMAT and "config" not in state):
         raise ModelLoadError(f"checkpoint {path} is not an fmuia checkpoint or weights file")

@@ -11,12 +11,18 @@ default the profile's); every path derives from them:
 
 On Colab each notebook runs on a machine of its own; the default ``run_dir`` is then on
 Google Drive (mounted by the setup cell), so the notebooks hand their files to each other
-there, while the data (phantom or conversion) is made again on each machine.
+there, while the data (phantom or conversion) is made again on each machine. The
+environment variable ``FMUIA_RUN_DIR`` replaces the default folder (the tests point the
+notebooks they execute at a folder of their own with it).
+
+Two notebooks started at once may both find the phantom missing: one makes it while the
+other waits (a file lock beside the data folder).
 """
 from __future__ import annotations
 
 import inspect
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +41,8 @@ __all__ = ["SuiteError", "RunPaths", "DataRoots", "on_colab", "default_run_dir",
 #: Where the series keeps its files when run_dir is not given.
 LOCAL_RUN_DIR = "runs/notebooks"
 COLAB_RUN_DIR = "/content/drive/MyDrive/fmuia/runs"
+#: Environment variable that replaces the default run folder.
+RUN_DIR_VARIABLE = "FMUIA_RUN_DIR"
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_DIR = "metrics"
 TRAINING_NOTEBOOK = "03_multitask_training"
@@ -50,8 +58,9 @@ def on_colab() -> bool:
 
 
 def default_run_dir() -> str:
-    """Google Drive on Colab (the notebooks run on separate machines), else ``runs/notebooks``."""
-    return COLAB_RUN_DIR if on_colab() else LOCAL_RUN_DIR
+    """``$FMUIA_RUN_DIR`` when set; else Google Drive on Colab (the notebooks run on separate
+    machines), else ``runs/notebooks``."""
+    return os.environ.get(RUN_DIR_VARIABLE) or (COLAB_RUN_DIR if on_colab() else LOCAL_RUN_DIR)
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,14 @@ def make_data(data: DataSettings) -> None:
 
 
 def _ensure_phantom(data: DataSettings) -> None:
+    from filelock import FileLock
+
+    data.dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(data.dir.parent / f".{data.dir.name}.lock"):  # one process makes it, the others wait
+        _make_phantom_if_missing(data)
+
+
+def _make_phantom_if_missing(data: DataSettings) -> None:
     from fmuia_lib.data.phantom import generate_phantom
     from fmuia_lib.tasks import load_manifest
 
@@ -208,10 +225,12 @@ def require_checkpoint(paths: RunPaths, profile: str) -> Path:
 
 def resume_if_interrupted(config: TrainConfig) -> TrainConfig:
     """``config`` set to resume from ``out_dir/checkpoints/last.pt`` when a run with the same
-    config stopped there before its last step (a lost connection, ``stop_at_step``).
+    config is there: one that stopped before its last step (a lost connection,
+    ``stop_at_step``) continues; a finished one is used as it is (resuming it trains no
+    step; the seeded run would repeat itself exactly).
 
-    Says what it found: nothing, an interrupted run (resumed), a finished run or a run with
-    another config (both trained again from step 0, overwriting it).
+    Says what it found: nothing, an interrupted run (resumed), a finished run (used) or a
+    run with another config (trained again from step 0, overwriting it).
     """
     from fmuia_lib.training import checkpoint as ckpt
 
@@ -228,10 +247,12 @@ def resume_if_interrupted(config: TrainConfig) -> TrainConfig:
         print(f"{last} is from a run with another config (differs in {', '.join(changed)}): "
               "training from step 0 and replacing it")
         return config
-    if step >= config.max_steps:
-        print(f"{last} is a finished run with this config ({step} steps): training again from step 0")
-        return config
-    print(f"resuming from {last}: step {step} of {config.max_steps} (the run with this config stopped early)")
+    total = state.get("total_steps", config.max_steps)
+    if total is not None and step >= total:
+        print(f"{last} is a finished run with this config ({step} steps): using it "
+              f"(delete {Path(config.out_dir)} to train it again)")
+    else:
+        print(f"resuming from {last}: step {step} of {total} (the run with this config stopped early)")
     return config.with_overrides({"resume": str(last)})
 
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -319,6 +320,9 @@ class Submission:
         path = self.folder / relative
         if not path.exists():
             return None
+        if contained_path(relative, root=self.folder) is None:
+            raise ImageReadError(path, f"the mask is a symbolic link to {os.path.realpath(path)}, outside the "
+                                       "submission folder; masks are read only inside it")
         return read_mask(path)
 
 

@@ -27,7 +27,7 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
-from fmuia_lib.config import ConfigError
+from fmuia_lib.config import ConfigError, check_runnable
 from fmuia_lib.profiles import SHIPPED_DIR, Profile, load_profile, project_root, run_settings
 from fmuia_lib.series import (LOCAL_RUN_DIR, METRICS_DIR, SuiteError, check_data_root, on_colab,
                               prepare_data)
@@ -164,11 +164,14 @@ def run_suite(profile: str | Path = "cpu-smoke", data: str | Path | None = None,
         run_dir = project_root() / LOCAL_RUN_DIR
     paths = notebook_paths(notebooks)
     check_notebook_settings(prof, paths)
+    _check_kernel(kernel)
 
     # Prepare and check the data once, up front, so bad data fails before any notebook starts.
     settings = run_settings(prof, overrides, data_dir=data, run_dir=run_dir)
+    _check_out(out, settings)
     roots = prepare_data(settings)
     _validate_roots(roots)
+    check_runnable(settings.config)  # device, encoder, weights: before any notebook starts
 
     executed_dir, html_dir = out / "notebooks", out / "html"
     for folder in (run_dir, executed_dir, html_dir):
@@ -211,6 +214,28 @@ def run_suite(profile: str | Path = "cpu-smoke", data: str | Path | None = None,
     print(f"suite {prof.name}: {len(executed)} notebooks in {sum(timings.values()):.1f} s; "
           f"executed notebooks in {executed_dir}" + (f"; metrics in {summary}" if summary else ""))
     return SuiteResult(out, executed, exported, timings, summary)
+
+
+def _check_kernel(kernel: str) -> None:
+    """The Jupyter kernel the notebooks run in must be installed."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    installed = sorted(KernelSpecManager().find_kernel_specs())
+    if kernel not in installed:
+        raise SuiteError(f"--kernel {kernel!r}: no such Jupyter kernel; installed: {', '.join(installed) or 'none'}")
+
+
+def _check_out(out: Path, settings) -> None:
+    """The suite's output folder: a folder, not, inside or around a data root or the notebooks."""
+    from fmuia_lib.data.layout import output_folder_problem
+
+    folders = [(Path(r), "the data root") for r in (settings.config.data_root, settings.config.val_root) if r]
+    if settings.data is not None:
+        folders.append((settings.data.dir, "the data folder"))
+    for folder, what in folders:
+        problem = output_folder_problem(out, folder, name="--out", what=what)
+        if problem:
+            raise SuiteError(problem)
 
 
 def _validate_roots(roots) -> None:
@@ -316,6 +341,6 @@ def suite_main(args) -> int:
         print(f"fmuia suite: {exc}", file=sys.stderr)
         return 1
     except (SuiteError, ConfigError) as exc:
-        print(f"fmuia suite: {exc}", file=sys.stderr)
+        print(f"fmuia suite: error: {exc}", file=sys.stderr)
         return 2
     return 0

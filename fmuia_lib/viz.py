@@ -7,6 +7,10 @@ the tidy DataFrames the notebooks build; nothing here reads models or trains.
 Overlays follow one convention everywhere: ground truth in green, prediction in
 magenta; masks are drawn as translucent colour per class, boxes as rectangles, landmarks
 as numbered dots (an arrow from truth to prediction shows the error).
+
+Sizes are chosen for the notebooks' 100 dpi: no figure is wider than :data:`MAX_WIDTH`
+inches (about the width a notebook viewer shows without shrinking it) and no text is
+smaller than :data:`SMALL` points, so that labels stay legible at the committed size.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib import patheffects
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -23,9 +28,18 @@ from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION,
 TRUE_COLOUR = "#1a9850"
 PRED_COLOUR = "#d01c8b"
 TYPE_COLOURS = dict(zip(TASK_TYPES, ("#4477aa", "#ee6677", "#228833", "#ccbb44")))
+#: Widest figure, in inches (1,000 pixels at the notebooks' 100 dpi).
+MAX_WIDTH = 10.0
+#: Smallest font size used, in points (11 pixels at 100 dpi).
+SMALL = 8
+#: Colours of data sources compared side by side (notebook 01).
+SOURCE_COLOURS = ("#4477aa", "#ee7733", "#009988", "#cc3311")
 
 
 def _grid(n: int, ncols: int, size: float = 2.4) -> tuple[Figure, np.ndarray]:
+    """``n`` square panels of ``size`` inches in rows of ``ncols`` (fewer columns when the
+    row would be wider than MAX_WIDTH); unused panels are hidden."""
+    ncols = max(1, min(ncols, n, int(MAX_WIDTH // size)))
     nrows = max(1, int(np.ceil(n / ncols)))
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
     for ax in axes.flat[n:]:
@@ -61,22 +75,54 @@ def plot_class_balance(labels: pd.DataFrame, tasks: Mapping[str, TaskSpec]) -> F
         counts = (labels.loc[labels["task_id"] == task_id, "label"].value_counts()
                   .reindex(range(task.num_classes), fill_value=0))
         ax.bar(range(task.num_classes), counts.to_numpy(), color=TYPE_COLOURS[CLASSIFICATION])
-        ax.set_xticks(range(task.num_classes), task.class_names, rotation=45, ha="right", fontsize=7)
+        ax.set_xticks(range(task.num_classes), task.class_names, rotation=45, ha="right", fontsize=SMALL)
         ax.set_title(f"{task_id}\nmajority share {counts.max() / max(1, counts.sum()):.2f}", fontsize=9)
     fig.tight_layout()
     return fig
 
 
-def plot_image_sizes(sizes: pd.DataFrame) -> Figure:
-    """Width against height of every image: ``sizes`` has task_type, width, height."""
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for task_type, part in sizes.groupby("task_type"):
-        ax.scatter(part["width"], part["height"], s=12, alpha=0.6, label=task_type,
-                   color=TYPE_COLOURS.get(task_type))
+def plot_image_sizes(sizes: pd.DataFrame, hue: str = "task_type") -> Figure:
+    """Width against height of every image: ``sizes`` has width, height and the ``hue``
+    column (task_type, or a data source)."""
+    fig, ax = plt.subplots(figsize=(6, 4.8))
+    groups = list(dict.fromkeys(sizes[hue]))
+    for i, (name, part) in enumerate((g, sizes[sizes[hue] == g]) for g in groups):
+        colour = TYPE_COLOURS.get(name, SOURCE_COLOURS[i % len(SOURCE_COLOURS)])
+        ax.scatter(part["width"], part["height"], s=14, alpha=0.6, label=f"{name} ({len(part)})", color=colour)
+    if max(sizes["width"].max() / sizes["width"].min(), sizes["height"].max() / sizes["height"].min()) > 4:
+        ax.set_xscale("log")  # sizes over more than a factor of 4: equal ratios at equal distances
+        ax.set_yscale("log")
     ax.set_xlabel("width (px)")
     ax.set_ylabel("height (px)")
-    ax.set_title("Image sizes on disk (the model resizes all to one square)")
-    ax.legend()
+    ax.set_title("Image sizes on disk (the model resizes all to one square)", fontsize=10)
+    ax.legend(fontsize=SMALL)
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_shares(counts: pd.DataFrame, tasks: Mapping[str, TaskSpec]) -> Figure:
+    """Share of each class per task, one bar per data source side by side.
+
+    ``counts`` is :func:`fmuia_lib.exploration.class_counts` (columns data, task_id,
+    class_name, images, share); one panel per task, in manifest order.
+    """
+    ids = [t for t in tasks if t in set(counts["task_id"])]
+    sources = list(dict.fromkeys(counts["data"]))
+    fig, axes = _grid(len(ids), ncols=3, size=3.3)
+    width = 0.8 / len(sources)
+    for ax, task_id in zip(axes.flat, ids):
+        part = counts[counts["task_id"] == task_id]
+        names = list(dict.fromkeys(part["class_name"]))
+        x = np.arange(len(names))
+        for i, source in enumerate(sources):
+            shares = part[part["data"] == source].set_index("class_name")["share"].reindex(names)
+            ax.bar(x + (i - (len(sources) - 1) / 2) * width, shares.to_numpy(), width,
+                   color=SOURCE_COLOURS[i % len(SOURCE_COLOURS)], label=source)
+        ax.set_xticks(x, names, rotation=30, ha="right", fontsize=SMALL)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("share of images", fontsize=SMALL)
+        ax.set_title(f"{task_id} ({tasks[task_id].task_type})", fontsize=9)
+    axes.flat[0].legend(fontsize=SMALL)
     fig.tight_layout()
     return fig
 
@@ -106,7 +152,7 @@ def plot_intensity(stats: pd.DataFrame) -> Figure:
     """Per-image mean intensity and speckle contrast by task type (from speckle_statistics)."""
     import seaborn as sns
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(MAX_WIDTH, 3.8))
     order = [t for t in TASK_TYPES if t in set(stats["task_type"])]
     sns.boxplot(data=stats, x="task_type", y="mean", hue="task_type", order=order, ax=axes[0],
                 palette=TYPE_COLOURS, legend=False)
@@ -114,7 +160,7 @@ def plot_intensity(stats: pd.DataFrame) -> Figure:
     sns.boxplot(data=stats, x="task_type", y="local_contrast", hue="task_type", order=order,
                 ax=axes[1], palette=TYPE_COLOURS, legend=False)
     axes[1].axhline(np.sqrt(4 / np.pi - 1), ls="--", c="k", lw=1)
-    axes[1].text(0.02, np.sqrt(4 / np.pi - 1), " Rayleigh speckle 0.52", va="bottom", fontsize=8,
+    axes[1].text(0.02, np.sqrt(4 / np.pi - 1), " Rayleigh speckle 0.52", va="bottom", fontsize=SMALL,
                  transform=axes[1].get_yaxis_transform())
     axes[1].set_title("Local speckle contrast (std / mean, 7x7)")
     fig.tight_layout()
@@ -122,6 +168,10 @@ def plot_intensity(stats: pd.DataFrame) -> Figure:
 
 
 # -- overlays --------------------------------------------------------------------------------
+#: A dark outline that keeps small labels legible on bright speckle.
+_OUTLINE = [patheffects.withStroke(linewidth=2, foreground="black")]
+
+
 def overlay(ax: plt.Axes, image: np.ndarray, task: TaskSpec, truth: Any = None, prediction: Any = None,
             title: str | None = None) -> None:
     """Draw ``image`` with ground truth and/or prediction of ``task`` in original pixels.
@@ -158,26 +208,27 @@ def overlay(ax: plt.Axes, image: np.ndarray, task: TaskSpec, truth: Any = None, 
         for pts, colour, marker in ((truth, TRUE_COLOUR, "o"), (prediction, PRED_COLOUR, "x")):
             if pts is not None:
                 pts = np.asarray(pts, dtype=float)
-                ax.scatter(pts[:, 0], pts[:, 1], c=colour, s=18, marker=marker)
+                ax.scatter(pts[:, 0], pts[:, 1], c=colour, s=22, marker=marker)
                 for k, (x, y) in enumerate(pts, 1):
-                    ax.text(x + 3, y - 3, str(k), color=colour, fontsize=7)
+                    ax.text(x + 4, y - 4, str(k), color=colour, fontsize=9, fontweight="bold",
+                            path_effects=_OUTLINE)
     elif kind == CLASSIFICATION:
         parts = []
         if truth is not None:
             parts.append(f"true {task.class_names[int(truth)]}")
         if prediction is not None:
             parts.append(f"pred {task.class_names[int(prediction)]}")
-        ax.text(0.02, 0.98, "\n".join(parts), transform=ax.transAxes, va="top", fontsize=7,
-                color="white", bbox={"facecolor": "black", "alpha": 0.5, "pad": 1})
+        ax.text(0.02, 0.98, "\n".join(parts), transform=ax.transAxes, va="top", fontsize=SMALL,
+                color="white", bbox={"facecolor": "black", "alpha": 0.6, "pad": 2})
     if title:
-        ax.set_title(title, fontsize=8)
+        ax.set_title(title, fontsize=SMALL)
 
 
 def gallery(items: Sequence[Mapping[str, Any]], tasks: Mapping[str, TaskSpec], ncols: int = 4,
-            suptitle: str | None = None) -> Figure:
-    """Images with overlays; each item has ``task_id``, ``image`` and optionally ``truth``,
-    ``prediction`` and ``title`` (what :func:`overlay` draws)."""
-    fig, axes = _grid(len(items), ncols)
+            suptitle: str | None = None, size: float = 2.4) -> Figure:
+    """Images with overlays in panels of ``size`` inches; each item has ``task_id``,
+    ``image`` and optionally ``truth``, ``prediction`` and ``title`` (what :func:`overlay` draws)."""
+    fig, axes = _grid(len(items), ncols, size)
     for ax, item in zip(axes.flat, items):
         overlay(ax, item["image"], tasks[item["task_id"]], item.get("truth"), item.get("prediction"),
                 item.get("title"))
@@ -200,8 +251,8 @@ def sample_grid(frame: pd.DataFrame, tasks: Mapping[str, TaskSpec], task_type: s
         truth = load_mask(row.mask_file) if task_type == SEGMENTATION else row.target
         items.append({"task_id": row.task_id, "image": load_image(row.image_file), "truth": truth,
                       "title": row.task_id})
-    return gallery(items, tasks, ncols=2 * per_task if per_task < 4 else per_task,
-                   suptitle=f"{task_type}: ground truth in green")
+    ncols = per_task * max(1, 5 // per_task)  # whole tasks per row
+    return gallery(items, tasks, ncols=ncols, size=2.0, suptitle=f"{task_type}: ground truth in green")
 
 
 # -- training ----------------------------------------------------------------------------------
@@ -209,12 +260,12 @@ def plot_task_probabilities(probabilities: Mapping[str, Mapping[str, float]],
                             tasks: Mapping[str, TaskSpec]) -> Figure:
     """Grouped bars: ``probabilities[strategy][task_id]`` = chance that a batch is that task's."""
     frame = pd.DataFrame(probabilities).reindex([t for t in tasks if t in next(iter(probabilities.values()))])
-    fig, ax = plt.subplots(figsize=(11, 3.6))
+    fig, ax = plt.subplots(figsize=(MAX_WIDTH, 4))
     width = 0.8 / len(frame.columns)
     x = np.arange(len(frame))
     for i, strategy in enumerate(frame.columns):
         ax.bar(x + i * width, frame[strategy], width, label=strategy)
-    ax.set_xticks(x + 0.4 - width / 2, frame.index, rotation=75, fontsize=7)
+    ax.set_xticks(x + 0.4 - width / 2, frame.index, rotation=75, fontsize=SMALL)
     ax.set_ylabel("P(batch is from task)")
     ax.set_title("Task sampling probability per strategy")
     ax.legend()
@@ -227,7 +278,7 @@ def plot_loss_curves(history: pd.DataFrame, tasks: Mapping[str, TaskSpec], smoot
 
     ``history`` has one row per step with columns step, task_id and loss.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(MAX_WIDTH, 4))
     hist = history.copy()
     hist["task_type"] = hist["task_id"].map(lambda t: tasks[t].task_type)
     for task_id, part in hist.groupby("task_id", sort=False):
@@ -236,8 +287,8 @@ def plot_loss_curves(history: pd.DataFrame, tasks: Mapping[str, TaskSpec], smoot
     for task_type, part in hist.groupby("task_type", sort=False):
         axes[1].plot(part["step"], part["loss"].rolling(smooth, min_periods=1).mean(),
                      label=task_type, color=TYPE_COLOURS[task_type])
-    axes[0].set_title(f"Loss per task (one line each, running mean of {smooth})")
-    axes[1].set_title("Loss per task type")
+    axes[0].set_title(f"Loss per task (one line each, running mean of {smooth})", fontsize=10)
+    axes[1].set_title("Loss per task type", fontsize=10)
     for ax in axes:
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
@@ -256,7 +307,7 @@ def plot_lr_schedule(steps: Sequence[int], lrs: Mapping[str, Sequence[float]]) -
     ax.set_ylabel("learning rate")
     ax.set_yscale("log")
     ax.set_title("Learning-rate schedule per parameter group")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=SMALL)
     fig.tight_layout()
     return fig
 
@@ -267,11 +318,15 @@ def plot_confusion(y_true: Sequence[int], y_pred: Sequence[int], class_names: Se
     """Confusion matrix with counts (rows: truth, columns: prediction)."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=list(range(len(class_names))),
-                                            display_labels=list(class_names), ax=ax, colorbar=False,
-                                            xticks_rotation=45)
+    n = len(class_names)
+    ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=list(range(n)), display_labels=list(class_names),
+                                            ax=ax, colorbar=False, cmap="Blues",
+                                            text_kw={"fontsize": SMALL if n > 5 else 9})
+    ax.set_xticklabels(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
+    ax.tick_params(labelsize=SMALL)
+    ax.set_xlabel("predicted", fontsize=SMALL)
+    ax.set_ylabel("true", fontsize=SMALL)
     ax.set_title(title, fontsize=9)
-    ax.tick_params(labelsize=7)
 
 
 def plot_roc(y_true: Sequence[int], probs: np.ndarray, class_names: Sequence[str], ax: plt.Axes,
@@ -287,89 +342,143 @@ def plot_roc(y_true: Sequence[int], probs: np.ndarray, class_names: Sequence[str
             skipped.append(name)
             continue
         fpr, tpr, _ = roc_curve(positives, probs[:, c])
-        ax.plot(fpr, tpr, lw=1, label=f"{name} ({auc(fpr, tpr):.2f})")
+        ax.plot(fpr, tpr, lw=1.2, label=f"{name} ({auc(fpr, tpr):.2f})")
         if len(class_names) == 2:
             break  # two classes: one curve says it all
     ax.plot([0, 1], [0, 1], ls=":", c="grey")
-    ax.set_xlabel("false positive rate", fontsize=8)
-    ax.set_ylabel("true positive rate", fontsize=8)
+    ax.set_xlabel("false positive rate", fontsize=SMALL)
+    ax.set_ylabel("true positive rate", fontsize=SMALL)
+    ax.tick_params(labelsize=SMALL)
     ax.set_title(title + (f"\nno positives: {', '.join(skipped)}" if skipped and len(class_names) > 2 else ""),
                  fontsize=9)
-    ax.legend(fontsize=6, loc="lower right")
+    ax.legend(fontsize=SMALL, loc="lower right")
+
+
+def classification_panels(per_image: pd.DataFrame, tasks: Mapping[str, TaskSpec], kind: str) -> Figure:
+    """One panel per classification task of ``per_image`` (:func:`fmuia_lib.error_analysis.per_image_errors`
+    rows): ``kind`` ``"confusion"`` (:func:`plot_confusion`) or ``"roc"`` (:func:`plot_roc`).
+    Confusion panels grow with the number of classes, so that 8 class names stay legible."""
+    ids = list(dict.fromkeys(per_image["task_id"]))
+    most = max(tasks[t].num_classes for t in ids)
+    size = 3.3 if kind == "confusion" and most > 4 else 2.5 if kind == "confusion" else 3.0
+    fig, axes = _grid(len(ids), ncols=4, size=size)
+    for ax, task_id in zip(axes.flat, ids):
+        part, task = per_image[per_image["task_id"] == task_id], tasks[task_id]
+        if kind == "confusion":
+            plot_confusion(part["true"], part["predicted"], task.class_names, ax, title=task_id)
+        elif kind == "roc":
+            plot_roc(part["true"], np.stack(part["probs"].to_list()), task.class_names, ax, title=task_id)
+        else:
+            raise ValueError(f"kind must be 'confusion' or 'roc', got {kind!r}")
+    fig.tight_layout()
+    return fig
+
+
+def _top_class(y_true: Sequence[int], probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(whether the top class is right, its probability): the reliability of the top class."""
+    probs = np.asarray(probs, dtype=float)
+    return (probs.argmax(axis=1) == np.asarray(y_true)).astype(int), probs.max(axis=1)
 
 
 def expected_calibration_error(y_true: Sequence[int], probs: np.ndarray, n_bins: int = 10) -> float:
-    """ECE: the confidence-vs-accuracy gap averaged over equal-width confidence bins."""
-    y_true = np.asarray(y_true)
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y_true
-    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
-    gap = 0.0
-    for b in range(n_bins):
-        inside = bins == b
-        if inside.any():
-            gap += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
-    return float(gap)
+    """ECE: the gap between accuracy and confidence of the top class, averaged over
+    equal-width confidence bins weighted by the share of images in each.
+
+    The per-bin accuracy and confidence are sklearn's ``calibration_curve``; it does not
+    return how many images each bin holds, so the weights count them with the same
+    bins (``np.searchsorted`` on the inner edges, sklearn's rule for ``strategy="uniform"``).
+    """
+    from sklearn.calibration import calibration_curve
+
+    correct, confidence = _top_class(y_true, probs)
+    accuracy, mean_confidence = calibration_curve(correct, confidence, n_bins=n_bins, strategy="uniform")
+    counts = np.bincount(np.searchsorted(np.linspace(0, 1, n_bins + 1)[1:-1], confidence), minlength=n_bins)
+    weights = counts[counts > 0] / len(confidence)
+    return float(np.sum(weights * np.abs(accuracy - mean_confidence)))
 
 
-def plot_reliability(y_true: Sequence[int], probs: np.ndarray, ax: plt.Axes, n_bins: int = 10,
-                     title: str = "") -> None:
-    """Reliability diagram of the top-class confidence (a calibrated model lies on the diagonal)."""
-    y_true = np.asarray(y_true)
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y_true
-    edges = np.linspace(0, 1, n_bins + 1)
-    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
-    acc = [correct[bins == b].mean() if (bins == b).any() else np.nan for b in range(n_bins)]
-    ax.bar(edges[:-1], acc, width=1 / n_bins, align="edge", ec="k", alpha=0.7)
+def plot_reliability(per_image: pd.DataFrame, n_bins: int = 5) -> Figure:
+    """Reliability diagram of the top class, one line per classification task (sklearn's
+    ``calibration_curve``): a calibrated model lies on the diagonal. The legend gives each
+    task's ECE (:func:`expected_calibration_error`)."""
+    from sklearn.calibration import calibration_curve
+
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    for task_id, part in per_image.groupby("task_id", sort=False):
+        probs = np.stack(part["probs"].to_list())
+        correct, confidence = _top_class(part["true"], probs)
+        accuracy, mean_confidence = calibration_curve(correct, confidence, n_bins=n_bins, strategy="uniform")
+        ece = expected_calibration_error(part["true"], probs, n_bins)
+        ax.plot(mean_confidence, accuracy, marker="o", ms=4, lw=1.2, label=f"{task_id} (ECE {ece:.3f})")
     ax.plot([0, 1], [0, 1], ls=":", c="grey")
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence", fontsize=8)
-    ax.set_ylabel("accuracy", fontsize=8)
-    ax.set_title(f"{title}\nECE {expected_calibration_error(y_true, probs, n_bins):.3f}", fontsize=9)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(f"confidence of the top class (mean in each of {n_bins} bins)")
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_title("Reliability of the top class", fontsize=10)
+    ax.legend(fontsize=SMALL, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
 
 
 def plot_metric_distribution(per_image: pd.DataFrame, metric: str, title: str) -> Figure:
     """Strip + box plot of one per-image metric (column ``metric``) for every task."""
     import seaborn as sns
 
-    fig, ax = plt.subplots(figsize=(10, 0.3 * per_image["task_id"].nunique() + 1.2))
+    fig, ax = plt.subplots(figsize=(MAX_WIDTH * 0.8, 0.3 * per_image["task_id"].nunique() + 1.2))
     sns.boxplot(data=per_image, y="task_id", x=metric, color="#dddddd", fliersize=0, ax=ax)
-    sns.stripplot(data=per_image, y="task_id", x=metric, size=3, color=PRED_COLOUR, ax=ax)
-    ax.set_title(title)
+    sns.stripplot(data=per_image, y="task_id", x=metric, size=3.5, color=PRED_COLOUR, ax=ax)
+    ax.set_ylabel("")
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 
 
 def plot_iou_vs_size(per_image: pd.DataFrame) -> Figure:
     """Detection IoU against the true box's share of the image area, per task."""
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for task_id, part in per_image.groupby("task_id"):
-        ax.scatter(part["box_area_fraction"], part["IoU"], s=16, label=task_id)
+        ax.scatter(part["box_area_fraction"], part["IoU"], s=18, label=task_id)
     ax.set_xscale("log")
     ax.set_xlabel("true box area / image area")
     ax.set_ylabel("IoU")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Detection: small objects are harder")
-    ax.legend(fontsize=7)
+    ax.axhline(0.5, ls=":", c="grey", lw=1)
+    ax.set_title("Detection IoU against the size of the true box", fontsize=10)
+    ax.legend(fontsize=SMALL)
     fig.tight_layout()
     return fig
 
 
-def plot_landmark_errors(truth: np.ndarray, prediction: np.ndarray, names: Sequence[str],
-                         ax: plt.Axes, title: str = "") -> None:
-    """Error vectors (prediction - truth) of each landmark, in normalised image units."""
-    error = np.asarray(prediction, float) - np.asarray(truth, float)
-    for k, name in enumerate(names):
-        ax.scatter(error[:, k, 0], error[:, k, 1], s=14, label=name)
-    ax.axhline(0, c="grey", lw=0.5)
-    ax.axvline(0, c="grey", lw=0.5)
-    ax.invert_yaxis()  # image y grows downwards
-    ax.set_xlabel("x error (fraction of width)", fontsize=8)
-    ax.set_ylabel("y error (fraction of height)", fontsize=8)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6)
+def plot_landmark_positions(per_image: pd.DataFrame, tasks: Mapping[str, TaskSpec]) -> Figure:
+    """Where the landmarks are and where the model puts them, in fractions of the image's
+    width and height: one panel per Regression task of ``per_image``
+    (:func:`fmuia_lib.error_analysis.per_image_errors` rows), true positions as dots and
+    predictions as crosses, one colour per landmark. Predictions bunched in a small cloud
+    while the truth is spread out is a collapse toward the mean position."""
+    ids = list(dict.fromkeys(per_image["task_id"]))
+    fig, axes = _grid(len(ids), ncols=3, size=3.3)
+    colours = plt.get_cmap("tab10").colors
+    for ax, task_id in zip(axes.flat, ids):
+        part = per_image[per_image["task_id"] == task_id]
+        scale = np.array([[w, h] for h, w in part["size"]], dtype=float)[:, None, :]
+        truth = np.stack(part["truth"].to_list()) / scale
+        pred = np.stack(part["prediction"].to_list()) / scale
+        for k, name in enumerate(tasks[task_id].class_names):
+            colour = colours[k % len(colours)]
+            ax.scatter(truth[:, k, 0], truth[:, k, 1], s=14, color=colour, alpha=0.6, label=name)
+            ax.scatter(pred[:, k, 0], pred[:, k, 1], s=22, color=colour, marker="x")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(1, 0)  # image y grows downwards
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=SMALL)
+        ax.set_xlabel("x / width", fontsize=SMALL)
+        ax.set_ylabel("y / height", fontsize=SMALL)
+        ax.set_title(task_id, fontsize=9)
+        ax.legend(fontsize=SMALL, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    fig.suptitle("Landmarks: true positions (dots) and predictions (crosses)", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def plot_sweep(table: pd.DataFrame, factors: Iterable[str], score: str) -> Figure:
@@ -377,7 +486,7 @@ def plot_sweep(table: pd.DataFrame, factors: Iterable[str], score: str) -> Figur
     import seaborn as sns
 
     factors = list(factors)
-    fig, axes = plt.subplots(1, len(factors), figsize=(4 * len(factors), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(factors), figsize=(min(MAX_WIDTH, 3.4 * len(factors)), 3.4), squeeze=False)
     for ax, factor in zip(axes.flat, factors):
         sns.stripplot(data=table, x=factor, y=score, hue=factor, size=7, ax=ax, legend=False)
         sns.pointplot(data=table, x=factor, y=score, color="k", errorbar=None, markers="_", ax=ax)

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from fmuia_lib.tasks import TaskSpec
-from fmuia_lib.viz import _grid, overlay, show_jpeg
+from fmuia_lib.viz import MAX_WIDTH, _grid, overlay, show_jpeg
 
 LoadItem = Callable[[pd.Series], Mapping[str, Any]]
 
@@ -61,16 +61,16 @@ def prediction_explorer(records: pd.DataFrame, tasks: Mapping[str, TaskSpec], lo
 
 
 def static_overview(records: pd.DataFrame, tasks: Mapping[str, TaskSpec], load_item: LoadItem,
-                    ncols: int = 6):
+                    ncols: int = 5):
     """The worst image of every task, overlays included (a plain matplotlib figure)."""
     task_ids = [t for t in tasks if t in set(records["task_id"])]
-    fig, axes = _grid(len(task_ids), ncols, size=2.2)
+    fig, axes = _grid(len(task_ids), ncols, size=MAX_WIDTH / ncols)
     for ax, task_id in zip(axes.flat, task_ids):
         row = _sorted_rows(records, task_id).iloc[0]
         item = load_item(row)
         overlay(ax, item["image"], tasks[task_id], item.get("truth"), item.get("prediction"),
                 f"{task_id}\nerror {row['error']:.3g}")
-    fig.suptitle("Worst validation image of each task (green: truth, magenta: prediction)", fontsize=10)
+    fig.suptitle("Worst validation image of each task (green: truth, magenta: prediction)", fontsize=11)
     fig.tight_layout()
     return fig
 

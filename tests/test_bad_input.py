@@ -2,16 +2,20 @@
 
 Each row: an id, the command line (``{data}`` a labelled phantom data root, ``{pred}`` a
 perfect submission for it, ``{ckpt}`` a trained checkpoint for its tasks, ``{tmp}`` a
-scratch folder), a function that breaks the input, the exit status, and words the
+scratch folder, ``{outside}`` a folder of valid images outside the data root, ``{pkg}``
+the fmuia package), a function that breaks the input, the exit status, and words the
 message must hold. Exit 2 must come with exactly one ``error:`` message on stderr and
-no traceback; exit 1 and 0 (validate-submission's errors and warnings) print findings
-on stdout. Adding a case is adding a row.
+no traceback (argparse's own refusals included); exit 1 (findings: ``data check``'s
+problems, ``validate-submission``'s errors) and 0 (handled: scored with a warning, a
+note, or simply done right) print on stdout and stderr. Nothing may be written into the
+data root, nor through a symbolic link. Adding a case is adding a row.
 """
 from __future__ import annotations
 
 import json
 import shlex
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,6 +25,8 @@ import numpy as np
 import pytest
 import torch
 
+import fmuia_lib
+from fmuia_lib import cli
 from fmuia_lib.cli import main as fmuia
 from fmuia_lib.data.layout import read_root
 from fmuia_lib.predict import records_from_ground_truth, write_submission
@@ -33,8 +39,13 @@ class World:
     ckpt: Path
     tmp: Path
 
+    @property
+    def outside(self) -> Path:
+        return self.tmp / "outside"
+
     def argv(self, line: str) -> list[str]:
-        return shlex.split(line.format(data=self.data, pred=self.pred, ckpt=self.ckpt, tmp=self.tmp))
+        return shlex.split(line.format(data=self.data, pred=self.pred, ckpt=self.ckpt, tmp=self.tmp,
+                                       outside=self.outside, pkg=Path(fmuia_lib.__file__).parent))
 
 
 # -- ways to break the input ----------------------------------------------------------------------
@@ -127,6 +138,232 @@ def empty_folder(w: World) -> None:
     (w.tmp / "empty").mkdir()
 
 
+def rows_of(w: World, task_type: str | None = None):
+    frame = read_root(w.data)
+    return frame if task_type is None else frame.query(f"task_name == '{task_type}'")
+
+
+def first_image(w: World) -> Path:
+    return Path(rows_of(w).iloc[0]["image_file"])
+
+
+def every_image(w: World) -> list[Path]:
+    return [Path(f) for f in rows_of(w)["image_file"]]
+
+
+def first_gt_mask(w: World) -> Path:
+    return Path(rows_of(w, "segmentation").iloc[0]["mask_file"])
+
+
+def first_csv(w: World) -> Path:
+    return sorted((w.data / "csv_files").glob("*.csv"))[0]
+
+
+def image_linked_outside(w: World) -> None:
+    """The first image replaced by a symbolic link to a valid image outside the data root."""
+    image = first_image(w)
+    w.outside.mkdir(exist_ok=True)
+    shutil.move(image, w.outside / image.name)
+    image.symlink_to(w.outside / image.name)
+
+
+def images_folder_linked_outside(w: World) -> None:
+    """The first image's whole ``images/`` folder moved out and linked back in."""
+    folder = first_image(w).parent
+    shutil.move(folder, w.outside)
+    folder.symlink_to(w.outside, target_is_directory=True)
+
+
+def csv_linked_outside(w: World) -> None:
+    csv_file = first_csv(w)
+    w.outside.mkdir(exist_ok=True)
+    shutil.move(csv_file, w.outside / csv_file.name)
+    csv_file.symlink_to(w.outside / csv_file.name)
+
+
+def image_linked_inside(w: World) -> None:
+    """A symbolic link to another image of the same root: reading stays inside, so it is fine."""
+    images = every_image(w)
+    spare = images[0].with_name("spare_copy.png")
+    shutil.move(images[0], spare)
+    images[0].symlink_to(spare)
+
+
+def rewrite_bytes(pick: Callable[[World], list[Path]], change: Callable[[bytes], bytes]) -> Callable[[World], None]:
+    def rewrite(w: World) -> None:
+        for path in pick(w):
+            path.write_bytes(change(path.read_bytes()))
+    return rewrite
+
+
+def first_of(pick: Callable[[World], Path]) -> Callable[[World], list[Path]]:
+    return lambda w: [pick(w)]
+
+
+def as_bmp(data: bytes) -> bytes:
+    return cv2.imencode(".bmp", cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))[1].tobytes()
+
+
+def as_gif(data: bytes) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("L").save(buffer, format="GIF")
+    return buffer.getvalue()
+
+
+def as_jpeg(data: bytes) -> bytes:
+    return cv2.imencode(".jpg", cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))[1].tobytes()
+
+
+def cut_in_half(data: bytes) -> bytes:
+    return data[:len(data) // 2]
+
+
+def bad_idat_checksum(data: bytes) -> bytes:
+    at = data.index(b"IDAT")
+    length = int.from_bytes(data[at - 4:at], "big")
+    crc = at + 4 + length
+    return data[:crc] + bytes([data[crc] ^ 0xFF]) + data[crc + 1:]
+
+
+def truncated_jpeg(data: bytes) -> bytes:
+    return cut_in_half(as_jpeg(data))
+
+
+def header_only_csv(w: World) -> None:
+    csv_file = first_csv(w)
+    csv_file.write_text(csv_file.read_text().splitlines()[0] + "\n")
+
+
+def empty_csv(w: World) -> None:
+    first_csv(w).write_bytes(b"")
+
+
+def latin1_csv(w: World) -> None:
+    csv_file = first_csv(w)
+    csv_file.write_bytes(csv_file.read_bytes() + "../x\xe9.png,a,b,c\n".encode("latin-1"))
+
+
+def set_cell(column: str, value: str, task_type: str | None = None) -> Callable[[World], None]:
+    """Set ``column`` of the first data row of the first CSV (of ``task_type`` rows when given)."""
+    def edit(w: World) -> None:
+        import csv
+
+        row = rows_of(w, task_type).iloc[0]
+        csv_file = w.data / "csv_files" / row["csv_file"]
+        with csv_file.open(newline="") as fh:
+            lines = list(csv.reader(fh))
+        lines[row["csv_line"] - 1][lines[0].index(column)] = value
+        with csv_file.open("w", newline="") as fh:
+            csv.writer(fh, lineterminator="\n").writerows(lines)
+    return edit
+
+
+def repeat_first_row(w: World) -> None:
+    csv_file = first_csv(w)
+    lines = csv_file.read_text().splitlines()
+    csv_file.write_text("\n".join(lines + [lines[1]]) + "\n")
+
+
+def short_row(w: World) -> None:
+    with first_csv(w).open("a") as fh:
+        fh.write("../x.png,organ_cls\n")
+
+
+def rewrite_gt_mask(change: Callable[[np.ndarray], np.ndarray]) -> Callable[[World], None]:
+    def rewrite(w: World) -> None:
+        path = first_gt_mask(w)
+        cv2.imwrite(str(path), change(cv2.imread(str(path), cv2.IMREAD_UNCHANGED)), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    return rewrite
+
+
+def gt_mask_as_jpeg(w: World) -> None:
+    path = first_gt_mask(w)
+    path.write_bytes(as_jpeg(path.read_bytes()))
+
+
+def gt_mask_linked_outside(w: World) -> None:
+    mask = first_gt_mask(w)
+    w.outside.mkdir(exist_ok=True)
+    shutil.move(mask, w.outside / mask.name)
+    mask.symlink_to(w.outside / mask.name)
+
+
+def delete_gt_mask_0(w: World) -> None:
+    first_gt_mask(w).unlink()
+
+
+def pred_mask_bytes(change: Callable[[bytes], bytes]) -> Callable[[World], None]:
+    def rewrite(w: World) -> None:
+        path = first_pred_mask(w)
+        path.write_bytes(change(path.read_bytes()))
+    return rewrite
+
+
+def pred_mask_linked_outside(w: World) -> None:
+    mask = first_pred_mask(w)
+    w.outside.mkdir(exist_ok=True)
+    shutil.move(mask, w.outside / mask.name)
+    mask.symlink_to(w.outside / mask.name)
+
+
+def no_csv_folder(w: World) -> None:
+    (w.tmp / "bare").mkdir()
+
+
+def a_yaml(text: str, name: str = "bad.yaml") -> Callable[[World], None]:
+    def write(w: World) -> None:
+        (w.tmp / name).write_text(text)
+    return write
+
+
+def non_empty_folder(w: World) -> None:
+    (w.tmp / "busy").mkdir()
+    (w.tmp / "busy" / "notes.txt").write_text("keep me")
+
+
+def foreign_train_folder(w: World) -> None:
+    (w.tmp / "ph" / "train").mkdir(parents=True)
+    (w.tmp / "ph" / "train" / "mine.txt").write_text("keep me")
+
+
+def phantom_split_linked(w: World) -> None:
+    (w.tmp / "ph").mkdir()
+    (w.tmp / "elsewhere").mkdir(exist_ok=True)
+    (w.tmp / "ph" / "train").symlink_to(w.tmp / "elsewhere", target_is_directory=True)
+
+
+def empty_source(w: World) -> None:
+    (w.tmp / "src").mkdir()
+
+
+def suite_data(w: World) -> None:
+    """``{tmp}/dd`` as a profile's data folder: train/ and val/ copies of the data root."""
+    for split in ("train", "val"):
+        shutil.copytree(w.data, w.tmp / "dd" / split)
+
+
+def both(*breaks: Callable[[World], None]) -> Callable[[World], None]:
+    def run(w: World) -> None:
+        for b in breaks:
+            b(w)
+    return run
+def damaged_checkpoints(w: World) -> None:
+    """Copies of the trained checkpoint as training, predict and export may meet them: empty,
+    truncated, one byte flipped, the model-only best.pt; and the run's config file."""
+    data = w.ckpt.read_bytes()
+    (w.tmp / "empty.pt").write_bytes(b"")
+    (w.tmp / "truncated.pt").write_bytes(data[:len(data) // 3])
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x01
+    (w.tmp / "flipped.pt").write_bytes(bytes(flipped))
+    shutil.copyfile(w.ckpt.with_name("best.pt"), w.tmp / "best.pt")
+    shutil.copyfile(w.ckpt.parents[1] / "config.yaml", w.tmp / "run.yaml")
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -140,9 +377,22 @@ def row(id: str, line: str, breaks: Callable[[World], None], status: int, *words
     return Case(id, line, breaks, status, words)
 
 
+#: What each exit status means in the report of the table.
+OUTCOMES = {2: "refused with one message", 1: "findings listed (data check, validate-submission)",
+            0: "handled correctly (done, with a warning or note where one is due)"}
+
+
 PREDICT = "predict --checkpoint {ckpt} --data {data} --device cpu"
+DATA_CHECK = "data check {data}"
+TRAIN = ("train --set data_root={data} --set val_root={data} --set encoder=resnet18 --set encoder_weights=null "
+         "--set image_size=64 --set batch_size=2 --set epochs=null --set max_steps=2 --set eval_every=2 "
+         "--set num_workers=0 --set device=cpu --set out_dir={tmp}/run")
+PHANTOM = "data phantom --tasks organ_cls --train 1 --val 1 --workers 1"
+SUITE = "suite --profile ci-tiny --data {tmp}/dd --out {tmp}/s"
+EXPORT = "export --checkpoint {ckpt}"
 EVALUATE = "evaluate --data {data} --pred {pred}"
 CHECK = "validate-submission {pred} --data {data}"
+RESUME = "train --config {tmp}/run.yaml --set out_dir={tmp}/resumed --resume"
 CASES = [
     # -- predict ------------------------------------------------------------------------------------
     row("predict out is the data root", PREDICT + " --out {data}", nothing, 2, "is the data root"),
@@ -185,6 +435,9 @@ CASES = [
     row("evaluate json is a folder", EVALUATE + " --json {tmp}/report.json", folder_at_json, 2, "report.json",
         "is a folder"),
     row("evaluate ground-truth mask missing", EVALUATE, delete_gt_mask, 2, "csv_files/", "mask file not found"),
+    row("evaluate json inside the data root", EVALUATE + " --json {data}/scores.json", nothing, 2, "--json",
+        "inside the data root"),
+    row("evaluate json beside the data root", EVALUATE + " --json {data}/../scores.json", nothing, 0, "wrote"),
     row("evaluate data root missing", "evaluate --data {tmp}/empty --pred {pred}", empty_folder, 2, "csv_files"),
     row("evaluate 16-bit mask is scored, with a warning", EVALUATE, rewrite_pred_mask(lambda m: m.astype(np.uint16)),
         0, "16-bit"),
@@ -200,6 +453,267 @@ CASES = [
     row("check submission folder missing", "validate-submission {tmp}/nonexistent --data {data}", nothing, 2,
         "nonexistent", "not found"),
     row("check data root missing", "validate-submission {pred} --data {tmp}/empty", empty_folder, 2, "csv_files"),
+    row("check mask saved as BMP", CHECK, pred_mask_bytes(as_bmp), 1, "ERROR", "BMP file"),
+    row("check mask truncated", CHECK, pred_mask_bytes(cut_in_half), 1, "ERROR", "truncated PNG"),
+    row("check mask linked outside the submission", CHECK, pred_mask_linked_outside, 1, "ERROR", "symbolic link"),
+    row("evaluate mask linked outside the submission", EVALUATE, pred_mask_linked_outside, 2, "symbolic link"),
+    # -- more predict and evaluate --------------------------------------------------------------------
+    row("predict image linked outside the root", PREDICT + " --out {tmp}/out", image_linked_outside, 2,
+        "csv_files/", "symbolic link"),
+    row("predict images folder linked outside", PREDICT + " --out {tmp}/out", images_folder_linked_outside, 2,
+        "symbolic link"),
+    row("predict BMP saved as .png", PREDICT + " --out {tmp}/out", rewrite_bytes(every_image, as_bmp), 2,
+        "csv_files/", "BMP file"),
+    row("predict truncated PNG", PREDICT + " --out {tmp}/out", rewrite_bytes(every_image, cut_in_half), 2,
+        "csv_files/", "truncated PNG"),
+    row("predict truncated JPEG", PREDICT + " --out {tmp}/out", rewrite_bytes(every_image, truncated_jpeg), 2,
+        "truncated JPEG"),
+    row("predict CSV without rows", PREDICT + " --out {tmp}/out", header_only_csv, 2, "no rows"),
+    row("predict out links to the data root", PREDICT + " --out {tmp}/link",
+        lambda w: (w.tmp / "link").symlink_to(w.data, target_is_directory=True), 2, "is the data root"),
+    row("predict checkpoint is a folder", "predict --checkpoint {tmp} --data {data} --out {tmp}/out", nothing, 2,
+        "is a folder"),
+    row("predict BMP read by a worker", PREDICT + " --out {tmp}/out --workers 1", rewrite_bytes(every_image, as_bmp),
+        2, "BMP file"),
+    row("predict JPEG bytes in a .png are an image", PREDICT + " --out {tmp}/out",
+        rewrite_bytes(first_of(first_image), as_jpeg), 0, "wrote a submission"),
+    row("evaluate ground-truth mask linked outside", EVALUATE, gt_mask_linked_outside, 2, "symbolic link"),
+    row("evaluate mask saved as BMP", EVALUATE, pred_mask_bytes(as_bmp), 2, "BMP file"),
+    row("evaluate CSV without rows", EVALUATE, header_only_csv, 2, "no rows"),
+    # -- data check: findings on stdout (exit 1), unusable arguments (exit 2) ---------------------------
+    row("data check image linked outside the root", DATA_CHECK, image_linked_outside, 1, "csv_files/", "symbolic link"),
+    row("data check images folder linked outside", DATA_CHECK, images_folder_linked_outside, 1, "symbolic link"),
+    row("data check CSV linked outside", DATA_CHECK, csv_linked_outside, 1, "symbolic link", "not read"),
+    row("data check link inside the root is fine", DATA_CHECK, image_linked_inside, 0, "OK"),
+    row("data check truncated PNG", DATA_CHECK, rewrite_bytes(first_of(first_image), cut_in_half), 1,
+        "truncated PNG"),
+    row("data check truncated PNG, headers only", DATA_CHECK + " --header-only",
+        rewrite_bytes(first_of(first_image), cut_in_half), 0, "OK", "--header-only: image headers read, not decoded"),
+    row("data check PNG checksum", DATA_CHECK, rewrite_bytes(first_of(first_image), bad_idat_checksum), 1,
+        "fails its checksum"),
+    row("data check truncated JPEG", DATA_CHECK, rewrite_bytes(first_of(first_image), truncated_jpeg), 1,
+        "truncated JPEG"),
+    row("data check BMP saved as .png", DATA_CHECK, rewrite_bytes(first_of(first_image), as_bmp), 1, "BMP file"),
+    row("data check GIF saved as .png", DATA_CHECK, rewrite_bytes(first_of(first_image), as_gif), 1, "GIF file"),
+    row("data check text saved as .png", DATA_CHECK, rewrite_bytes(first_of(first_image), lambda d: b"hello"), 1,
+        "unreadable image"),
+    row("data check zero-byte image", DATA_CHECK, rewrite_bytes(first_of(first_image), lambda d: b""), 1,
+        "unreadable image"),
+    row("data check image missing", DATA_CHECK, delete_an_image, 1, "image file not found"),
+    row("data check CSV without rows", DATA_CHECK, header_only_csv, 1, "csv_files/", "no rows"),
+    row("data check zero-byte CSV", DATA_CHECK, empty_csv, 1, "empty file"),
+    row("data check CSV not UTF-8", DATA_CHECK, latin1_csv, 1, "cannot read CSV"),
+    row("data check row with too few fields", DATA_CHECK, short_row, 1, "2 fields but the header has"),
+    row("data check duplicate row", DATA_CHECK, repeat_first_row, 1, "duplicate row"),
+    row("data check unknown task id", DATA_CHECK, set_cell("task_id", "liver_cls"), 1, "unknown task_id 'liver_cls'"),
+    row("data check num_classes contradicts", DATA_CHECK, set_cell("num_classes", "9"), 1, "contradicts the manifest"),
+    row("data check path above the root", DATA_CHECK, set_cell("image_path", "../../elsewhere/x.png"), 1,
+        "escapes the data root"),
+    row("data check absolute path", DATA_CHECK, set_cell("image_path", "/etc/passwd"), 1, "escapes the data root"),
+    row("data check label out of range", DATA_CHECK, set_cell("mask", "99", "classification"), 1, "label 99"),
+    row("data check label not an integer", DATA_CHECK, set_cell("mask", "1.5", "classification"), 1,
+        "not an integer"),
+    row("data check box not numbers", DATA_CHECK, set_cell("x_min", "left", "detection"), 1, "not four finite numbers"),
+    row("data check box infinite", DATA_CHECK, set_cell("x_max", "inf", "detection"), 1, "not four finite numbers"),
+    row("data check box outside the image", DATA_CHECK, set_cell("y_max", "9999", "detection"), 1, "reaches outside"),
+    row("data check point not JSON", DATA_CHECK, set_cell("point_1_xy", "[1, 2", "Regression"), 1, "is not JSON"),
+    row("data check point outside the image", DATA_CHECK, set_cell("point_1_xy", "[1, 9999]", "Regression"), 1,
+        "lies outside"),
+    row("data check mask missing", DATA_CHECK, delete_gt_mask_0, 1, "mask file not found"),
+    row("data check mask saved as JPEG", DATA_CHECK, gt_mask_as_jpeg, 1, "JPEG file", "masks must be PNG"),
+    row("data check mask linked outside", DATA_CHECK, gt_mask_linked_outside, 1, "symbolic link"),
+    row("data check mask value too large", DATA_CHECK, rewrite_gt_mask(lambda m: m * 0 + 9), 1, "has value 9"),
+    row("data check colour mask", DATA_CHECK, rewrite_gt_mask(lambda m: np.dstack([m, m * 0, m])), 1, "colour image"),
+    row("data check mask of another size", DATA_CHECK, rewrite_gt_mask(lambda m: m[:-2]), 1, "but its image is"),
+    row("data check 16-bit mask of class indices", DATA_CHECK, rewrite_gt_mask(lambda m: m.astype(np.uint16)), 0,
+        "OK"),
+    row("data check gray mask saved as RGB", DATA_CHECK, rewrite_gt_mask(lambda m: np.dstack([m, m, m])), 0, "OK"),
+    row("data check no csv_files folder", "data check {tmp}/bare", no_csv_folder, 1, "no csv_files/ folder"),
+    row("data check root missing", "data check {tmp}/nowhere", nothing, 2, "nowhere", "not found"),
+    row("data check root is a file", "data check {tmp}/out.txt", out_is_a_file, 2, "is a file"),
+    row("data check max-problems 0", DATA_CHECK + " --max-problems 0", nothing, 2, "--max-problems"),
+    row("data check manifest missing", DATA_CHECK + " --manifest {tmp}/none.csv", nothing, 2, "manifest not found"),
+    row("data check verify-images is the default now", DATA_CHECK + " --verify-images", nothing, 0, "OK",
+        "no longer needed"),
+    row("data check verify-images with header-only", DATA_CHECK + " --verify-images --header-only", nothing, 2,
+        "contradict"),
+    row("data check max-problems not a number", DATA_CHECK + " --max-problems many", nothing, 2, "--max-problems",
+        "invalid int value"),
+    # -- train: every value checked before anything is built ------------------------------------------
+    row("train good input", TRAIN, nothing, 0, "trained 2 steps"),
+    row("train out_dir is a file", TRAIN + " --set out_dir={tmp}/out.txt", out_is_a_file, 2, "out_dir", "is a file"),
+    row("train out_dir is the data root", TRAIN + " --set out_dir={data}", nothing, 2, "out_dir", "is the data_root"),
+    row("train out_dir inside the data root", TRAIN + " --set out_dir={data}/run", nothing, 2, "out_dir",
+        "lies inside the data_root"),
+    row("train out_dir contains the data root", TRAIN + " --set out_dir={data}/..", nothing, 2, "out_dir",
+        "contains the data_root"),
+    row("train out_dir holds a link out of it", TRAIN, lambda w: (
+        (w.tmp / "run").mkdir(), (w.tmp / "elsewhere").mkdir(),
+        (w.tmp / "run" / "checkpoints").symlink_to(w.tmp / "elsewhere", target_is_directory=True)), 2,
+        "out_dir", "symbolic link"),
+    row("train weight_decay -1", TRAIN + " --set weight_decay=-1", nothing, 2, "weight_decay", ">= 0"),
+    row("train num_workers -1", TRAIN + " --set num_workers=-1", nothing, 2, "num_workers", ">= 0"),
+    row("train num_workers 1.0", TRAIN + " --set num_workers=1.0", nothing, 2, "num_workers", "expected an integer"),
+    row("train device cuda:99", TRAIN + " --set device=cuda:99", nothing, 2, "device", "no such CUDA device"),
+    row("train device not a name", TRAIN + " --set device=gpu0", nothing, 2, "device", "not a device name"),
+    row("train unknown encoder", TRAIN + " --set encoder=resnet19", nothing, 2, "encoder", "did you mean"),
+    row("train unknown timm encoder", TRAIN + " --set encoder=tu-nosuchnet", nothing, 2, "encoder", "timm"),
+    row("train weights file missing", TRAIN + " --set encoder_weights={tmp}/none.pth", nothing, 2,
+        "encoder_weights", "no such file"),
+    row("train unknown named weights", TRAIN + " --set encoder_weights=instagram", nothing, 2, "encoder_weights",
+        "imagenet"),
+    row("train unknown task id", TRAIN + " --set tasks=[organ_cls,nosuch_task]", nothing, 2, "tasks",
+        "nosuch_task"),
+    row("train empty task list", TRAIN + " --set tasks=[]", nothing, 2, "tasks"),
+    row("train task listed twice", TRAIN + " --set tasks=[organ_cls,organ_cls]", nothing, 2, "tasks", "twice"),
+    row("train batch_size true", TRAIN + " --set batch_size=true", nothing, 2, "batch_size", "expected an integer"),
+    row("train batch_size 1.5", TRAIN + " --set batch_size=1.5", nothing, 2, "batch_size", "expected an integer"),
+    row("train batch_size 0", TRAIN + " --set batch_size=0", nothing, 2, "batch_size", ">= 1"),
+    row("train max_steps 2.0", TRAIN + " --set max_steps=2.0", nothing, 2, "max_steps", "expected an integer"),
+    row("train lr inf", TRAIN + " --set lr=inf", nothing, 2, "lr", "finite"),
+    row("train lr .nan", TRAIN + " --set lr=.nan", nothing, 2, "lr", "finite"),
+    row("train lr 0", TRAIN + " --set lr=0", nothing, 2, "lr", "> 0"),
+    row("train lr not a number", TRAIN + " --set lr=fast", nothing, 2, "lr", "expected a number"),
+    row("train head_lr_mult -1", TRAIN + " --set head_lr_mult=-1", nothing, 2, "head_lr_mult", "> 0"),
+    row("train negative loss weight", TRAIN + " --set loss_weights.detection=-1", nothing, 2,
+        "loss_weights.detection", ">= 0"),
+    row("train boolean loss weight", TRAIN + " --set loss_weights.detection=true", nothing, 2,
+        "loss_weights.detection", "expected a number"),
+    row("train unknown loss weight", TRAIN + " --set loss_weights.detecton=1", nothing, 2, "loss_weights",
+        "detecton"),
+    row("train grad_clip -1", TRAIN + " --set grad_clip=-1", nothing, 2, "grad_clip", "> 0"),
+    row("train grad_clip 0", TRAIN + " --set grad_clip=0", nothing, 2, "grad_clip", "> 0"),
+    row("train amp 1", TRAIN + " --set amp=1", nothing, 2, "amp", "true or false"),
+    row("train seed -1", TRAIN + " --set seed=-1", nothing, 2, "seed", ">= 0"),
+    row("train val_fraction 1", TRAIN + " --set val_root=null --set val_fraction=1", nothing, 2, "val_fraction"),
+    row("train image_size 100", TRAIN + " --set image_size=100", nothing, 2, "image_size", "multiple of 32"),
+    row("train eta_min above lr", TRAIN + " --set eta_min=0.1", nothing, 2, "eta_min", "above lr"),
+    row("train val_batch_size 0", TRAIN + " --set val_batch_size=0", nothing, 2, "val_batch_size", ">= 1"),
+    row("train sampler_temperature 0", TRAIN + " --set sampler_temperature=0", nothing, 2, "sampler_temperature"),
+    row("train label smoothing 1", TRAIN + " --set cls_label_smoothing=1", nothing, 2, "cls_label_smoothing", "< 1"),
+    row("train warmup_steps -1", TRAIN + " --set warmup_steps=-1", nothing, 2, "warmup_steps", ">= 0"),
+    row("train stop_at_step 0", TRAIN + " --set stop_at_step=0", nothing, 2, "stop_at_step", ">= 1"),
+    row("train misspelt key", TRAIN + " --set bach_size=4", nothing, 2, "bach_size", "did you mean batch_size"),
+    row("train set without '='", TRAIN + " --set lr", nothing, 2, "expected KEY=VALUE"),
+    row("train out_dir without a value", TRAIN + " --set out_dir=", nothing, 2, "out_dir", "null is not allowed"),
+    row("train blank out_dir", TRAIN + " --set \"out_dir=' '\"", nothing, 2, "out_dir", "empty"),
+    row("train out_dir a number", TRAIN + " --set out_dir=5", nothing, 2, "out_dir=5", "expected text"),
+    row("train data_root a list", TRAIN + " --set data_root=[a,b]", nothing, 2, "data_root", "expected text"),
+    row("train unknown profile", TRAIN + " --config nosuch", nothing, 2, "profile 'nosuch' not found"),
+    row("train config not YAML", TRAIN + " --config {tmp}/bad.yaml", a_yaml("lr: [1e-4\n"), 2, "bad.yaml",
+        "not valid YAML"),
+    row("train config misspelt key", TRAIN + " --config {tmp}/bad.yaml", a_yaml("batch_sise: 4\n"), 2,
+        "did you mean batch_size"),
+    row("train resume missing", TRAIN + " --resume {tmp}/none.pt", nothing, 2, "resume", "no such checkpoint"),
+    row("train data root missing", TRAIN + " --set data_root={tmp}/nowhere", nothing, 2, "csv_files"),
+    row("train CSV without rows", TRAIN, header_only_csv, 2, "no rows"),
+    row("train image linked outside the root", TRAIN, image_linked_outside, 2, "symbolic link"),
+    row("train images folder linked outside", TRAIN, images_folder_linked_outside, 2, "symbolic link"),
+    row("train BMP saved as .png", TRAIN, rewrite_bytes(every_image, as_bmp), 2, "csv_files/", "BMP file"),
+    row("train truncated PNG", TRAIN, rewrite_bytes(every_image, cut_in_half), 2, "csv_files/", "truncated PNG"),
+    row("train truncated PNG read by a worker", TRAIN + " --set num_workers=1", rewrite_bytes(every_image, cut_in_half),
+        2, "csv_files/", "truncated PNG"),
+    row("train mask of another size", TRAIN, rewrite_bytes(lambda w: [Path(f) for f in rows_of(w, "segmentation")[
+        "mask_file"]], lambda d: cv2.imencode(".png", cv2.imdecode(np.frombuffer(d, np.uint8), 0)[:-2])[1].tobytes()),
+        2, "but its image is"),
+    row("train resume without a value (argparse)", "train --resume", nothing, 2, "--resume", "expected one argument"),
+    # -- data phantom -----------------------------------------------------------------------------------
+    row("phantom good input", PHANTOM + " --out {tmp}/ph", nothing, 0, "phantom: 1 subtasks"),
+    row("phantom train 0", PHANTOM + " --out {tmp}/ph --train 0", nothing, 2, "--train", "at least 1"),
+    row("phantom val -1", PHANTOM + " --out {tmp}/ph --val -1", nothing, 2, "--val", "at least 1"),
+    row("phantom workers 0", PHANTOM + " --out {tmp}/ph --workers 0", nothing, 2, "--workers"),
+    row("phantom seed -1", PHANTOM + " --out {tmp}/ph --seed -1", nothing, 2, "--seed"),
+    row("phantom unknown task", "data phantom --out {tmp}/ph --tasks nosuch_task", nothing, 2, "nosuch_task"),
+    row("phantom task twice", "data phantom --out {tmp}/ph --tasks organ_cls organ_cls --train 1 --val 1", nothing,
+        2, "organ_cls more than once"),
+    row("phantom out is a file", PHANTOM + " --out {tmp}/out.txt", out_is_a_file, 2, "out.txt", "not a folder"),
+    row("phantom out inside a data root", PHANTOM + " --out {data}/ph", nothing, 2, "lies inside the data root"),
+    row("phantom out not empty", PHANTOM + " --out {tmp}/busy", non_empty_folder, 2, "not empty"),
+    row("phantom overwrite of data it did not write", PHANTOM + " --out {tmp}/ph --overwrite", foreign_train_folder,
+        2, "did not write"),
+    row("phantom split linked elsewhere", PHANTOM + " --out {tmp}/ph --overwrite", phantom_split_linked, 2,
+        "symbolic link"),
+    row("phantom train not a number", PHANTOM + " --out {tmp}/ph --train ten", nothing, 2, "--train",
+        "invalid int value"),
+    # -- data real --------------------------------------------------------------------------------------
+    row("real src missing", "data real --src {tmp}/nowhere --out {tmp}/r", nothing, 2, "nowhere", "not found"),
+    row("real src is a file", "data real --src {tmp}/out.txt --out {tmp}/r", out_is_a_file, 2, "is a file"),
+    row("real src without datasets", "data real --src {tmp}/src --out {tmp}/r", empty_source, 2,
+        "none of the dataset folders"),
+    row("real out is a file", "data real --src {tmp}/src --out {tmp}/out.txt", both(empty_source, out_is_a_file), 2,
+        "is a file"),
+    row("real out is the source", "data real --src {tmp}/src --out {tmp}/src", empty_source, 2, "is the source"),
+    row("real out inside the source", "data real --src {tmp}/src --out {tmp}/src/r", empty_source, 2,
+        "lies inside the source"),
+    row("real out contains the source", "data real --src {tmp}/src --out {tmp}", empty_source, 2,
+        "contains the source"),
+    row("real out inside a data root", "data real --src {tmp}/src --out {data}/r", empty_source, 2,
+        "lies inside the data root"),
+    row("real val-fraction 1.5", "data real --src {tmp}/src --out {tmp}/r --val-fraction 1.5", empty_source, 2,
+        "--val-fraction"),
+    row("real val-fraction nan", "data real --src {tmp}/src --out {tmp}/r --val-fraction nan", empty_source, 2,
+        "--val-fraction"),
+    row("real seed -1", "data real --src {tmp}/src --out {tmp}/r --seed -1", empty_source, 2, "--seed"),
+    # -- suite ------------------------------------------------------------------------------------------
+    row("suite unknown profile", "suite --profile nosuch --out {tmp}/s", nothing, 2, "profile 'nosuch' not found"),
+    row("suite unknown field", SUITE + " --set nosuchfield=1", suite_data, 2,
+        "unknown TrainConfig field 'nosuchfield'"),
+    row("suite negative weight decay", SUITE + " --set weight_decay=-1", suite_data, 2, "weight_decay"),
+    row("suite unknown encoder", SUITE + " --set encoder=nosuchnet", suite_data, 2, "encoder='nosuchnet'"),
+    row("suite device cuda:99", SUITE + " --set device=cuda:99", suite_data, 2, "no such CUDA device"),
+    row("suite out is a file", "suite --profile ci-tiny --data {tmp}/dd --out {tmp}/out.txt",
+        both(suite_data, out_is_a_file), 2, "is a file"),
+    row("suite out is the data root", "suite --profile ci-tiny --data {tmp}/dd --out {tmp}/dd/train", suite_data, 2,
+        "is the data root"),
+    row("suite out contains the data", "suite --profile ci-tiny --data {tmp}/dd --out {tmp}", suite_data, 2,
+        "contains the data"),
+    row("suite data missing", "suite --profile ci-tiny --data {tmp}/nowhere --out {tmp}/s", nothing, 2,
+        "does not exist"),
+    row("suite unknown notebook", SUITE + " --notebooks 99", suite_data, 2, "no notebook '99'"),
+    row("suite unknown kernel", SUITE + " --kernel nosuch", suite_data, 2, "--kernel", "no such Jupyter kernel"),
+    row("suite update-notebooks with another profile", SUITE + " --update-notebooks", suite_data, 2, "cpu-smoke"),
+    row("suite profile with a bad data dir", "suite --profile {tmp}/p.yaml --out {tmp}/s",
+        a_yaml("name: p\ndata: {source: user, dir: 5}\n", "p.yaml"), 2, "dir=5", "folder path"),
+    row("suite profile with an unknown section", "suite --profile {tmp}/p.yaml --out {tmp}/s",
+        a_yaml("name: p\ndata: {dir: x}\nrecipe: {}\n", "p.yaml"), 2, "unknown top-level key"),
+    # -- export -----------------------------------------------------------------------------------------
+    row("export missing checkpoint", "export --checkpoint {tmp}/none.pt --out {tmp}/e", nothing, 2, "none.pt",
+        "not found"),
+    row("export foreign checkpoint", "export --checkpoint {tmp}/foreign.pt --out {tmp}/e", foreign_checkpoint, 2,
+        "not an fmuia checkpoint"),
+    row("export text file as checkpoint", "export --checkpoint {tmp}/notes.pt --out {tmp}/e", foreign_checkpoint, 2,
+        "cannot be read"),
+    row("export truncated checkpoint", "export --checkpoint {tmp}/truncated.pt --out {tmp}/e", truncated_checkpoint,
+        2, "cannot be read"),
+    row("export checkpoint is a folder", "export --checkpoint {tmp} --out {tmp}/e", nothing, 2, "is a folder"),
+    row("export out is a file", EXPORT + " --out {tmp}/out.txt", out_is_a_file, 2, "is a file"),
+    row("export out not empty", EXPORT + " --out {tmp}/busy", non_empty_folder, 2, "not empty", "--overwrite"),
+    row("export overwrite of a folder that is no export", EXPORT + " --out {tmp}/busy --overwrite", non_empty_folder,
+        2, "holds no earlier export"),
+    row("export out holds the checkpoint", EXPORT + " --out {ckpt}/../.. --overwrite", nothing, 2,
+        "contains the checkpoint's folder"),
+    row("export out is the package", EXPORT + " --out {pkg} --overwrite", nothing, 2, "the fmuia package"),
+    row("export out inside a data root", EXPORT + " --out {data}/e", nothing, 2, "lies inside the data root"),
+    # -- damaged checkpoints, divergence, resuming with other settings --------------------------------
+    row("train resume from an empty file", RESUME + " {tmp}/empty.pt", damaged_checkpoints, 2, "empty.pt", "empty"),
+    row("train resume from a truncated file", RESUME + " {tmp}/truncated.pt", damaged_checkpoints, 2, "truncated.pt",
+        "cannot be read"),
+    row("train resume from a flipped byte", RESUME + " {tmp}/flipped.pt", damaged_checkpoints, 2, "flipped.pt",
+        "checksum"),
+    row("train resume from best.pt", RESUME + " {tmp}/best.pt", damaged_checkpoints, 2, "best.pt",
+        "holds the model only"),
+    row("train resume with another image_size", RESUME + " {ckpt} --set image_size=96", damaged_checkpoints, 2,
+        "cannot resume", "image_size (checkpoint: 64, now: 96)"),
+    row("train resume with another seed", RESUME + " {ckpt} --set seed=7", damaged_checkpoints, 2, "cannot resume",
+        "seed (checkpoint: 1, now: 7)"),
+    row("train diverges", "train --config {tmp}/run.yaml --set out_dir={tmp}/diverged --set lr=1e38",
+        damaged_checkpoints, 2, "diverged at step", "no checkpoint was written", "lr=1e+38"),
+    row("predict corrupted checkpoint", "predict --checkpoint {tmp}/flipped.pt --data {data} --out {tmp}/out",
+        damaged_checkpoints, 2, "flipped.pt", "checksum"),
+    row("predict empty checkpoint", "predict --checkpoint {tmp}/empty.pt --data {data} --out {tmp}/out",
+        damaged_checkpoints, 2, "empty.pt", "empty"),
+    row("export corrupted checkpoint", "export --checkpoint {tmp}/flipped.pt --out {tmp}/out", damaged_checkpoints,
+        2, "flipped.pt", "checksum"),
 ]
 
 
@@ -215,14 +729,22 @@ def world(tiny_run, tmp_path) -> World:
     return World(data, pred, checkpoint, scratch)
 
 
+def run(argv: list[str]) -> int:
+    """``fmuia ARGV``'s exit status; argparse's refusals exit through SystemExit."""
+    try:
+        return fmuia(argv)
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else 1
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case: Case, world: World, capsys):
     case.breaks(world)
     before = {p: p.stat().st_mtime_ns for p in world.data.rglob("*") if p.is_file()}
-    status = fmuia(world.argv(case.line))
+    status = run(world.argv(case.line))
     out, err = capsys.readouterr()
-    assert status == case.status, (out[-2000:], err)
-    text = err if status == 2 else out
+    assert status == case.status, (out[-2000:], err[-2000:])
+    text = err if status == 2 else out + err
     for word in case.words:
         assert word in text, (word, text[-2000:])
     if status == 2:
@@ -232,6 +754,46 @@ def test_bad_input(case: Case, world: World, capsys):
     assert not any((world.tmp / "elsewhere").glob("**/*"))  # nor through a symbolic link
 
 
-def test_the_table_covers_every_verb_it_names():
-    verbs = {c.line.split()[0] for c in CASES}
-    assert verbs == {"predict", "evaluate", "validate-submission"}
+def test_the_table_covers_every_command():
+    verbs = {" ".join(c.line.split()[:2]) if c.line.startswith("data ") else c.line.split()[0] for c in CASES}
+    assert verbs == {"predict", "evaluate", "validate-submission", "data check", "data phantom", "data real",
+                     "train", "suite", "export"}
+    assert len(CASES) >= 100 and len({c.id for c in CASES}) == len(CASES)
+    assert {c.status for c in CASES} == set(OUTCOMES)
+
+
+def test_interrupt_exits_130_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    """Only bad input becomes a message: Ctrl-C is exit 130, and an unexpected exception (a bug
+    in fmuia) reaches the caller with its traceback, even when it is a ValueError."""
+    module = sys.modules["fmuia_lib.data.layout"]
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    def buggy(args):
+        raise ValueError("an internal mistake")
+
+    monkeypatch.setattr(module, "check_main", interrupted)
+    assert fmuia(["data", "check", "."]) == 130 and "interrupted" in capsys.readouterr().err
+    monkeypatch.setattr(module, "check_main", buggy)
+    with pytest.raises(ValueError, match="an internal mistake"):
+        fmuia(["data", "check", "."])
+
+
+def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
+    """``fmuia data check ROOT | head``: the reader going away is no error of fmuia's."""
+    def print_into_closed_pipe(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys.modules["fmuia_lib.data.layout"], "check_main", print_into_closed_pipe)
+    assert fmuia(["data", "check", "."]) == 141
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_worker_traceback_is_cut_from_the_message():
+    from fmuia_lib.data.layout import LayoutError
+
+    wrapped = LayoutError("Caught LayoutError in DataLoader worker process 0.\nOriginal Traceback (most recent "
+                          "call last):\n  File \"x.py\", line 1\nfmuia_lib.data.layout.LayoutError: "
+                          "csv_files/a.csv:2: ../x.png: truncated PNG")
+    assert cli.error_message(wrapped) == "csv_files/a.csv:2: ../x.png: truncated PNG"

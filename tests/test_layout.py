@@ -123,16 +123,18 @@ def test_validator_names_file_line_and_problem(case, make_root, tmp_path, capsys
     assert str(problem) in capsys.readouterr().out
 
 
-def test_verify_images_finds_truncated_png(make_root, tmp_path, capsys):
+def test_a_truncated_png_is_found_by_default_and_not_with_header_only(make_root, tmp_path, capsys):
     root = make_root(tmp_path, tasks=["organ_cls"], n=2)
     image_file = file_of(root, "organ_cls.csv", 2)
     image_file.write_bytes(image_file.read_bytes()[:200])  # the header survives, the pixels do not
-    assert validate_root(root) == []  # only headers are read by default
-    problems = validate_root(root, verify_images=True)
+    problems = validate_root(root)
     assert [(p.line, p.path) for p in problems] == [(2, "../Classification/organ_cls/images/organ_cls_000.png")]
-    assert "unreadable image" in problems[0].message
-    args = argparse.Namespace(root=str(root), manifest=None, max_problems=200, verify_images=True)
-    assert check_main(args) == 1 and str(problems[0]) in capsys.readouterr().out
+    assert "truncated PNG" in problems[0].message
+    assert check_main(argparse.Namespace(root=str(root), manifest=None, max_problems=200)) == 1
+    assert str(problems[0]) in capsys.readouterr().out
+    assert validate_root(root, header_only=True) == []  # the opt-out reads headers only
+    args = argparse.Namespace(root=str(root), manifest=None, max_problems=200, header_only=True)
+    assert check_main(args) == 0 and "--header-only" in capsys.readouterr().out
 
 
 def test_every_problem_is_reported_not_just_the_first(make_root, tmp_path):

@@ -1,16 +1,16 @@
-"""The committed notebooks: structure, parameters, executed outputs, and the student version.
+"""The committed notebooks: structure, parameters, executed outputs, exercises and questionnaire.
 
 nbval (``make test``) re-executes the notebooks; these tests check what is committed:
-every notebook opens the same way (the Colab setup included), its parameters are the
-profile, the folders and its own settings, it carries
-the outputs of a real run (no errors, an environment record, a reasonable size), and the
-student version built from it still runs.
+every notebook opens the same way (the Colab setup included) and states its prerequisites
+and run time, its parameters are the profile, the folders and its own settings, it carries
+the outputs of a real run (no errors, an environment record, a reasonable size), its
+exercises are otter-grader questions (points, a solution, public and hidden tests), and it
+ends with a questionnaire. ``tests/test_course.py`` builds and grades the course from them.
 """
 from __future__ import annotations
 
 import ast
 import dataclasses
-import importlib.util
 import re
 import subprocess
 import sys
@@ -20,13 +20,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fmuia_lib import env_info, series, suite
+from fmuia_lib import course, env_info, series, suite
 from fmuia_lib.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 MAX_BYTES = 2_000_000
-EXERCISES_HEADING = "## Exercises"
 
 
 def _read(path: Path) -> nbformat.NotebookNode:
@@ -39,13 +38,6 @@ def _code_cells(nb):
 
 def _outputs_text(nb) -> str:
     return "".join(o.get("text", "") for c in _code_cells(nb) for o in c.get("outputs", []))
-
-
-def _student_module():
-    spec = importlib.util.spec_from_file_location("make_student_version", ROOT / "scripts" / "make_student_version.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_series_has_six_notebooks():
@@ -63,6 +55,8 @@ def test_every_notebook_opens_the_same_way(path):
     assert "from fmuia_lib import env_info, profiles, series, viz" in setup.source
     tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
+    untagged = [i for i, c in enumerate(nb.cells) if "tags" not in c.metadata]
+    assert not untagged, f"cells {untagged} have no tags list (papermill's parameterize_notebook reads it)"
     settings = nb.cells[tagged[0] + 2]
     assert "profiles.run_settings(profile" in settings.source and "series.run_paths(run_dir)" in settings.source
     assert "env_info.print_environment" in settings.source
@@ -135,6 +129,7 @@ def test_the_colab_setup_installs_core_dependencies_only(monkeypatch, tmp_path):
     """On Colab the setup cell installs fmuia without extras and no Jupyter package (Colab's
     own stay as they are), pins torch and the widgets to Colab's versions, turns on the
     widget manager and mounts Google Drive, where the default run folder is."""
+    monkeypatch.delenv(series.RUN_DIR_VARIABLE, raising=False)  # the tests' own run folder
     calls = _setup_on_colab(monkeypatch, tmp_path)
     (argv,) = calls["pip"]
     assert argv[1:4] == ["-m", "pip", "install"]
@@ -165,62 +160,76 @@ def test_committed_outputs_come_from_a_clean_run(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_exercises_are_graded_and_their_verdicts_are_checked(path):
+def test_every_notebook_states_its_prerequisites_and_run_time(path):
+    title = _read(path).cells[0].source
+    assert re.search(r"^\*\*Prerequisites\*\*: \S", title, re.M), "no **Prerequisites** line in the title cell"
+    run_time = re.search(r"^\*\*Run time\*\*: (.+?)(?:\n\n|\Z)", title, re.M | re.S)
+    assert run_time, "no **Run time** line in the title cell"
+    assert "cpu-smoke" in run_time.group(1) and "2 CPU cores" in run_time.group(1) and "GPU" in run_time.group(1)
+
+
+def _questions(nb) -> list[tuple[dict, list[str], list, list]]:
+    """Each otter question: (its config, the markers inside it, the code cells of its tests
+    block, the cells of its prompt: those before its solution block)."""
+    questions, current, in_tests = [], None, False
+    markers = {i: (marker, config) for i, marker, config in course.otter_blocks(nb)}
+    for i, cell in enumerate(nb.cells):
+        marker, config = markers.get(i, (None, None))
+        if marker == "BEGIN QUESTION":
+            current = (config, [], [], [])
+            questions.append(current)
+        elif marker == "END QUESTION":
+            current = None
+        elif current is not None and marker is not None:
+            current[1].append(marker)
+            in_tests = {"BEGIN TESTS": True, "END TESTS": False}.get(marker, in_tests)
+        elif current is not None and in_tests and cell.cell_type == "code":
+            current[2].append(cell)
+        elif current is not None and not current[1]:
+            current[3].append(cell)
+    return questions
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_exercises_are_otter_questions_with_points_and_hidden_tests(path):
+    """The exercises are otter's master format: one assignment config (the series' settings,
+    the notebook's name), then questions worth points, all or nothing, each with a solution
+    block and tests: a public one (no points, the student's check) and hidden ones."""
     nb = _read(path)
-    start = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
-                 and c.source.startswith(EXERCISES_HEADING))
-    solutions = [i for i, c in enumerate(nb.cells) if "solution" in c.metadata.get("tags", [])]
-    assert solutions and min(solutions) > start
-    for i in solutions:
-        check = nb.cells[i + 1]
-        assert check.source.startswith("# NBVAL_CHECK_OUTPUT") and "exercises.check_" in check.source
-        if check.get("outputs"):
-            assert "[PASS]" in _outputs_text(nbformat.v4.new_notebook(cells=[check]))
+    start = course.exercises_start(nb)
+    assert all(i > start for i, _, _ in course.otter_blocks(nb)), "otter cells belong to the exercises"
+    config = course.assignment_config(nb)
+    assert config == {**course.assignment_config(_read(NOTEBOOKS[0])), "name": path.stem}
+    assert config["tests"] == {"files": True, "ok_format": False} and config["run_tests"] is False
+    questions = _questions(nb)
+    assert questions, f"{path.name} has no exercise"
+    for question, markers, tests, prompt in questions:
+        assert re.fullmatch(rf"q{path.stem[:2]}_[a-z_]+", question["name"]), question["name"]
+        assert prompt and all(c.cell_type == "markdown" for c in prompt), f"{question['name']}: the prompt is markdown"
+        assert question["points"] > 0 and question["all_or_nothing"] is True, question
+        assert markers == ["BEGIN SOLUTION", "END SOLUTION", "BEGIN TESTS", "END TESTS"], (question["name"], markers)
+        hidden = [t for t in tests if re.search(r"^hidden: true$", t.source, re.M)]
+        public = [t for t in tests if t not in hidden]
+        assert hidden and public, f"{question['name']}: needs public and hidden tests"
+        assert all(re.search(r"^points: 0$", t.source, re.M) for t in public), "public tests carry no points"
+    assert len(course.question_names(nb)) == len(questions)
 
 
-def test_student_stub_keeps_signature_docstring_and_imports():
-    module = _student_module()
-    stub = module.stub_source('import math\n\n\ndef f(x: int) -> int:\n    """Doc."""\n    y = math.sqrt(x)\n    return y\n')
-    assert stub.startswith("import math\n\n\ndef f(x: int) -> int:\n    \"\"\"Doc.\"\"\"")
-    assert stub.rstrip().endswith("raise NotImplementedError") and "sqrt" not in stub
-    compile(stub, "<stub>", "exec")
-    with pytest.raises(ValueError, match="at least one function"):
-        module.stub_source("x = 1")
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_code_cell_is_python(path):
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    for i, cell in enumerate(_code_cells(_read(path))):
+        try:
+            ast.parse(TransformerManager().transform_cell(cell.source))
+        except SyntaxError as exc:
+            pytest.fail(f"{path.name}, code cell {i}: {exc}\n{cell.source[:300]}")
 
 
-def test_student_version_refuses_to_overwrite_the_teacher_notebooks():
-    with pytest.raises(ValueError, match="refusing"):
-        _student_module().build(ROOT)
-
-
-@pytest.mark.slow
-def test_student_version_runs_up_to_the_exercises(tmp_path):
-    """Build the student series; run every exercise section (and all of notebook 02) in a kernel.
-
-    Each check must report NOT DONE, and nothing may raise: a student can run the whole
-    notebook before solving anything.
-    """
-    import papermill as pm
-
-    written = _student_module().build(tmp_path)
-    assert len(written) == len(NOTEBOOKS)
-    sections = []
-    for path in written:
-        nb = _read(path)
-        assert not any(c.get("outputs") for c in _code_cells(nb))
-        start = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
-                     and c.source.startswith(EXERCISES_HEADING))
-        sections += nb.cells[start:]
-    exercises_only = nbformat.v4.new_notebook(cells=sections)
-    exercises_only.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(exercises_only, str(tmp_path / "exercises.ipynb"))
-    executed = pm.execute_notebook(str(tmp_path / "exercises.ipynb"), str(tmp_path / "exercises_run.ipynb"),
-                                   kernel_name="python3", progress_bar=False, cwd=str(ROOT))
-    text = _outputs_text(executed)
-    checks = sum(len(re.findall(r"exercises\.check_", c.source)) for c in sections if c.cell_type == "code")
-    assert text.count("[NOT DONE]") == checks and "[PASS]" not in text and "[FAIL]" not in text
-
-    nb02 = next(p for p in written if p.name.startswith("02_"))
-    run = pm.execute_notebook(str(nb02), str(tmp_path / "02_run.ipynb"), kernel_name="python3",
-                              progress_bar=False, cwd=str(ROOT), parameters={"run_dir": str(tmp_path / "run")})
-    assert "[NOT DONE] routing rule" in _outputs_text(run)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_ends_with_a_questionnaire(path):
+    nb = _read(path)
+    last = nb.cells[-1]
+    assert last.cell_type == "markdown" and last.source.startswith("## Questionnaire"), "the last cell"
+    assert len(nb.cells) - 1 > course.exercises_start(nb), "after the exercises"
+    assert 6 <= len(re.findall(r"^\d+\. \S", last.source, re.M)) <= 10

@@ -210,20 +210,25 @@ def test_the_four_ways_of_starting_a_run_give_the_same_train_config(name, tmp_pa
     assert reference["out_dir"] == str(run_dir / "train")
 
 
-def test_notebooks_opened_as_they_are_run_the_cpu_smoke_profile():
+def test_notebooks_opened_as_they_are_run_the_cpu_smoke_profile(monkeypatch):
+    monkeypatch.delenv(series.RUN_DIR_VARIABLE, raising=False)  # the tests' own run folder
     config = _notebook_03_config()
     assert config == profiles.run_settings("cpu-smoke", run_dir=series.LOCAL_RUN_DIR).config
 
 
 # -- the series' shared steps -------------------------------------------------------------------
-def test_every_path_derives_from_the_run_folder(tmp_path):
+def test_every_path_derives_from_the_run_folder(tmp_path, monkeypatch):
     paths = series.run_paths(tmp_path)
     assert paths.checkpoint == tmp_path / "checkpoint.pt" and paths.train == tmp_path / "train"
     assert paths.metrics("04_x") == tmp_path / "metrics" / "04_x.csv" and (tmp_path / "metrics").is_dir()
+    monkeypatch.setenv(series.RUN_DIR_VARIABLE, str(tmp_path / "elsewhere"))
+    assert series.run_paths().root == tmp_path / "elsewhere"
+    monkeypatch.delenv(series.RUN_DIR_VARIABLE)
     assert series.run_paths().root == profiles.resolve(series.LOCAL_RUN_DIR)
 
 
 def test_colab_keeps_the_run_folder_on_google_drive(monkeypatch):
+    monkeypatch.delenv(series.RUN_DIR_VARIABLE, raising=False)
     monkeypatch.setitem(__import__("sys").modules, "google.colab", object())
     assert series.default_run_dir() == "/content/drive/MyDrive/fmuia/runs"
 
@@ -276,7 +281,7 @@ def test_a_missing_checkpoint_names_the_notebook_and_command_that_make_it(tmp_pa
     assert series.require_checkpoint(paths, "ci-tiny") == paths.checkpoint
 
 
-def test_training_resumes_only_a_run_with_the_same_config_that_stopped_early(tmp_path, make_root, capsys):
+def test_training_resumes_a_run_with_the_same_config_and_uses_a_finished_one(tmp_path, make_root, capsys):
     from fmuia_lib.training import train
 
     make_root(tmp_path / "data", tasks=["organ_cls", "IUGC"], n=4, name="train")
@@ -299,8 +304,13 @@ def test_training_resumes_only_a_run_with_the_same_config_that_stopped_early(tmp
     assert "another config (differs in lr)" in capsys.readouterr().out
     result = train(resumed, progress=False)
     assert result.history["step"].tolist() == [1, 2, 3, 4]
-    assert series.resume_if_interrupted(config) == config
-    assert "finished run" in capsys.readouterr().out
+    finished = series.resume_if_interrupted(config)  # used as it is: the seeded run would repeat itself
+    assert finished == resumed and "finished run with this config (4 steps): using it" in capsys.readouterr().out
+    again = train(finished, progress=False)
+    timings = ["data_s", "step_s", "images_per_s"]
+    assert again.history.drop(columns=timings).equals(result.history.drop(columns=timings))
+    assert again.best_checkpoint == result.best_checkpoint and again.best_score == result.best_score
+    assert again.last_checkpoint == result.last_checkpoint
 
 
 # -- the suite --------------------------------------------------------------------------------
@@ -379,7 +389,7 @@ def _suite_args(tmp_path, **changes) -> argparse.Namespace:
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"profile": "no-such-profile"}, "fmuia suite: profile 'no-such-profile' not found"),
+    ({"profile": "no-such-profile"}, "fmuia suite: error: profile 'no-such-profile' not found"),
     ({"overrides": ["learning_rate=1"]}, "unknown TrainConfig field 'learning_rate'"),
     ({"data": "/nonexistent/data"}, "training data root /nonexistent/data/train does not exist"),
 ])

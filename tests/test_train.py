@@ -245,23 +245,17 @@ def test_cli_train(trained, capsys):
 
 # -- end to end on the phantom ------------------------------------------------------------------
 
-@pytest.mark.slow
-def test_smoke_training_on_the_phantom_beats_trivial_baselines(tmp_path):
-    """160 CPU steps (one task of each type, 32 phantom images each) beat, on the phantom's
-    validation split, the empty mask, the majority class, the mean box and the mean points."""
-    from fmuia_lib.data.phantom import generate_phantom
+def test_the_cpu_smoke_run_beats_trivial_baselines(series_run):
+    """Notebook 03's cpu-smoke run (trained once per test session: ``conftest.series_run``) beats,
+    on the phantom's validation root, the empty mask, the majority class, the mean box and the
+    mean points, for one task of each type."""
     from fmuia_lib.training.baselines import trivial_baseline_scores
 
     tasks = ["breast_lesion", "breast_2cls", "thyroid_nodule_det", "FUGC"]
-    generate_phantom(tmp_path / "phantom", seed=0, n_train=32, n_val=16, tasks=tasks, workers=2)
-    config = TrainConfig.from_dict(dict(
-        data_root=str(tmp_path / "phantom" / "train"), val_root=str(tmp_path / "phantom" / "val"),
-        encoder="resnet18", encoder_weights=None, image_size=64, batch_size=8, epochs=None, max_steps=160,
-        eval_every=160, lr=5e-4, head_lr_mult=4, num_workers=0, device="cpu", out_dir=str(tmp_path / "run"),
-        seed=0, val_batch_size=None, switches=list(FMUIA_RECIPE)))
-    result = train(config, progress=False)
+    config = TrainConfig.from_yaml(series_run / "train" / "config.yaml").with_overrides({"tasks": tasks})
+    val = pd.read_csv(series_run / "train" / "val_history.csv")
+    model = val[val["step"] == val["step"].max()].set_index("task_id")["score"]
     train_set, val_set, _ = build_datasets(config)
     trivial = trivial_baseline_scores(train_set, val_set)
-    model = result.val_history.set_index("task_id")["score"]
     for task_id in tasks:
         assert model[task_id] > trivial[task_id]["score"], (task_id, model[task_id], trivial[task_id]["score"])

@@ -17,7 +17,10 @@ Boxes and points are normalised by the size of the *transformed* image, so
 multiplies by the original size to go back to the disk frame.
 
 The dataset never skips or replaces a sample: a missing or broken file raises a
-:class:`~fmuia_lib.data.layout.LayoutError` naming the CSV line and the file.
+:class:`~fmuia_lib.data.layout.LayoutError` naming the CSV line and the file. Its content
+rules are ``fmuia data check``'s: images and masks through :mod:`fmuia_lib.data.images`
+(PNG/JPEG by their bytes, whole files), masks that fit their image and task
+(:func:`~fmuia_lib.data.images.mask_fit_problem`), boxes and points inside the image.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from fmuia_lib.data.images import ImageReadError, image_size, mask_value_problem, read_image, read_mask
+from fmuia_lib.data.images import ImageReadError, image_size, mask_fit_problem, read_image, read_mask
 from fmuia_lib.data.layout import (CSV_DIR, LayoutError, Problem, read_root, resolve_tasks,
                                    target_outside_image)
 from fmuia_lib.data.transforms import JointTransform, normalize_image
@@ -128,10 +131,7 @@ class MultiTaskDataset(Dataset):
                 mask = read_mask(row["mask_file"]).values
             except ImageReadError as err:
                 raise self._fail(row, row["mask_path"], err.reason) from None
-            if mask.shape != (height, width):
-                raise self._fail(row, row["mask_path"], f"mask is {mask.shape[1]}x{mask.shape[0]} but "
-                                 f"its image is {width}x{height}")
-            problem = mask_value_problem(mask, task.num_classes)
+            problem = mask_fit_problem(mask, (height, width), task.num_classes)
             if problem:
                 raise self._fail(row, row["mask_path"], problem)
             sample["mask"] = tv_tensors.Mask(torch.from_numpy(mask.astype(np.int64)))

@@ -5,20 +5,25 @@ checks (``fmuia data check``), the datasets, prediction, the scorer and the subm
 validator. It imports only numpy, OpenCV and Pillow, so scoring a submission never pays
 for importing torch.
 
+What a file must be (:func:`content_problem`), the same for every reader
+    Images are PNG or JPEG, masks PNG, judged by the bytes, not the file name (BMP bytes
+    saved as ``.png`` are refused). The file must be whole: a PNG's chunks all present
+    with their checksums through ``IEND``, a JPEG's last scan followed by its end marker.
+    A cut-off file is refused even where a decoder would fill the missing rows with gray.
 Images (:func:`read_image`)
-    Any PNG/JPEG that OpenCV reads (Pillow as a fallback): grayscale, RGB, RGBA,
+    Any PNG/JPEG that OpenCV decodes (Pillow as a fallback): grayscale, RGB, RGBA,
     palette, 8 or 16 bits. The result is always ``H x W x 3`` uint8 RGB, converted the
     way the challenge's own inference code reads images (``cv2.imread`` in colour mode):
     grayscale is repeated to three channels, alpha is dropped, 16-bit samples keep their
     high byte. EXIF orientation is ignored, so sizes and coordinates match the file as
     stored.
 Image sizes (:func:`image_header`, :func:`image_size`)
-    From the file header only (no pixels decoded).
+    From the file header only (no pixels decoded; the format rule above still applies).
 Masks (:func:`read_mask`), the same rules for ground truth and predictions
-    A mask holds one class index per pixel. Stored 8- or 16-bit, as one channel, or as
-    3/4 channels whose colour channels are equal (a gray mask saved as RGB; alpha is
-    ignored): the values are the class indices as stored. Colour channels that differ,
-    or a floating-point file, are refused: no class index can be read from them.
+    A mask holds one class index per pixel, in a PNG (lossless). Stored 8- or 16-bit, as
+    one channel, or as 3/4 channels whose colour channels are equal (a gray mask saved as
+    RGB; alpha is ignored): the values are the class indices as stored. Colour channels
+    that differ are refused: no class index can be read from them.
     :class:`Mask` also records how the file was stored, because the challenge's scorer
     reads every mask with ``cv2.IMREAD_GRAYSCALE``, which keeps an 8-bit single-channel
     mask as it is, converts equal colour channels to the same values, but turns 16-bit
@@ -26,7 +31,10 @@ Masks (:func:`read_mask`), the same rules for ground truth and predictions
 """
 from __future__ import annotations
 
+import io
 import os
+import struct
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -53,21 +61,99 @@ class ImageHeader(NamedTuple):
     format: str | None  # as Pillow names it: "PNG", "JPEG", ...
 
 
-def image_header(path: str | Path, verify: bool = False) -> ImageHeader:
-    """Size and format from the file header, without decoding pixels.
+#: The formats an image may have, and a mask (as Pillow names them).
+IMAGE_FORMATS = ("PNG", "JPEG")
+MASK_FORMATS = ("PNG",)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"
 
-    ``verify=True`` also walks the whole file structure (PNG chunk checksums), which
-    catches truncated files. Raises :class:`ImageReadError` with a readable reason.
-    """
+
+def sniff_format(data: bytes) -> str | None:
+    """The format of a file from its first bytes, as Pillow names it ("PNG", "JPEG",
+    "BMP", ...), or None when Pillow does not recognise it either."""
+    if data.startswith(PNG_SIGNATURE):
+        return "PNG"
+    if data.startswith(JPEG_SIGNATURE):
+        return "JPEG"
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.format
+    except (OSError, SyntaxError, UnidentifiedImageError, ValueError):
+        return None
+
+
+def _png_problem(data: bytes) -> str | None:
+    """Why a PNG's chunk structure is not whole (None when it is): every chunk within the
+    file and matching its CRC, up to ``IEND``. Written by hand because neither OpenCV nor
+    Pillow reports a cut-off file without either printing libpng's errors or accepting it;
+    the CRC pass costs far less than the decode that follows."""
+    position, end = len(PNG_SIGNATURE), len(data)
+    while position + 8 <= end:
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        stop = position + 8 + length + 4
+        name = kind.decode("latin-1")
+        if stop > end:
+            return f"truncated PNG: the file ends inside its {name} chunk"
+        crc = struct.unpack(">I", data[stop - 4:stop])[0]
+        if zlib.crc32(data[position + 4:stop - 4]) != crc:
+            return f"corrupt PNG: the {name} chunk fails its checksum"
+        if kind == b"IEND":
+            return None
+        position = stop
+    return "truncated PNG: the file ends before its IEND chunk"
+
+
+def _jpeg_problem(data: bytes) -> str | None:
+    """Why a JPEG is not whole (None when it is): its last scan (SOS marker) must be
+    followed by the end-of-image marker. A cut-off JPEG decodes without an error, the
+    missing rows gray, so this is looked for explicitly. Entropy-coded data cannot hold
+    these two markers (0xFF is stuffed), so the last SOS is the last scan's."""
+    last_scan = data.rfind(b"\xff\xda")
+    if last_scan < 0:
+        return "corrupt JPEG: no image data (no start-of-scan marker)"
+    if data.find(b"\xff\xd9", last_scan + 2) < 0:
+        return "truncated JPEG: the file ends before its end-of-image marker"
+    return None
+
+
+def content_problem(data: bytes, kind: str = "image") -> str | None:
+    """Why the bytes of a file cannot be an image (``kind="image"``: PNG or JPEG) or a
+    mask (``kind="mask"``: PNG), None when their format and structure are right. The rule
+    every reader applies before decoding (see the module docstring)."""
+    allowed = IMAGE_FORMATS if kind == "image" else MASK_FORMATS
+    found = sniff_format(data)
+    wanted = " or ".join(allowed)
+    if found is None:
+        return f"unreadable {kind}: the file is not {wanted} (its content is no known image format)"
+    if found not in allowed:
+        why = " (lossless class indices)" if kind == "mask" else ""
+        return f"{kind} is a {found} file whatever its name; {kind}s must be {wanted}{why}"
+    return _png_problem(data) if found == "PNG" else _jpeg_problem(data)
+
+
+def _read_bytes(path: str | Path, kind: str) -> bytes:
+    if not os.path.isfile(path):
+        raise ImageReadError(path, f"{kind} file not found")
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as err:
+        raise ImageReadError(path, f"cannot read the {kind} file ({err.strerror or err})") from None
+
+
+def image_header(path: str | Path) -> ImageHeader:
+    """Size and format from the file header, without decoding pixels (``fmuia data check
+    --header-only``). The format must be PNG or JPEG; whether the rest of the file is
+    whole is not looked at. Raises :class:`ImageReadError` with a readable reason."""
     if not os.path.isfile(path):
         raise ImageReadError(path, "image file not found")
     try:
         with Image.open(path) as im:
             (width, height), fmt = im.size, im.format
-            if verify:
-                im.verify()
     except (OSError, SyntaxError, UnidentifiedImageError) as err:
         raise ImageReadError(path, f"unreadable image ({err})") from None
+    if fmt not in IMAGE_FORMATS:
+        raise ImageReadError(path, f"image is a {fmt} file; images must be PNG or JPEG")
     return ImageHeader(int(height), int(width), fmt)
 
 
@@ -78,22 +164,22 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as ``H x W x 3`` uint8 RGB (see the module docstring for the conversions).
-
-    Raises :class:`ImageReadError` naming the file.
-    """
-    if not os.path.isfile(path):
-        raise ImageReadError(path, "image file not found")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    """Read an image as ``H x W x 3`` uint8 RGB (see the module docstring for the rules
+    and conversions). Raises :class:`ImageReadError` naming the file."""
+    data = _read_bytes(path, "image")
+    problem = content_problem(data, "image")
+    if problem:
+        raise ImageReadError(path, problem)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is not None:
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return _read_image_with_pillow(path)
+    return _read_image_with_pillow(path, data)
 
 
-def _read_image_with_pillow(path: str | Path) -> np.ndarray:
+def _read_image_with_pillow(path: str | Path, data: bytes) -> np.ndarray:
     """The fallback for files OpenCV cannot decode, converted by the same rules."""
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 values = np.asarray(im, dtype=np.int64)
@@ -135,9 +221,11 @@ def read_mask(path: str | Path) -> Mask:
 
     Raises :class:`ImageReadError` naming the file.
     """
-    if not os.path.isfile(path):
-        raise ImageReadError(path, "mask file not found")
-    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    raw = _read_bytes(path, "mask")
+    problem = content_problem(raw, "mask")
+    if problem:
+        raise ImageReadError(path, problem)
+    data = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
     if data is None:
         raise ImageReadError(path, "unreadable mask (not an image OpenCV can decode)")
     if data.dtype not in (np.uint8, np.uint16):
@@ -160,3 +248,13 @@ def mask_value_problem(values: np.ndarray, num_classes: int) -> str | None:
     if values.size and int(values.max()) >= num_classes:
         return f"mask has value {int(values.max())} >= num_classes {num_classes}"
     return None
+
+
+def mask_fit_problem(values: np.ndarray, size: tuple[int, int] | None, num_classes: int) -> str | None:
+    """Why a ground-truth mask does not fit its image (``size`` = its ``(height, width)``,
+    None when unknown) or its task (None when it does): the rule of ``fmuia data check``
+    and of the training set alike."""
+    if size is not None and tuple(values.shape[:2]) != tuple(size):
+        return (f"mask is {values.shape[1]}x{values.shape[0]} but its image is "
+                f"{size[1]}x{size[0]} (width x height)")
+    return mask_value_problem(values, num_classes)

@@ -19,9 +19,15 @@ Three levels of trust:
   used (bad columns, values, paths) without opening any image; with ``labels=False``
   it needs only the four common columns (what prediction reads from a test set);
   :func:`read_rows` gives the same rows as plain dicts;
-* :func:`validate_root` additionally opens every image header and every mask (both
-  through :mod:`fmuia_lib.data.images`), and returns *all* problems instead of stopping
-  at the first (``fmuia data check``).
+* :func:`validate_root` additionally decodes every image and every mask (both through
+  :mod:`fmuia_lib.data.images`, the readers training and prediction use), and returns
+  *all* problems instead of stopping at the first (``fmuia data check``).
+
+Reading stays inside the data root: a path a CSV writes must not climb out of it, and
+neither may the file it names once symbolic links are resolved (an image, or a folder
+such as ``images/``, that links elsewhere); :func:`contained_path` is the one rule.
+Writing goes to an output folder that is not, does not contain and does not lie inside
+a data root (:func:`output_folder_problem`).
 """
 from __future__ import annotations
 
@@ -30,11 +36,12 @@ import json
 import math
 import os
 import posixpath
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from fmuia_lib.data.images import ImageReadError, image_header, mask_value_problem, read_mask
+from fmuia_lib.data.images import ImageReadError, image_header, mask_fit_problem, read_image, read_mask
 from fmuia_lib.tasks import (CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, TaskSpec,
                              load_manifest)
 
@@ -44,7 +51,6 @@ if TYPE_CHECKING:
 CSV_DIR = "csv_files"
 COMMON_COLUMNS = ("image_path", "task_id", "task_name", "num_classes")
 BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
-IMAGE_FORMATS = ("PNG", "JPEG")  # as PIL names them
 
 
 class Problem(NamedTuple):
@@ -61,7 +67,8 @@ class Problem(NamedTuple):
 
 
 class LayoutError(ValueError):
-    """A data root cannot be used; the message names the CSV file, line and problem."""
+    """A data root (or an output folder beside one) cannot be used; the message names the
+    CSV file, line and problem, or the folder."""
 
 
 def point_columns(num_points: int) -> list[str]:
@@ -80,14 +87,16 @@ def task_columns(task: TaskSpec) -> list[str]:
     return [*COMMON_COLUMNS, *extra]
 
 
-def contained_path(relative: str, start: str = "") -> str | None:
+def contained_path(relative: str, start: str = "", root: str | Path | None = None) -> str | None:
     """``relative`` joined to ``start`` and normalised (POSIX), or None when it leaves the folder.
 
     The one rule for paths that must stay inside a folder: the data root for the paths a
     CSV writes (``start="csv_files"``), the submission folder for predicted masks. None
     for an empty path, an absolute one (``/x``, ``C:/x``, ``\\x``) or one whose ``..``
-    climb above the folder. Judged on the text alone, so the answer does not depend on
-    the file system (symbolic links are the writer's concern, see ``predict``).
+    climb above the folder. Without ``root`` it is judged on the text alone. With
+    ``root`` (the folder on disk) the file it names must also lie inside ``root`` once
+    symbolic links are resolved: the file itself, or a folder on the way such as
+    ``images/``, may link elsewhere inside the root but not outside it.
     """
     text = relative.replace("\\", "/")
     if not text or text.startswith("/") or ":" in text.split("/")[0]:
@@ -95,7 +104,30 @@ def contained_path(relative: str, start: str = "") -> str | None:
     joined = posixpath.normpath(posixpath.join(start, text) if start else text)
     if joined in (".", "..") or joined.startswith("../"):
         return None
+    if root is not None and _resolves_outside(os.path.realpath(root), Path(root), joined, {}) is not None:
+        return None
     return joined
+
+
+def _resolves_outside(root_real: str, root: Path, joined: str, folders: dict[str, str]) -> str | None:
+    """Where ``root/joined`` really is when that is outside ``root_real``, else None.
+
+    ``folders`` caches the real path of each folder (a data root has many files per folder).
+    """
+    folder, name = posixpath.split(joined)
+    real_folder = folders.get(folder)
+    if real_folder is None:
+        real_folder = folders[folder] = os.path.realpath(root / folder)
+    real = os.path.join(real_folder, name)
+    if os.path.islink(real):
+        real = os.path.realpath(real)
+    return None if _within(real, root_real) else real
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it (both absolute and resolved, so
+    comparing the text is enough; ``os.path.commonpath`` costs ~10x more per row)."""
+    return path == folder or path.startswith(folder if folder.endswith(os.sep) else folder + os.sep)
 
 
 def _inside_root(csv_relative: str) -> str | None:
@@ -235,7 +267,7 @@ def _parse_target(task: TaskSpec, row: dict[str, str]):
 
 
 def _parse_row(tasks: dict[str, TaskSpec], header: list[str], row: dict[str, str],
-               root_abs: Path, csv_name: str, line: int, labels: bool = True) -> tuple[dict, list[Problem]]:
+               root: "_Root", csv_name: str, line: int, labels: bool = True) -> tuple[dict, list[Problem]]:
     """One CSV row -> (record for the frame, problems). The record is returned even when
     problems were found, so the file checks can still look at whatever parsed.
 
@@ -254,7 +286,12 @@ def _parse_row(tasks: dict[str, TaskSpec], header: list[str], row: dict[str, str
             if inside is None:
                 problem("path escapes the data root (absolute, or '../' beyond it)", row[key])
             elif labels or key == "image_path":  # without labels a mask_path only names an output
-                record[file_key] = str(root_abs / inside)
+                elsewhere = root.outside(inside)
+                if elsewhere is not None:
+                    problem(f"path leads outside the data root through a symbolic link (to {elsewhere}); "
+                            "files are read only inside the data root", row[key])
+                else:
+                    record[file_key] = str(root.abs / inside)
     if not image_path:
         problem("image_path is empty")
     task = tasks.get(row["task_id"])
@@ -285,9 +322,23 @@ def _parse_row(tasks: dict[str, TaskSpec], header: list[str], row: dict[str, str
     return record, problems
 
 
-def _read_csv(tasks: dict[str, TaskSpec], csv_file: Path, root_abs: Path,
+class _Root:
+    """A data root being read: its absolute and real paths, and a cache of real folders."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.abs = Path(os.path.abspath(root))
+        self.real = os.path.realpath(self.abs)
+        self._folders: dict[str, str] = {}
+
+    def outside(self, inside: str) -> str | None:
+        """Where the root-relative path ``inside`` really leads when that is outside the root."""
+        return _resolves_outside(self.real, self.abs, inside, self._folders)
+
+
+def _read_csv(tasks: dict[str, TaskSpec], csv_file: Path, root: _Root,
               labels: bool = True) -> tuple[list[dict], list[Problem]]:
-    """The records and problems of one CSV file; a bad header stops its reading."""
+    """The records and problems of one CSV file; a bad header stops its reading, and a
+    file without rows is a problem (its task would otherwise vanish without a word)."""
     name = csv_file.name
     where = f"{CSV_DIR}/{name}"
     records: list[dict] = []
@@ -296,6 +347,8 @@ def _read_csv(tasks: dict[str, TaskSpec], csv_file: Path, root_abs: Path,
         with csv_file.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
             header = [h.strip() for h in next(reader, [])]
+            if not header:
+                return [], [Problem(where, None, None, "empty file: no header and no rows")]
             missing = [c for c in COMMON_COLUMNS if c not in header]
             if missing or len(set(header)) != len(header):
                 why = f"missing columns {missing}" if missing else "repeated column names"
@@ -310,7 +363,7 @@ def _read_csv(tasks: dict[str, TaskSpec], csv_file: Path, root_abs: Path,
                                             f"{len(values)} fields but the header has {len(header)}"))
                     continue
                 row = {h: v.strip() for h, v in zip(header, values)}
-                record, row_problems = _parse_row(tasks, header, row, root_abs, name, line, labels)
+                record, row_problems = _parse_row(tasks, header, row, root, name, line, labels)
                 records.append(record)
                 problems += row_problems
                 task = tasks.get(row["task_id"])
@@ -320,6 +373,9 @@ def _read_csv(tasks: dict[str, TaskSpec], csv_file: Path, root_abs: Path,
                         reported_missing.add(task.task_id)
                         problems.append(Problem(where, 1, None, f"missing columns {gone} needed by the "
                                                 f"{task.task_type} rows of {task.task_id} (first at line {line})"))
+            if not records and not problems:
+                problems.append(Problem(where, None, None, "no rows, only a header: every CSV must list at "
+                                                           "least one image (remove the file to drop its task)"))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         problems.append(Problem(where, None, None, f"cannot read CSV: {err}"))
     return records, problems
@@ -328,17 +384,22 @@ def _read_csv(tasks: dict[str, TaskSpec], csv_file: Path, root_abs: Path,
 def _parse_root(root: Path | str, tasks: dict[str, TaskSpec],
                 labels: bool = True) -> tuple[list[dict], list[Problem]]:
     """Every CSV row of ``root`` as a record, and every problem found without opening images."""
-    root_abs = Path(os.path.abspath(root))
-    csv_dir = root_abs / CSV_DIR
+    data_root = _Root(root)
+    csv_dir = data_root.abs / CSV_DIR
     if not csv_dir.is_dir():
-        return [], [Problem(CSV_DIR, None, None, f"no {CSV_DIR}/ folder in {root_abs}")]
+        return [], [Problem(CSV_DIR, None, None, f"no {CSV_DIR}/ folder in {data_root.abs}")]
     csv_paths = sorted(csv_dir.glob("*.csv"))
     if not csv_paths:
         return [], [Problem(CSV_DIR, None, None, f"no CSV files in {csv_dir}")]
     records: list[dict] = []
     problems: list[Problem] = []
     for path in csv_paths:
-        file_records, file_problems = _read_csv(tasks, path, root_abs, labels)
+        elsewhere = data_root.outside(f"{CSV_DIR}/{path.name}")
+        if elsewhere is not None:
+            problems.append(Problem(f"{CSV_DIR}/{path.name}", None, None, "the CSV file leads outside the data "
+                                    f"root through a symbolic link (to {elsewhere}); it is not read"))
+            continue
+        file_records, file_problems = _read_csv(tasks, path, data_root, labels)
         records += file_records
         problems += file_problems
     first_seen: dict[tuple[str, str], str] = {}
@@ -416,16 +477,17 @@ def read_root(root: Path | str, manifest: str | Path | dict[str, TaskSpec] | Non
 
 # -- checking files -------------------------------------------------------------------------
 
-def _image_size(image_file: str, verify: bool = False) -> tuple[int, int]:
-    """``(height, width)`` of a PNG/JPEG from its header (see :func:`images.image_header`).
-    Raises ValueError with a readable reason."""
+def _image_size(image_file: str, header_only: bool = False) -> tuple[int, int]:
+    """``(height, width)`` of an image, decoded by :func:`images.read_image` (what training
+    and prediction do), or with ``header_only`` read from its header (format checked, the
+    rest of the file not). Raises ValueError with a readable reason."""
     try:
-        header = image_header(image_file, verify)
+        if header_only:
+            header = image_header(image_file)
+            return header.height, header.width
+        return read_image(image_file).shape[:2]
     except ImageReadError as err:
         raise ValueError(err.reason) from None
-    if header.format not in IMAGE_FORMATS:
-        raise ValueError(f"image is a {header.format} file; images must be PNG or JPEG")
-    return header.height, header.width
 
 
 def mask_problem(mask_file: str, size: tuple[int, int] | None, num_classes: int) -> str | None:
@@ -435,10 +497,7 @@ def mask_problem(mask_file: str, size: tuple[int, int] | None, num_classes: int)
         mask = read_mask(mask_file)
     except ImageReadError as err:
         return err.reason
-    if size is not None and mask.shape != tuple(size):
-        return (f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                f"{size[1]}x{size[0]} (width x height)")
-    return mask_value_problem(mask.values, num_classes)
+    return mask_fit_problem(mask.values, size, num_classes)
 
 
 def target_outside_image(task: TaskSpec, target, width: int, height: int) -> str | None:
@@ -452,8 +511,8 @@ def target_outside_image(task: TaskSpec, target, width: int, height: int) -> str
     return None
 
 
-def _check_files(record: dict, task: TaskSpec | None, verify_images: bool) -> list[Problem]:
-    """Open the image header and read the mask of one row; return what is wrong."""
+def _check_files(record: dict, task: TaskSpec | None, header_only: bool) -> list[Problem]:
+    """Decode the image (or read its header) and the mask of one row; return what is wrong."""
     def problem(path: str, message: str) -> Problem:
         return Problem(f"{CSV_DIR}/{record['csv_file']}", record["csv_line"], path, message)
 
@@ -462,7 +521,7 @@ def _check_files(record: dict, task: TaskSpec | None, verify_images: bool) -> li
     problems: list[Problem] = []
     size = None
     try:
-        size = _image_size(record["image_file"], verify_images)
+        size = _image_size(record["image_file"], header_only)
     except ValueError as err:
         problems.append(problem(record["image_path"], str(err)))
     if task is None:
@@ -479,42 +538,59 @@ def _check_files(record: dict, task: TaskSpec | None, verify_images: bool) -> li
 
 
 def validate_root(root: Path | str, manifest: str | Path | dict[str, TaskSpec] | None = None,
-                  check_files: bool = True, verify_images: bool = False,
+                  check_files: bool = True, header_only: bool = False,
                   workers: int | None = None) -> list[Problem]:
     """Every problem of a data root (empty list = valid), in CSV order.
 
-    Checks the CSVs (columns, task ids against the manifest, labels, boxes, points,
-    paths, duplicates) and, with ``check_files``, every image (exists, PNG/JPEG; only
-    the header is read, or with ``verify_images`` the whole file structure) and every
-    mask (single channel, same size as its image, values < num_classes; masks are
-    decoded in full). Files are checked by ``workers`` threads (default: 2 per CPU);
-    the image decoders release the GIL.
+    Checks the CSVs (columns, rows present, task ids against the manifest, labels, boxes,
+    points, paths inside the root, duplicates) and, with ``check_files``, every image
+    (exists, PNG or JPEG, whole and decodable: decoded by :func:`images.read_image`, the
+    reader of training and prediction; ``header_only`` reads only its header) and every
+    mask (PNG, whole, 8/16-bit, one channel or equal colour channels, same size as its
+    image, values < num_classes: :func:`images.read_mask`). Files are checked by
+    ``workers`` threads (default: 2 per CPU); the decoders release the GIL.
     """
     tasks = resolve_tasks(manifest)
     records, problems = _parse_root(root, tasks)
     if check_files and records:
         workers = workers or 2 * (os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for file_problems in pool.map(lambda r: _check_files(r, tasks.get(r["task_id"]), verify_images),
+            for file_problems in pool.map(lambda r: _check_files(r, tasks.get(r["task_id"]), header_only),
                                           records):
                 problems += file_problems
     return sorted(problems, key=lambda p: (p.csv_file, p.line or 0))
 
 
 def check_main(args) -> int:
-    """``fmuia data check ROOT``: print every problem (exit 1) or a short summary (exit 0)."""
-    problems = validate_root(args.root, args.manifest, verify_images=getattr(args, "verify_images", False))
+    """``fmuia data check ROOT``: print every problem (exit 1) or a short summary (exit 0).
+
+    Unusable arguments (a root that is not a folder, ``--max-problems`` below 1, flags
+    that contradict each other) raise :class:`LayoutError` (exit 2 from the command line).
+    """
+    root = Path(args.root)
+    if not root.is_dir():
+        raise LayoutError(f"data root {root}: {'is a file, not a folder' if root.exists() else 'not found'}")
+    limit = getattr(args, "max_problems", None)
+    if limit is not None and limit < 1:
+        raise LayoutError(f"--max-problems must be at least 1, got {limit}")
+    header_only = bool(getattr(args, "header_only", False))
+    if getattr(args, "verify_images", False):
+        if header_only:
+            raise LayoutError("--verify-images and --header-only contradict each other")
+        print("note: --verify-images is no longer needed: every image is decoded by default", file=sys.stderr)
+    problems = validate_root(root, args.manifest, header_only=header_only)
     if problems:
-        limit = getattr(args, "max_problems", None) or len(problems)
+        limit = limit or len(problems)
         for p in problems[:limit]:
             print(p)
         if len(problems) > limit:
             print(f"... {len(problems) - limit} more not shown (--max-problems)")
         print(f"{args.root}: {len(problems)} problem(s)")
         return 1
-    frame = read_root(args.root, args.manifest)
+    frame = read_root(root, args.manifest)
     counts = frame["task_id"].value_counts()
-    print(f"{args.root}: OK, {len(frame)} rows, {len(counts)} tasks")
+    checked = "--header-only: image headers read, not decoded" if header_only else "every image decoded"
+    print(f"{args.root}: OK, {len(frame)} rows, {len(counts)} tasks ({checked})")
     for task in resolve_tasks(args.manifest).values():
         if task.task_id in counts:
             print(f"  {task.task_type:<15} {task.task_id:<25} {counts[task.task_id]:>7}")
@@ -523,3 +599,50 @@ def check_main(args) -> int:
         if task_type in type_counts:
             print(f"  total {task_type:<15} {type_counts[task_type]:>7}")
     return 0
+
+
+# -- output folders beside data roots -------------------------------------------------------
+
+def output_folder_problem(out: Path | str, root: Path | str, name: str = "--out",
+                          what: str = "the data root") -> str | None:
+    """Why ``out`` cannot be an output folder next to the data root ``root`` (None when it
+    can): it is a file, or it is, lies inside or contains ``root``, symbolic links resolved.
+    ``name`` is how the message calls ``out`` (a flag or config key), ``what`` the root."""
+    out, root = Path(out), Path(root)
+    if out.exists() and not out.is_dir():
+        return f"{name} {out} is a file; give a folder"
+    out_real, root_real = os.path.realpath(out), os.path.realpath(root)
+    if out_real == root_real:
+        return f"{name} {out} is {what} {root}; write elsewhere"
+    if _within(out_real, root_real):
+        return f"{name} {out} lies inside {what} {root}; write elsewhere"
+    if _within(root_real, out_real):
+        return f"{name} {out} contains {what} {root}; write elsewhere"
+    return None
+
+
+def lies_inside(path: Path | str, folder: Path | str) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it once symbolic links are resolved."""
+    return _within(os.path.realpath(path), os.path.realpath(folder))
+
+
+def linked_out_of(folder: Path | str) -> Path | None:
+    """The first symbolic link under ``folder`` (an existing output folder) that leads outside
+    it, or None: writing there would land elsewhere."""
+    real = os.path.realpath(folder)
+    for current, folders, files in os.walk(folder):
+        for name in sorted(folders + files):
+            path = os.path.join(current, name)
+            if os.path.islink(path) and not _within(os.path.realpath(path), real):
+                return Path(path)
+    return None
+
+
+def enclosing_data_root(path: Path | str) -> Path | None:
+    """The nearest folder at or above ``path`` (symbolic links resolved) that is a data
+    root (holds ``csv_files/``), or None. An output folder must not lie in one."""
+    folder = Path(os.path.realpath(path))
+    for candidate in (folder, *folder.parents):
+        if (candidate / CSV_DIR).is_dir():
+            return candidate
+    return None

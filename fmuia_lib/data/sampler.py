@@ -3,7 +3,8 @@
 **TaskBatchSampler.** Every batch holds rows of a single task, because each task has
 its own head and loss. Per step it draws a task ``t`` with probability ``p_t`` and
 takes the next ``batch_size`` rows of that task's shuffled queue (re-shuffled once
-used up). With ``n_t`` rows in task ``t``:
+used up). A remainder of one row joins the batch before it (``batch_size + 1`` rows):
+BatchNorm cannot normalise a batch of one. With ``n_t`` rows in task ``t``:
 
 * ``uniform``:      ``p_t = 1 / T``                   (every task equally often, as the baseline)
 * ``proportional``: ``p_t = n_t / sum(n)``            (every row equally often)
@@ -115,6 +116,9 @@ class TaskBatchSampler(Sampler[list[int]]):
                 cuts = range(0, len(order), self.batch_size)
                 queues[task] = [order[i:i + self.batch_size] for i in cuts
                                 if not self.drop_last or i + self.batch_size <= len(order)]
+                if len(queues[task]) > 1 and len(queues[task][-1]) == 1:
+                    remainder = queues[task].pop()
+                    queues[task][-1] += remainder  # never a batch of one (BatchNorm)
             yield queues[task].pop(0)
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -196,6 +196,10 @@ def _check_data(profile: Profile) -> None:
         raise ProfileError(f"{where}.source={data['source']!r}: expected one of {DATA_SOURCES}")
     if "dir" not in data:
         raise ProfileError(f"{where}: 'dir' is missing (the folder that holds train/ and val/)")
+    for key in ("dir", "real_src"):
+        value = data.get(key)
+        if key in data and (not isinstance(value, str) or not value.strip()):
+            raise ProfileError(f"{where}.{key}={value!r}: expected a folder path")
     for key in ("data_seed", "phantom_train", "phantom_val"):
         value = data.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
@@ -296,13 +300,15 @@ def run_settings(profile: str | Path | Profile, overrides: Mapping[str, Any] | N
             sources[name] = "data_dir" if data_dir is not None else f"{origin} (data.dir)"
     if run_dir is not None and sources.get("out_dir") != "override":
         values["out_dir"], sources["out_dir"] = str(resolve(run_dir) / "train"), "run_dir"
-    for name in PATH_FIELDS:
-        if values.get(name) is not None:
+    for name in PATH_FIELDS:  # only real paths: anything else is left for TrainConfig.validate to name
+        if isinstance(values.get(name), str) and values[name].strip():
             values[name] = str(resolve(values[name]))
     try:
         config = TrainConfig.from_dict(values)
     except (ConfigError, TypeError) as exc:
-        raise ProfileError(f"profile {prof.name} with overrides {dict(overrides or {})}: {exc}") from None
+        where = f"profile {prof.name}" if prof.path is not None else "the library defaults"
+        given = " with overrides" if overrides else ""
+        raise ProfileError(f"{where}{given}: {exc}") from None
     return RunSettings(prof, config, data, resolve(run_dir) if run_dir is not None else None, sources)
 
 

@@ -1,36 +1,44 @@
 """Checkpoints: what a run needs to continue exactly, written atomically, read safely.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads
-with ``torch.load(weights_only=True)`` (no pickled code is executed). It holds:
+with ``torch.load(weights_only=True)`` (no pickled code is executed). It is written and
+read by ``fmuia_lib.state_file``: atomically (a killed save leaves the previous file and,
+until the next save, a ``.tmp`` file) and with every record's CRC-32 checksum verified
+on load, so a flipped byte, a truncated or an empty file is refused with a message
+naming it. ``last.pt`` holds everything resuming reads:
 
 * ``model``, ``optimizer``, ``scheduler``, ``scaler``, ``loss`` state dicts;
-* ``step`` (optimiser steps done), ``best_score`` and ``sampler`` (the batch sampler's
-  epoch and position for the next step);
+* ``step`` (optimiser steps done), ``total_steps``, ``best_score`` and ``sampler`` (the batch
+  sampler's epoch and position for the next step);
 * ``rng``: the Python, NumPy and torch (CPU and CUDA) generator states;
 * ``config`` (``TrainConfig.to_dict()``), ``task_ids``, ``manifest_hash`` and ``encoder``,
-  so a checkpoint is refused when it does not fit the tasks or encoder asked for;
-* ``history`` and ``val_history`` (lists of row dicts), so a resumed run returns the
-  whole history;
+  so a checkpoint is refused when it does not fit the tasks, encoder or settings asked for
+  (:func:`check_compatible`, :func:`check_resumable`);
+* ``history`` and ``val_history`` (lists of row dicts), so a resumed run returns the whole
+  history even when the checkpoint was moved away from its run's CSV files (the step
+  history is a few hundred bytes per hundred steps, against tens of MB of weights);
 * ``versions``: Python, the libraries and torch's CUDA / cuDNN the run used
   (:func:`library_versions`), which ``fmuia export`` pins in the Docker image.
+
+``best.pt`` is for inference and analysis, never resumed: :func:`model_state` leaves out
+:data:`RESUME_ONLY` (the optimiser's moments alone are twice the weights). The model's
+per-task BatchNorm statistics are buffers of the model and travel in both.
 
 :func:`load_checkpoint` rebuilds the model from the stored config (encoder, head types,
 per-task statistics) and loads its weights. Format 2 stores the config with its
 ``switches`` and head types; a format-1 checkpoint (written before the head types were
 configurable) is refused with an explanation.
 
-The batch stream is a pure function of ``(seed, step)`` (see ``training.loop.StepBatches``), and
-each stretch of steps between two checkpoints gets a fresh DataLoader seeded by its
-first step, so a resumed run sees the same batches, augmentations and dropout masks as
-an uninterrupted one.
+The batch stream is a pure function of ``(seed, step)`` (see ``training.loop.StepBatches``)
+and every item's augmentation of ``(seed, step, slot)`` (``training.data.SeededItems``),
+so a resumed run sees the same batches, augmentations and dropout masks as an
+uninterrupted one, whatever the loader workers.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +48,8 @@ import torch
 from fmuia_lib.config import TrainConfig
 from fmuia_lib.env_info import PACKAGES, package_versions
 from fmuia_lib.model import MultiTaskNet, build_model
+from fmuia_lib.state_file import load_state
+from fmuia_lib.switches import SPEED_SETTINGS
 from fmuia_lib.tasks import manifest_hash, select_tasks
 
 #: Distributions whose versions a checkpoint records: those that change results, and
@@ -50,33 +60,24 @@ FORMAT_VERSION = 2
 
 
 class CheckpointMismatch(ValueError):
-    """The checkpoint was made for other tasks, task definitions or another encoder."""
+    """The checkpoint was made for other tasks, task definitions, encoder or settings."""
 
 
-def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``.
+#: What only resuming reads: ``last.pt`` holds it, ``best.pt`` (for inference and analysis) does not.
+RESUME_ONLY = ("optimizer", "scheduler", "scaler", "loss", "rng", "sampler", "history")
 
-    A crash mid-write leaves the previous checkpoint intact, never a truncated one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+def model_state(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` without :data:`RESUME_ONLY`: the weights, config, scores and validation
+    history that :func:`load_checkpoint` reads (what ``best.pt`` holds)."""
+    return {k: v for k, v in state.items() if k not in RESUME_ONLY}
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint dict with ``weights_only=True``; clear errors for missing/foreign files."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    """Load a checkpoint dict with ``weights_only=True`` after verifying its checksums; a missing,
+    empty, truncated or corrupted file is a :class:`~fmuia_lib.state_file.StateFileError`,
+    a foreign or outdated one a :class:`CheckpointMismatch`, each naming the file."""
+    state = load_state(path, map_location=map_location, what="checkpoint")
     if isinstance(state, dict) and state.get("format") == 1:
         raise CheckpointMismatch(f"{path}: an fmuia checkpoint of format 1, written before head types and "
                                  f"switches were stored; this version reads format {FORMAT_VERSION}: retrain")
@@ -126,6 +127,29 @@ def check_compatible(state: dict[str, Any], path: str | Path, task_ids: list[str
         problems.append(f"encoder differs (checkpoint: {state['encoder']!r}, this run: {encoder!r})")
     if problems:
         raise CheckpointMismatch(f"{path}: checkpoint does not match: " + "; ".join(problems))
+
+
+#: Settings a resumed run may change: how fast it runs, where it reads and writes, when it
+#: stops. Every other field changes the batch stream, the model or the schedule, so a run
+#: resumed with another value would not be the run the checkpoint started.
+RESUME_MAY_CHANGE = (*SPEED_SETTINGS, "out_dir", "resume", "stop_at_step", "data_root", "val_root", "manifest")
+
+
+def check_resumable(state: dict[str, Any], path: str | Path, config: TrainConfig) -> None:
+    """Refuse to resume from ``state`` with settings that break exactness (see
+    :data:`RESUME_MAY_CHANGE`), or from a file that holds no optimiser state (a ``best.pt``)."""
+    missing = [key for key in RESUME_ONLY if key not in state]
+    if missing:
+        raise CheckpointMismatch(f"{path}: holds the model only ({', '.join(missing)} left out, as in best.pt): "
+                                 "resume from the run's last.pt")
+    before, now = state["config"], config.to_dict()
+    changed = [f"{key} (checkpoint: {before.get(key)!r}, now: {now.get(key)!r})"
+               for key in now.keys() | before.keys()
+               if key not in RESUME_MAY_CHANGE and before.get(key) != now.get(key)]
+    if changed:
+        raise CheckpointMismatch(f"{path}: cannot resume with other settings than the checkpoint's, which would "
+                                 f"change the batches, the model or the schedule: {'; '.join(sorted(changed))}. "
+                                 "Resume with the checkpoint's values, or train from step 0 without resume")
 
 
 def rng_state() -> dict[str, Any]:

@@ -4,10 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fmuia_lib.config import ConfigError, TrainConfig
-from fmuia_lib.data.layout import LayoutError
-from fmuia_lib.model import PretrainedWeightsUnavailable
-from fmuia_lib.training import checkpoint as ckpt
+from fmuia_lib.config import TrainConfig, check_runnable
 from fmuia_lib.training.loop import train
 
 
@@ -20,14 +17,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def train_main(args: argparse.Namespace) -> int:
-    """``fmuia train --config FILE --set key=value ... [--resume CKPT]``."""
-    try:
-        config = config_from_args(args)
-        result = train(config, progress=sys.stderr.isatty())
-    except (ConfigError, LayoutError, ckpt.CheckpointMismatch, PretrainedWeightsUnavailable,
-            FileNotFoundError) as exc:
-        print(f"fmuia train: {exc}", file=sys.stderr)
-        return 2
+    """``fmuia train --config FILE --set key=value ... [--resume CKPT]``.
+
+    Every value is checked before anything is built (:meth:`TrainConfig.validate`, then
+    :func:`~fmuia_lib.config.check_runnable`: device, encoder, weights file, ``out_dir``
+    beside the data roots); bad input raises an exception that ``fmuia_lib.cli.main``
+    reports as one message with exit status 2.
+    """
+    config = config_from_args(args)
+    check_runnable(config)
+    result = train(config, progress=sys.stderr.isatty())
     print(f"trained {len(result.history)} steps; best selection score {result.best_score:.4f}")
     print(f"best checkpoint: {result.best_checkpoint}\nlast checkpoint: {result.last_checkpoint}")
     return 0

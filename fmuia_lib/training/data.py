@@ -6,12 +6,20 @@
   to validation in the permutation's order (``data.sampler.random_split_indices``);
   ``"stratified"`` splits every task separately, by class (``data.sampler.stratified_split``).
 * The sampler (``config.sampler``): ``"official"`` is the baseline's
-  (``data.sampler.OfficialTaskSampler``), the others fmuia's ``TaskBatchSampler``.
+  (``data.sampler.OfficialTaskSampler``), the others fmuia's ``TaskBatchSampler``. Neither
+  yields a training batch of one image (BatchNorm cannot normalise it): a task's remainder
+  of one joins its previous batch, and a task with a single training image, or
+  ``batch_size`` 1, is refused before training starts.
+* Every training item is augmented with a random state of its own, seeded by the run's
+  seed, the step and its place in the batch (:class:`SeededItems`): the augmentations do
+  not depend on how many loader workers there are (a speed setting), nor on where a run
+  was interrupted and resumed.
 """
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -63,16 +71,53 @@ def build_datasets(config: TrainConfig) -> tuple[MultiTaskDataset, MultiTaskData
 
 
 def build_sampler(config: TrainConfig, train_set: MultiTaskDataset) -> Sampler[list[int]]:
-    """The batch sampler ``config.sampler`` names, seeded by ``config.seed``."""
+    """The batch sampler ``config.sampler`` names, seeded by ``config.seed``. Refuses what would
+    make a training batch of one image (see the module docstring)."""
+    if config.batch_size < 2:
+        raise ConfigError(f"batch_size={config.batch_size}: training needs at least 2 images per batch "
+                          "(BatchNorm cannot normalise a batch of one)")
+    single = sorted(t for t, rows in train_set.task_indices.items() if len(rows) == 1)
+    if single:
+        raise ConfigError(f"tasks {single} have a single training image: a batch of one cannot be "
+                          "normalised by BatchNorm; add images or leave them out (tasks)")
     if config.sampler == "official":
         return OfficialTaskSampler(train_set.task_indices, config.batch_size, seed=config.seed)
     return TaskBatchSampler(train_set.task_indices, config.batch_size, strategy=config.sampler,
                             temperature=config.sampler_temperature, seed=config.seed)
 
 
-def _loader(dataset: Dataset, batch_sampler: Any, num_workers: int, seed: int, device: torch.device) -> DataLoader:
-    """A DataLoader whose worker seeds come from its own generator, not the global RNG."""
+def item_seed(seed: int, global_batch: int, slot: int) -> int:
+    """The random seed of the item in place ``slot`` of batch ``global_batch`` of a run seeded ``seed``."""
+    return int(np.random.SeedSequence([seed, global_batch, slot]).generate_state(1, np.uint64)[0])
+
+
+class SeededItems(Dataset):
+    """``dataset`` whose items are keyed ``(index, seed)``: item ``(i, s)`` is ``dataset[i]`` drawn
+    with torch's generator seeded by ``s`` (the generator is restored afterwards, so the
+    training process's own random state, e.g. for dropout, is left as it was).
+
+    The transforms (``torchvision.transforms.v2``) draw from torch's generator only, so an
+    item's augmentation depends on its seed alone, in the training process or in any
+    loader worker.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
+def loader(dataset: Dataset, batch_sampler: Any, num_workers: int, device: torch.device) -> DataLoader:
+    """A DataLoader of task-homogeneous batches (``collate``), pinned for a CUDA device. Its own
+    generator draws the workers' base seed, so the global random state is left alone."""
     return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate, num_workers=num_workers,
-                      pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed))
+                      pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))
 
 

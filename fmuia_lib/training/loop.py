@@ -14,7 +14,12 @@ a run measured in steps) and at the end; the LR schedule steps per epoch or per 
 
 **Each step**: forward under autocast when ``amp`` (heads compute their outputs in
 float32), the task type's loss, backward (through a gradient scaler for fp16), optional
-gradient clipping, AdamW, the schedule.
+gradient clipping, AdamW, the schedule. The step's numbers (loss, gradient norm) stay on
+the device and are read in groups (every step on a CPU, every :data:`CUDA_LOG_EVERY`
+steps on a GPU, and before each validation), so a GPU never waits for the host. When a
+loss or the gradient norm read back is not finite, or the weights are not before a
+checkpoint is written, training stops with :class:`TrainingDiverged` naming the step:
+no checkpoint with non-finite weights is ever written.
 
 **Each validation**: BatchNorm statistics re-estimated when ``norm_stats`` asks
 (``training.norm_stats``), then the baseline's per-batch rule
@@ -27,6 +32,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,7 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
+from fmuia_lib.progress import tqdm
 
 from fmuia_lib import metrics
 from fmuia_lib.config import ConfigError, TrainConfig
@@ -47,7 +53,8 @@ from fmuia_lib.tasks import REGRESSION, manifest_hash
 from fmuia_lib.training import checkpoint as ckpt
 from fmuia_lib.training import distributed
 from fmuia_lib.training.baselines import training_priors
-from fmuia_lib.training.data import _loader, build_datasets, build_sampler
+from fmuia_lib.state_file import remove_stale_temporaries, save_state
+from fmuia_lib.training.data import SeededItems, build_datasets, build_sampler, item_seed, loader
 from fmuia_lib.training.norm_stats import recalibrate_norm_stats
 from fmuia_lib.training.optim import build_optimizer, build_schedule
 from fmuia_lib.training.per_batch_validation import per_batch_selection_score, validate_per_batch
@@ -55,6 +62,15 @@ from fmuia_lib.training.validation import validate
 
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
+#: On a GPU, the steps whose logged numbers are read back from the device together.
+CUDA_LOG_EVERY = 25
+#: The logged numbers of a step that live on the device until they are read.
+DEVICE_VALUES = ("loss", "weighted_loss", "grad_norm")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss, the gradients or the weights became non-finite; training stopped before
+    writing them to a checkpoint."""
 
 
 @dataclass
@@ -101,16 +117,21 @@ class StepBatches:
     The global stream is the sampler's epochs one after another; step ``s`` of rank ``r``
     takes global batch ``s * world + r``. An epoch's batches are a pure function of
     ``(seed, epoch)``, so any step range can be rebuilt by moving the sampler to its
-    first batch, which is what makes resuming exact.
+    first batch, which is what makes resuming exact. With ``item_seeds`` set to the run's
+    seed, each entry is ``(index, seed of that item)`` (``training.data.item_seed``: a
+    function of the run's seed, the global batch and the place in it), the keys of a
+    :class:`~fmuia_lib.training.data.SeededItems` dataset.
     """
 
-    def __init__(self, sampler, start: int, stop: int, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, sampler, start: int, stop: int, rank: int = 0, world: int = 1,
+                 item_seeds: int | None = None) -> None:
         self.sampler, self.start, self.stop, self.rank, self.world = sampler, start, stop, rank, world
+        self.item_seeds = item_seeds
 
     def __len__(self) -> int:
         return self.stop - self.start
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list]:
         first, last = self.start * self.world + self.rank, self.stop * self.world
         self.sampler.load_state_dict(sampler_state(self.sampler, first))
         index = first
@@ -119,7 +140,8 @@ class StepBatches:
                 if index >= last:
                     return
                 if (index - first) % self.world == 0:
-                    yield list(batch)
+                    yield (list(batch) if self.item_seeds is None else
+                           [(row, item_seed(self.item_seeds, index, slot)) for slot, row in enumerate(batch)])
                 index += 1
 
 
@@ -178,18 +200,24 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.criterion = build_loss(config).to(device)
         self.optimizer = build_optimizer(self.model, self.criterion, config)
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.schedule = build_schedule(self.optimizer, config, self.steps_per_epoch)
         self.amp_dtype = autocast_dtype(config, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.sampler = build_sampler(config, self.train_set)
         self.out_dir = Path(config.out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
+        #: steps whose logged numbers are read from the device together (see the module docstring)
+        self.log_every = CUDA_LOG_EVERY if device.type == "cuda" else 1
         self.step = 0
         self.best_score = -math.inf
         self.history: list[dict[str, Any]] = []
         self.val_history: list[dict[str, Any]] = []
+        self.pending: list[dict[str, Any]] = []  # rows whose device values are not read yet
         self.best_path: Path | None = None
         self.last_path: Path | None = None
+        if context.is_main:
+            remove_stale_temporaries(self.ckpt_dir)  # left by a save that was killed
         if config.resume is not None:
             self._resume(config.resume)
         self.net = (DistributedDataParallel(self.model, device_ids=[device] if device.type == "cuda" else None,
@@ -199,7 +227,8 @@ class Trainer:
     # -- checkpoints --
     def _state(self) -> dict[str, Any]:
         return {
-            "format": ckpt.FORMAT_VERSION, "step": self.step, "best_score": self.best_score,
+            "format": ckpt.FORMAT_VERSION, "step": self.step, "total_steps": self.total_steps,
+            "best_score": self.best_score,
             "model": self.model.state_dict(), "loss": self.criterion.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state(),
@@ -213,6 +242,7 @@ class Trainer:
     def _resume(self, path: str) -> None:
         state = ckpt.read_checkpoint(path, map_location=self.device)
         ckpt.check_compatible(state, path, self.task_ids, self.config.encoder, self.config.manifest)
+        ckpt.check_resumable(state, path, self.config)
         self.model.load_state_dict(state["model"])
         self.criterion.load_state_dict(state["loss"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -225,13 +255,31 @@ class Trainer:
             ckpt.set_rng_state(state["rng"])
         else:
             seed_everything(self.config.seed + self.context.rank + self.step)
-        if (self.ckpt_dir / BEST_CHECKPOINT).is_file():
-            self.best_path = self.ckpt_dir / BEST_CHECKPOINT
+        self.last_path = Path(path)
+        if self.context.is_main:
+            self._carry_best_checkpoint(Path(path).parent / BEST_CHECKPOINT)
+
+    def _carry_best_checkpoint(self, interrupted_best: Path) -> None:
+        """The best checkpoint so far, in this run's folder: the one there, or the interrupted
+        run's (copied, when resuming into another folder). Without either, selection starts
+        again from this run's next validation."""
+        here = self.ckpt_dir / BEST_CHECKPOINT
+        if not here.is_file() and interrupted_best.is_file():
+            save_state(ckpt.read_checkpoint(interrupted_best), here)  # checksums verified on the way
+        if here.is_file():
+            self.best_path = here
+        elif self.best_score > -math.inf:
+            warnings.warn(f"no {BEST_CHECKPOINT} beside {self.config.resume} nor in {self.ckpt_dir}: the best "
+                          f"checkpoint so far (score {self.best_score:.4f}) is gone, so the next validation "
+                          "writes a new one", stacklevel=3)
+            self.best_score = -math.inf
 
     # -- one optimiser step --
     def train_step(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Forward, loss, backward, clip, optimiser step and schedule on one collated batch;
-        advances ``self.step`` and returns the step's log row."""
+        advances ``self.step`` and returns the step's log row, whose :data:`DEVICE_VALUES`
+        are 0-dim tensors on the device (reading them waits for the device: the loop reads
+        them in groups, :meth:`read_pending`)."""
         task_id = batch["task_id"]  # one task per batch (data.dataset.collate checks it)
         task = self.model.task(task_id)
         images = batch["image"].to(self.device, non_blocking=True)
@@ -244,10 +292,11 @@ class Trainer:
         loss, raw = self.criterion(outputs, target, task)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
-        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        grad_norm = (torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
-                     if self.config.grad_clip else torch.linalg.vector_norm(
-                         torch.stack([p.grad.detach().norm() for p in params])))
+        if self.config.grad_clip:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip, foreach=True)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None],
+                                                      foreach=True)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -255,10 +304,40 @@ class Trainer:
         self.schedule.after_step(self.step)
         first_head = next(name for name in lrs if name.startswith("head:"))
         return {"step": self.step, "epoch": (self.step - 1) // self.steps_per_epoch + 1,
-                "task_id": task_id, "task_type": task.task_type, "loss": raw.item(),
-                "weighted_loss": loss.item(), "grad_norm": float(grad_norm),
+                "task_id": task_id, "task_type": task.task_type, "loss": raw.detach(),
+                "weighted_loss": loss.detach(), "grad_norm": grad_norm.detach(),
                 "lr_encoder": lrs["encoder"], "lr_fpn_decoder": lrs.get("fpn_decoder", 0.0),
                 "lr_heads": lrs[first_head], "batch_size": images.shape[0]}
+
+    def read_pending(self) -> None:
+        """Read the device values of the pending rows (one transfer), move them to the
+        history, and stop with :class:`TrainingDiverged` at the first non-finite loss (or
+        gradient norm: with an fp16 gradient scaler an infinite one only skips the step)."""
+        rows, self.pending = self.pending, []
+        if not rows:
+            return
+        values = torch.stack([torch.stack([row[k].float() for k in DEVICE_VALUES]) for row in rows]).tolist()
+        for row, numbers in zip(rows, values):
+            row.update(zip(DEVICE_VALUES, numbers))
+        self.history.extend(rows)
+        checked = DEVICE_VALUES if not self.scaler.is_enabled() else ("loss", "weighted_loss")
+        for row in rows:
+            bad = [f"{k} {row[k]}" for k in checked if not math.isfinite(row[k])]
+            if bad:
+                raise TrainingDiverged(self._diverged(f"step {row['step']} (task {row['task_id']}): {', '.join(bad)}"))
+
+    def nonfinite_weights(self) -> list[str]:
+        """Names of the model's parameters and buffers that hold a NaN or an infinity."""
+        named = [(k, v) for k, v in self.model.state_dict().items() if v.is_floating_point()]
+        finite = torch.stack([torch.isfinite(v).all() for _, v in named]).tolist()
+        return [name for (name, _), ok in zip(named, finite) if not ok]
+
+    def _diverged(self, what: str) -> str:
+        kept = (f"the last checkpoint, {self.last_path}, is from before it" if self.last_path is not None
+                else "no checkpoint was written")
+        return (f"training diverged at {what}; stopped without writing the non-finite weights ({kept}). "
+                f"Lower the learning rate (lr={self.config.lr}, head_lr_mult={self.config.head_lr_mult}) or "
+                f"clip the gradients (grad_clip={self.config.grad_clip})")
 
     # -- validation + checkpoint at a segment boundary --
     def evaluate(self) -> tuple[dict[str, dict[str, Any]], float]:
@@ -279,6 +358,10 @@ class Trainer:
 
     def _evaluate_and_save(self) -> None:
         if self.context.is_main:
+            bad = self.nonfinite_weights()
+            if bad:
+                raise TrainingDiverged(self._diverged(f"step {self.step}: {len(bad)} non-finite weight tensor(s), "
+                                                      f"e.g. {', '.join(bad[:3])}"))
             per_task, score = self.evaluate()
             for task_id, scores in per_task.items():
                 row = {"step": self.step, "task_id": task_id, "task_type": self.model.task(task_id).task_type,
@@ -289,9 +372,9 @@ class Trainer:
             if improved:
                 self.best_score = score
             state = self._state()
-            self.last_path = ckpt.save_atomic(state, self.ckpt_dir / LAST_CHECKPOINT)
-            if improved:
-                self.best_path = ckpt.save_atomic(state, self.ckpt_dir / BEST_CHECKPOINT)
+            if improved:  # first, so that a last.pt never refers to a best.pt not yet written
+                self.best_path = save_state(ckpt.model_state(state), self.ckpt_dir / BEST_CHECKPOINT)
+            self.last_path = save_state(state, self.ckpt_dir / LAST_CHECKPOINT)
             pd.DataFrame(self.history).to_csv(self.out_dir / "history.csv", index=False)
             pd.DataFrame(self.val_history).to_csv(self.out_dir / "val_history.csv", index=False)
         self.context.barrier()
@@ -304,23 +387,26 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
                    disable=not (self.progress and self.context.is_main))
         self.model.train()
+        items = SeededItems(self.train_set)
         end = self.total_steps if config.stop_at_step is None else min(config.stop_at_step, self.total_steps)
         while self.step < end:
             stop = min(end, (self.step // self.eval_interval + 1) * self.eval_interval)
-            batches = StepBatches(self.sampler, self.step, stop, self.context.rank, self.context.world_size)
-            loader = _loader(self.train_set, batches, config.num_workers,
-                             seed=config.seed * 1_000_003 + self.step, device=self.device)
+            batches = StepBatches(self.sampler, self.step, stop, self.context.rank, self.context.world_size,
+                                  item_seeds=config.seed)
             tick = time.perf_counter()
-            for batch in loader:
+            for batch in loader(items, batches, config.num_workers, self.device):
                 data_s = time.perf_counter() - tick
                 row = self.train_step(batch)
                 step_s = time.perf_counter() - tick
                 row.update(data_s=data_s, step_s=step_s,
                            images_per_s=row["batch_size"] * self.context.world_size / step_s)
-                self.history.append(row)
+                self.pending.append(row)
                 bar.update(1)
-                bar.set_postfix(task=row["task_id"], loss=f"{row['loss']:.3f}", refresh=False)
+                if len(self.pending) >= self.log_every:
+                    self.read_pending()
+                    bar.set_postfix(task=row["task_id"], loss=f"{row['loss']:.3f}", refresh=False)
                 tick = time.perf_counter()
+            self.read_pending()
             distributed.sync_buffers(self.model, self.context)
             self._evaluate_and_save()
         bar.close()

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from fmuia_lib.progress import tqdm
 
 from fmuia_lib.data.dataset import MultiTaskDataset, collate_mixed
 from fmuia_lib.model import MultiTaskNet

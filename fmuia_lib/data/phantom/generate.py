@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from ...tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec, load_manifest, select_tasks
-from ..layout import BOX_COLUMNS, rel_path, write_task_csv
+from ..layout import BOX_COLUMNS, enclosing_data_root, rel_path, write_task_csv
 from .render import PhantomError, class_plan, image_rng, render
 
 SPLITS = ("train", "val")
@@ -86,13 +86,19 @@ def generate_phantom(out: str | Path, seed: int = 0, n_train: int = 96, n_val: i
 
 def _check_arguments(seed: int, n_train: int, n_val: int, tasks: list[str] | None,
                      workers: int | None) -> list[TaskSpec]:
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise PhantomError(f"seed must be a non-negative integer, not {seed!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise PhantomError(f"--seed must be an integer in [0, 2**32), not {seed!r}")
     for name, n in (("train", n_train), ("val", n_val)):
-        if n < 1:
-            raise PhantomError(f"--{name} must be at least 1 image per subtask, not {n}")
-    if workers is not None and workers < 1:
-        raise PhantomError(f"--workers must be at least 1, not {workers}")
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+            raise PhantomError(f"--{name} must be at least 1 image per subtask, not {n!r}")
+    if workers is not None and (not isinstance(workers, (int, np.integer)) or workers < 1):
+        raise PhantomError(f"--workers must be at least 1, not {workers!r}")
+    if tasks is not None:
+        if not tasks:
+            raise PhantomError("--tasks is empty: name at least one task, or leave it out for every task")
+        repeated = sorted({t for t in tasks if list(tasks).count(t) > 1})
+        if repeated:
+            raise PhantomError(f"--tasks names {', '.join(repeated)} more than once")
     try:
         return select_tasks(tasks)
     except KeyError as err:
@@ -100,9 +106,19 @@ def _check_arguments(seed: int, n_train: int, n_val: int, tasks: list[str] | Non
 
 
 def _prepare_output(out: Path, overwrite: bool) -> None:
-    """Create ``out``, or clear what an earlier phantom wrote there when allowed."""
+    """Create ``out``, or clear what an earlier phantom wrote there when allowed. ``out``
+    must not lie in an existing data root, and what the phantom replaces must be its own
+    folders, not symbolic links to folders elsewhere."""
     if out.exists() and not out.is_dir():
         raise PhantomError(f"--out {out} exists and is not a folder")
+    enclosing = enclosing_data_root(out)
+    if enclosing is not None:
+        raise PhantomError(f"--out {out} lies inside the data root {enclosing} (it holds csv_files/); "
+                           "write the phantom elsewhere")
+    linked = [out / name for name in (*SPLITS, MARKER) if (out / name).is_symlink()]
+    if linked:
+        raise PhantomError(f"--out {out}: {linked[0].name} is a symbolic link (to {os.path.realpath(linked[0])}); "
+                           "the phantom writes only into its own folders")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise PhantomError(f"--out {out} is not empty; pass --overwrite to replace a phantom "
@@ -127,7 +143,7 @@ def _is_phantom_marker(path: Path) -> bool:
 
 def _run_jobs(jobs: list[Job], workers: int, progress: bool) -> list[dict]:
     """Render and write every job; returns the CSV records in job order."""
-    from tqdm.auto import tqdm
+    from fmuia_lib.progress import tqdm
 
     bar = tqdm(total=len(jobs), desc="phantom", unit="img", disable=not progress)
     if workers == 1:

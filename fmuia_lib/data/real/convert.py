@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
+from fmuia_lib.progress import tqdm
 
-from fmuia_lib.data.layout import rel_path, validate_root, write_task_csv
+from fmuia_lib.data.layout import (enclosing_data_root, output_folder_problem, rel_path, validate_root,
+                                   write_task_csv)
 from fmuia_lib.data.real import busi, ccaui, ddti, hc18, pocus
 from fmuia_lib.data.real.common import (RealDataError, RealDataset, SourceImage, fill_outline,
                                         mask_box, read_binary_mask, read_image, safe_name)
@@ -297,6 +298,25 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def _check_arguments(src: Path, out: Path, seed: int, val_fraction: float) -> None:
+    """Refuse unusable arguments before anything is read or written: a source that is not
+    a folder, an output folder that is, contains or lies inside the source or lies inside
+    a data root, a seed or validation share out of range."""
+    if not src.is_dir():
+        raise RealDataError(f"--src {src}: {'is a file, not a folder' if src.exists() else 'source folder not found'}")
+    problem = output_folder_problem(out, src, name="--out", what="the source folder (--src)")
+    if problem:
+        raise RealDataError(problem)
+    enclosing = enclosing_data_root(out)
+    if enclosing is not None:
+        raise RealDataError(f"--out {out} lies inside the data root {enclosing} (it holds csv_files/); "
+                            "write the conversion elsewhere")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise RealDataError(f"--seed must be an integer in [0, 2**32), not {seed!r}")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+        raise RealDataError(f"--val-fraction must be a number in (0, 1), not {val_fraction!r}")
+
+
 def convert_real(src: str | Path, out: str | Path, seed: int = 0, val_fraction: float = 0.25,
                  overwrite: bool = False, progress: bool = False) -> dict:
     """Convert every known dataset folder under ``src`` into ``out/train`` and ``out/val``.
@@ -308,10 +328,7 @@ def convert_real(src: str | Path, out: str | Path, seed: int = 0, val_fraction: 
     found, or when ``out`` is not empty and ``overwrite`` is not set.
     """
     src, out = Path(src), Path(out)
-    if not src.is_dir():
-        raise RealDataError(f"{src}: source folder not found")
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    _check_arguments(src, out, seed, val_fraction)
     found, missing = find_datasets(src)
     if not found:
         raise RealDataError(f"{src}: none of the dataset folders "
@@ -397,7 +414,7 @@ def real_main(args) -> int:
         report = convert_real(args.src, args.out, seed=args.seed, val_fraction=args.val_fraction,
                               overwrite=args.overwrite, progress=True)
     except RealDataError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"fmuia data real: error: {err}", file=sys.stderr)
         return 2
     print(format_summary(report))
     print(f"\nwrote {args.out}/train, {args.out}/val, {PROVENANCE} and {REPORT}")

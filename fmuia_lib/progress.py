@@ -1,0 +1,98 @@
+"""Progress bars that read well where they end up: a terminal, a live notebook, a saved notebook.
+
+Every progress bar of the library is made by :func:`tqdm` (a drop-in for ``tqdm.auto.tqdm``):
+
+* in a terminal, and in a notebook open in a live frontend (JupyterLab, VS Code, Colab),
+  it is ``tqdm.auto``'s bar: the text bar, or the ipywidgets bar;
+* in a notebook executed headless (papermill, ``fmuia suite``, nbclient, nbval) it is a
+  text bar that prints whole lines to stdout, at most one every
+  :data:`HEADLESS_INTERVAL_S` seconds plus the final one. A widget bar there would be
+  saved as its first text, ``0%| 0/1000``, which is all GitHub and nbviewer can show of
+  it; a plain text bar would be saved as every refresh joined by carriage returns,
+  which many viewers print as a garbled run of bars.
+
+A notebook is *headless* when the kernel's current request does not allow input
+(``input()``): live frontends allow it, the executors above never do. ipykernel keeps that
+flag per request (``Kernel._allow_stdin``); it is the one signal a kernel has of what runs
+it (papermill sets no variable of its own), and it is read defensively (absent: live).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from tqdm.std import tqdm as std_tqdm
+
+__all__ = ["tqdm", "headless_kernel", "HEADLESS_INTERVAL_S"]
+
+#: Seconds between two lines of a headless bar (its first and last line are always printed).
+HEADLESS_INTERVAL_S = 30.0
+
+
+def headless_kernel() -> bool:
+    """True inside a Jupyter kernel whose current cell was sent by a headless executor."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    kernel = getattr(shell, "kernel", None)
+    if kernel is None:  # a terminal, a plain IPython shell, a script
+        return False
+    return not bool(getattr(kernel, "_allow_stdin", True))
+
+
+class _Lines:
+    """The stream a headless bar writes to: each bar state becomes one line of its own.
+
+    tqdm's text bar redraws itself with ``"\\r" + bar``; here every redraw is a line. A
+    line is held back until the next redraw shows another count (a redraw of the same
+    count, such as the closing one, replaces it) or the bar ends (tqdm then writes a
+    blank), so a count is printed once, with its latest timing.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.encoding = getattr(stream, "encoding", None) or "utf-8"
+        self._pending: str | None = None
+
+    @staticmethod
+    def _count(line: str) -> str:
+        return line.split(" [", 1)[0]  # "desc:  40%|####    | 20/50" (timing and postfix follow)
+
+    def _emit(self) -> None:
+        if self._pending is not None:
+            self.stream.write(self._pending + "\n")
+            self._pending = None
+
+    def write(self, text: str) -> None:
+        if not text:  # tqdm probes the stream with an empty write before closing
+            return
+        line = text.replace("\r", "").rstrip()
+        if not line:  # the bar ends (or clears itself): its pending state is its last
+            self._emit()
+            return
+        if self._pending is not None and self._count(self._pending) != self._count(line):
+            self._emit()
+        self._pending = line
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+class _HeadlessBar(std_tqdm):
+    """tqdm's text bar without its monitor thread, whose forced refreshes would print a
+    second line right after a regular one."""
+
+    monitor_interval = 0
+
+
+def tqdm(*args: Any, **kwargs: Any) -> std_tqdm:
+    """A progress bar, as ``tqdm.auto.tqdm(*args, **kwargs)`` would make it except in a
+    headless notebook (see the module docstring), where it is a line-per-update text bar
+    on stdout that stays after closing (``leave`` is ignored: a saved output is a log)."""
+    if not headless_kernel():
+        from tqdm.auto import tqdm as auto_tqdm
+
+        return auto_tqdm(*args, **kwargs)
+    kwargs.update(file=_Lines(sys.stdout), leave=True, dynamic_ncols=False)
+    kwargs.setdefault("mininterval", HEADLESS_INTERVAL_S)
+    kwargs.setdefault("ncols", 100)
+    return _HeadlessBar(*args, **kwargs)
