@@ -167,8 +167,9 @@ class HeatmapLandmarkHead(nn.Module):
     """fmuia's landmark head on the FPN map: integral (soft-argmax) regression.
 
     A 3x3 conv (no bias) - GroupNorm - ReLU block of ``mid_channels``, then a 1x1 conv to one
-    heat map per landmark, times :data:`HEATMAP_LOGIT_SCALE`. The spatial softmax of heat map ``k`` is a probability map over the
-    ``h x w`` cells; landmark ``k`` is its expectation over the cell centres
+    heat map per landmark, times :data:`HEATMAP_LOGIT_SCALE`. The spatial softmax of heat map
+    ``k`` is a probability map over the ``h x w`` cells; landmark ``k`` is its expectation over
+    the cell centres
     (:func:`soft_argmax`). Returns ``{"heatmap": B x K x h x w logits, "points": B x K x 2
     normalised (x, y)}``. The last layer starts at zero: every heat map starts flat (the
     point at the image centre), or at the mean-landmark prior once :meth:`set_prior` has run.
@@ -197,16 +198,22 @@ class HeatmapLandmarkHead(nn.Module):
 
     def log_prior(self, height: int, width: int) -> torch.Tensor:
         """``K x h x w``: the log of an isotropic Gaussian of spread :data:`HEATMAP_PRIOR_SIGMA`
-        around each prior point (up to a constant, which the softmax ignores)."""
+        (up to a constant, which the softmax ignores) whose soft-argmax on this map is the
+        prior point. A Gaussian cut off by the image border has its mean pulled towards the
+        centre (by 0.05 for a point at 0.3), so its centre is moved outwards to compensate
+        (:func:`gaussian_centres_for_mean`)."""
         xs, ys = cell_centres(height, width, self.prior.device)
-        dx2 = (xs[None, None, :] - self.prior[:, 0, None, None]) ** 2
-        dy2 = (ys[None, :, None] - self.prior[:, 1, None, None]) ** 2
+        cx = gaussian_centres_for_mean(self.prior[:, 0], xs, HEATMAP_PRIOR_SIGMA)
+        cy = gaussian_centres_for_mean(self.prior[:, 1], ys, HEATMAP_PRIOR_SIGMA)
+        dx2 = (xs[None, None, :] - cx[:, None, None]) ** 2
+        dy2 = (ys[None, :, None] - cy[:, None, None]) ** 2
         return -(dx2 + dy2) / (2 * HEATMAP_PRIOR_SIGMA ** 2)
 
     def set_prior(self, prior: torch.Tensor) -> None:
         """Start at the mean landmarks ``prior`` (``K x 2``, normalised): a Gaussian log-prior
         of spread :data:`HEATMAP_PRIOR_SIGMA` is added to every heat map, so the untrained head
-        (flat heat maps) predicts close to ``prior``, and training learns what the image adds."""
+        (flat heat maps) predicts ``prior`` itself (:meth:`log_prior`), and training learns what
+        the image adds."""
         prior = prior.reshape(-1, 2)
         if prior.shape[0] != self.num_points:
             raise ValueError(f"prior has {prior.shape[0]} points, the head predicts {self.num_points}")
@@ -218,12 +225,40 @@ class HeatmapLandmarkHead(nn.Module):
         return {"points": out["points"].float()}
 
 
-def cell_centres(height: int, width: int, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def cell_centres(height: int, width: int,
+                 device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised x of the ``width`` column centres and y of the ``height`` row centres of a
     map that covers the image: ``(j + 0.5) / width``, ``(i + 0.5) / height``."""
     xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
     ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
     return xs, ys
+
+
+#: Newton steps of :func:`gaussian_centres_for_mean`: from the target itself as the first
+#: guess, the error shrinks quadratically; 8 steps reach float32 precision on any map.
+_CENTRE_NEWTON_STEPS = 8
+
+
+def gaussian_centres_for_mean(means: torch.Tensor, centres: torch.Tensor, sigma: float) -> torch.Tensor:
+    """For each target in ``means`` (1-D, normalised), the centre ``mu`` of a Gaussian of
+    spread ``sigma`` whose softmax over the cell ``centres`` (1-D) has that mean.
+
+    The mean is an increasing function of ``mu`` with derivative ``variance / sigma**2``
+    (the Gaussian's log is linear in ``mu``), so Newton's method solves it; no library
+    inverts a discretised truncated-Gaussian mean. Targets are first clamped into the
+    reachable range, strictly between the first and last cell centres.
+    """
+    with torch.no_grad():
+        lo, hi = float(centres[0]), float(centres[-1])
+        margin = 1e-3 * (hi - lo)
+        target = means.float().clamp(lo + margin, hi - margin)
+        mu = target.clone()
+        for _ in range(_CENTRE_NEWTON_STEPS):
+            probs = (-(centres[None, :] - mu[:, None]) ** 2 / (2 * sigma ** 2)).softmax(dim=-1)
+            mean = (probs * centres).sum(dim=-1)
+            var = (probs * (centres[None, :] - mean[:, None]) ** 2).sum(dim=-1)
+            mu = mu + (target - mean) * sigma ** 2 / var.clamp_min(1e-12)
+        return mu
 
 
 def soft_argmax(logits: torch.Tensor) -> torch.Tensor:
