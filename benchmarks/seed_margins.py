@@ -11,7 +11,7 @@ its validations; wall and CPU time) and the machine's load average, and writes t
 
     python benchmarks/seed_margins.py --profile cpu-smoke
     python benchmarks/seed_margins.py --profile real-slice --seeds 0 1 2
-    python benchmarks/seed_margins.py --profile cpu-smoke --set landmark_head=sigmoid --out runs/m-sigmoid
+    python benchmarks/seed_margins.py --profile cpu-smoke --out runs/m --reuse   # table of runs already made
 
 Runs one training at a time; set ``OMP_NUM_THREADS`` to the cores you give it.
 """
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="a folder with train/ and val/ data roots (default: the profile's data)")
     parser.add_argument("--out", default="runs/seed_margins", help="run folder (one sub-folder per seed)")
     parser.add_argument("--device", help="cpu, cuda... (default: CUDA when available)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="train nothing: read the runs already in OUT/seed<N> (no times printed)")
     args = parser.parse_args(argv)
 
     def report(seed: int, seconds: float) -> None:
@@ -45,9 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"profile {args.profile}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
           f"{os.cpu_count()} CPUs; load average at start {_load()}", flush=True)
     try:
-        study = margins.seed_study(args.profile, args.seeds, parse_overrides(args.overrides), run_dir=args.out,
-                                   data_dir=args.data, device=args.device, on_run=report)
-    except ConfigError as exc:
+        overrides = parse_overrides(args.overrides)
+        if args.reuse:
+            study = margins.load_seed_study(args.profile, args.seeds, overrides, run_dir=args.out, data_dir=args.data)
+        else:
+            study = margins.seed_study(args.profile, args.seeds, overrides, run_dir=args.out, data_dir=args.data,
+                                       device=args.device, on_run=report)
+    except (ConfigError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     table = study.table()
@@ -56,10 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     table.to_csv(out / "margins.csv", index=False)
     print()
     print(margins.format_margin_table(table))
-    wall = ", ".join(f"{s:.0f}" for s in study.train_seconds)
-    cpu = ", ".join(f"{s:.0f}" for s in study.train_cpu_seconds)
-    print(f"training and its validations, per seed: wall {wall} s; CPU {cpu} s (with OMP_NUM_THREADS=1 the CPU "
-          f"time bounds the wall time on an idle machine); table: {out / 'margins.csv'}")
+    if study.train_seconds:
+        wall = ", ".join(f"{s:.0f}" for s in study.train_seconds)
+        cpu = ", ".join(f"{s:.0f}" for s in study.train_cpu_seconds)
+        print(f"training and its validations, per seed: wall {wall} s; CPU {cpu} s (with OMP_NUM_THREADS=1 the "
+              f"CPU time bounds the wall time on an idle machine)")
+    print(f"table: {out / 'margins.csv'}")
     return 0
 
 

@@ -17,7 +17,8 @@ runs of one recipe (one per seed, same data) into a table, per task:
 :func:`seed_study` trains a profile once per seed (``profiles.run_settings`` with the seed
 overridden) and scores each run's selected checkpoint and the trivial baseline on the same
 validation set with the one scorer; the seeds come from the profile's ``seeds`` key unless
-given. ``benchmarks/seed_margins.py`` runs it from the command line.
+given. :func:`load_seed_study` collects the same from runs already trained.
+``benchmarks/seed_margins.py`` runs either from the command line.
 """
 from __future__ import annotations
 
@@ -132,37 +133,76 @@ def seed_study(profile: str | Path, seeds: Sequence[int] | None = None,
     ``train.seed``) into ``run_dir/seed<N>`` and collect what :func:`margin_table` needs.
 
     Each run's results are the validation metrics at its best selection score (the
-    checkpoint the series carries on); the trivial baseline is scored on the same
-    validation set. ``on_run(seed, wall_seconds)`` is called after each run.
+    checkpoint the series carries on, :func:`best_results`); the trivial baseline is scored
+    on the same validation set. ``on_run(seed, wall_seconds)`` is called after each run.
     """
-    from fmuia_lib.profiles import load_profile, run_settings
     from fmuia_lib.series import prepare_data
     from fmuia_lib.training import train
-    from fmuia_lib.training.baselines import trivial_baseline_scores
-    from fmuia_lib.training.data import build_datasets
 
-    loaded = load_profile(profile)
-    chosen = list(seeds) if seeds else study_seeds(loaded)
+    loaded, chosen = _profile_and_seeds(profile, seeds)
     study = SeedStudy(str(profile), chosen, [], [], [])
     for seed in chosen:
-        settings = run_settings(loaded, {**(overrides or {}), "seed": seed}, data_dir=data_dir,
-                                run_dir=Path(run_dir) / f"seed{seed}", device=device)
+        settings = _seed_settings(loaded, seed, overrides, run_dir, data_dir, device)
         prepare_data(settings)
         start, cpu_start = time.perf_counter(), time.process_time()
         result = train(settings.config, progress=progress)
         seconds = time.perf_counter() - start
         study.train_cpu_seconds.append(time.process_time() - cpu_start)
-        history = result.val_history
-        best = history[history["selection_score"] == result.best_score]["step"].min()
-        rows = history[history["step"] == best].set_index("task_id")
-        study.runs.append({t: rows.loc[t].dropna().to_dict() for t in rows.index})
-        train_set, val_set, _ = build_datasets(settings.config)
-        study.baselines.append(trivial_baseline_scores(train_set, val_set))
-        study.tasks = dict(val_set.specs)
         study.train_seconds.append(seconds)
+        _add_run(study, settings.config, result.val_history)
         if on_run is not None:
             on_run(seed, seconds)
     return study
+
+
+def load_seed_study(profile: str | Path, seeds: Sequence[int] | None = None,
+                    overrides: Mapping[str, Any] | None = None, run_dir: str | Path = "runs/seed_study",
+                    data_dir: str | Path | None = None) -> SeedStudy:
+    """The study :func:`seed_study` would return for runs already trained into
+    ``run_dir/seed<N>``, read from each run's ``val_history.csv`` (no training; no times).
+    A seed without a finished run is an error naming its file."""
+    loaded, chosen = _profile_and_seeds(profile, seeds)
+    study = SeedStudy(str(profile), chosen, [], [], [])
+    for seed in chosen:
+        config = _seed_settings(loaded, seed, overrides, run_dir, data_dir, None).config
+        path = Path(config.out_dir) / "val_history.csv"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no finished run for seed {seed}")
+        _add_run(study, config, pd.read_csv(path))
+    return study
+
+
+def best_results(val_history: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per task: the validation metrics at the step of the best selection score (the
+    earliest such step), from a run's ``val_history`` (``training.validation`` rows)."""
+    best_score = val_history["selection_score"].max()
+    best = val_history.loc[val_history["selection_score"] == best_score, "step"].min()
+    rows = val_history[val_history["step"] == best].set_index("task_id")
+    return {t: rows.loc[t].dropna().to_dict() for t in rows.index}
+
+
+def _profile_and_seeds(profile, seeds):
+    from fmuia_lib.profiles import load_profile
+
+    loaded = load_profile(profile)
+    return loaded, list(seeds) if seeds else study_seeds(loaded)
+
+
+def _seed_settings(loaded, seed, overrides, run_dir, data_dir, device):
+    from fmuia_lib.profiles import run_settings
+
+    return run_settings(loaded, {**(overrides or {}), "seed": seed}, data_dir=data_dir,
+                        run_dir=Path(run_dir) / f"seed{seed}", device=device)
+
+
+def _add_run(study: SeedStudy, config, val_history: pd.DataFrame) -> None:
+    from fmuia_lib.training.baselines import trivial_baseline_scores
+    from fmuia_lib.training.data import build_datasets
+
+    study.runs.append(best_results(val_history))
+    train_set, val_set, _ = build_datasets(config)
+    study.baselines.append(trivial_baseline_scores(train_set, val_set))
+    study.tasks = dict(val_set.specs)
 
 
 def study_seeds(profile) -> list[int]:

@@ -113,3 +113,10 @@ def test_seed_study_trains_each_seed_and_scores_the_baseline_on_the_same_set(tmp
     assert study.baselines[0]["organ_cls"]["Accuracy"] == expected["organ_cls"]["Accuracy"]
     table = study.table()
     assert list(table["task_id"]) == tasks and (table["runs"] == 2).all()
+    # the same study, read back from the runs' files without training
+    again = margins.load_seed_study("ci-tiny", [1, 2], overrides, run_dir=tmp_path / "study")
+    assert again.train_seconds == []  # model and baseline: the tables below
+    assert [sorted(run) for run in again.runs] == [sorted(tasks)] * 2
+    pd.testing.assert_frame_equal(again.table(), table)
+    with pytest.raises(FileNotFoundError, match=r"seed3.*val_history\.csv: no finished run for seed 3"):
+        margins.load_seed_study("ci-tiny", [3], overrides, run_dir=tmp_path / "study")
