@@ -97,7 +97,11 @@ _SWITCHES = (
            "deepest encoder map.",
            "Landmark head on the FPN map: one heat map per landmark, the point is its soft-argmax; "
            "loss: the point loss plus a KL term towards a Gaussian at the true point.",
-           "MEASURED"),
+           "The pooled deepest feature keeps little of where a structure lies; the FPN map keeps it. "
+           "Measured at cpu-smoke's budget (phantom, 600 steps, seeds 0-2), mean MRE in px, trivial "
+           "baseline (mean landmarks) FUGC 66.3, IUGC 40.5, fetal_femur 65.9: heat-map head 64.7, 32.9, "
+           "59.6, below the baseline in every run; `sigmoid` head 64.7, 39.6, 86.7, above it in 1, 1 and 2 "
+           "of the 3 runs (Regression loss weight 1 for the heat-map head, 10 for the sigmoid head)."),
 )
 
 #: Every switch by name, in the order of the docs table.
@@ -108,7 +112,7 @@ SWITCHES: dict[str, Switch] = {s.name: s for s in _SWITCHES}
 ALTERNATIVES: tuple[tuple[str, ...], ...] = (("sigmoid_landmarks", "heatmap_landmarks"),)
 
 #: The fmuia recipe: the official recipe with every fix switched on (of alternatives, the one
-#: the measurements chose: see each switch's "why").
+#: the measurements chose: ``heatmap_landmarks``, see its "why").
 FMUIA_RECIPE: tuple[str, ...] = tuple(n for n in SWITCHES if n != "sigmoid_landmarks")
 
 #: Fields that change speed or memory, not what is learned; a profile sets them freely.
