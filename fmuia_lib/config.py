@@ -70,6 +70,9 @@ NUMBER_RULES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "det_offset_weight": (0.0, True, None, False),
     "seed": (0, True, 2**32 - 1, True),  # numpy's seed range
     "stop_at_step": (1, True, None, False),
+    "fpn_pyramid_channels": (1, True, None, False),
+    "fpn_segmentation_channels": (32, True, None, False),
+    "landmark_heatmap_weight": (0.0, True, None, False),
 }
 #: Each entry of ``loss_weights``: a finite weight >= 0 (0 switches a task type's loss off).
 LOSS_WEIGHT_RULE = (0.0, True, None, False)
@@ -111,8 +114,10 @@ class TrainConfig:
     encoder_weights: str | None = "imagenet"  #: "imagenet", a local .pth/.safetensors file, or None
     freeze_fpn: bool = True  #: the baseline's FPN decoder is in no optimiser group (switch trained_fpn)
     det_head: str = "grid"  #: detection head: "grid" (the baseline's) | "centernet" (heads.DETECTION_HEADS)
-    landmark_head: str = "linear"  #: Regression head: "linear" (the baseline's) | "sigmoid"
-    #: (heads.LANDMARK_HEADS)
+    landmark_head: str = "linear"  #: Regression head: "linear" (the baseline's) | "sigmoid" | "heatmap"
+    #: (heads.LANDMARK_HEADS; "heatmap" reads the FPN map, heads.reads_fpn)
+    fpn_pyramid_channels: int = 256  #: FPN decoder width: its pyramid levels (smp.FPN's default, the baseline's)
+    fpn_segmentation_channels: int = 128  #: channels of the FPN map the dense heads read (smp.FPN's default)
     head_priors: bool = False  #: start Regression heads at the training set's mean landmarks
     norm_stats: str = "running"  #: BatchNorm statistics used at evaluation: "running" (PyTorch's
     #: running averages, the baseline), "shared" (re-estimated over every task) or "per_task"
@@ -149,6 +154,8 @@ class TrainConfig:
     reg_loss: str = "mse"  #: "mse" (the baseline) | "smooth_l1"
     det_size_weight: float = 5.0  #: weight of the box-size L1 term of the CenterNet loss
     det_offset_weight: float = 1.0  #: weight of the centre-offset L1 term of the CenterNet loss
+    landmark_heatmap_weight: float = 1.0  #: weight of the heat-map landmark head's KL term
+    #: (losses.HeatmapLandmarkLoss)
     loss_weights: dict[str, float] = field(default_factory=_default_loss_weights)  #: per task type
     uncertainty_weighting: bool = False  #: learn per-type weights (Kendall et al. 2018)
     # -- run ----------------------------------------------------------------------------
@@ -212,6 +219,9 @@ class TrainConfig:
         if (self.epochs is None) == (self.max_steps is None):
             raise ConfigError(f"epochs={self.epochs!r}, max_steps={self.max_steps!r}: set exactly one "
                               "(the run length, in epochs or in steps), the other to null")
+        if self.fpn_segmentation_channels % 32:
+            raise ConfigError(f"fpn_segmentation_channels={self.fpn_segmentation_channels}: must be a multiple of 32 "
+                              "(the FPN's segmentation blocks use GroupNorm with 32 groups)")
         if self.warmup_steps and self.schedule != "warmup_cosine":
             raise ConfigError(f"warmup_steps={self.warmup_steps}: only the 'warmup_cosine' schedule warms up "
                               f"(schedule={self.schedule!r})")
@@ -260,6 +270,7 @@ class TrainConfig:
             raise ConfigError(f"switches: unknown {unknown}; known: {list(switch_registry.SWITCHES)}")
         if len(set(self.switches)) != len(self.switches):
             raise ConfigError(f"switches: {self.switches} lists a switch twice")
+        _check_alternatives(self.switches)
         for name, (value, switch) in switch_registry.implied_values(self.switches).items():
             if getattr(self, name) != value:
                 raise ConfigError(f"{name}={getattr(self, name)!r} contradicts switch {switch!r}, which sets "
@@ -329,6 +340,7 @@ class TrainConfig:
         unknown = switch_registry.unknown_switches(listed)
         if unknown:
             raise ConfigError(f"switches: unknown {unknown}; known: {list(switch_registry.SWITCHES)}")
+        _check_alternatives(listed)
         implied = switch_registry.implied_values(listed)
         for key, value in own.items():
             if key in implied and value != implied[key][0]:
@@ -381,6 +393,12 @@ class TrainConfig:
             else:
                 values[key] = value
         return type(self).from_dict(values)
+
+
+def _check_alternatives(names: list[str]) -> None:
+    for first, second, field_name in switch_registry.conflicting(names):
+        raise ConfigError(f"switches: {first!r} and {second!r} are alternatives (both set {field_name}): "
+                          "list one of them")
 
 
 def _coerce_weight(task_type: Any, value: Any) -> Any:

@@ -43,7 +43,7 @@ from fmuia_lib import metrics
 from fmuia_lib.data.dataset import image_size, load_image, load_mask
 from fmuia_lib.predict import PREDICTION_FILES, submission_path
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, TaskSpec
-from fmuia_lib.training.baselines import class_counts, mean_normalised_target
+from fmuia_lib.training.baselines import trivial_baseline_records
 
 #: A class with a DSC (or F1) below this is *near 0*; a task's other class at or above GOOD is *high*.
 NEAR_ZERO = 0.1
@@ -58,34 +58,7 @@ CLASS_FAILURES = ("missed", "false alarm", "misplaced", "under-segmented", "over
 
 
 # -- baselines -----------------------------------------------------------------------------------
-def trivial_baseline_records(train: pd.DataFrame, val: pd.DataFrame,
-                             tasks: Mapping[str, TaskSpec]) -> list[dict[str, Any]]:
-    """Prediction records of the trivial baseline for every row of ``val``.
-
-    ``train`` and ``val`` are tables from :func:`fmuia_lib.data.layout.read_root`. A task
-    in ``val`` without training rows is an error (its baseline cannot be learned).
-    """
-    records: list[dict[str, Any]] = []
-    for task_id, rows in val.groupby("task_id", sort=False):
-        task = tasks[task_id]
-        source = _training_rows(train, task_id)
-        if task.task_type == CLASSIFICATION:
-            counts = class_counts(source, task.num_classes)
-            probs = counts / counts.sum()
-        elif task.task_type in (DETECTION, REGRESSION):
-            mean = mean_normalised_target(source).ravel()
-        for row in rows.itertuples():
-            record: dict[str, Any] = {"task_id": task_id, "image_path": row.image_path}
-            if task.task_type == SEGMENTATION:
-                record.update(mask_path=row.mask_path, mask=np.zeros(image_size(row.image_file), np.uint8))
-            elif task.task_type == CLASSIFICATION:
-                record["probs"] = probs
-            elif task.task_type == DETECTION:
-                record.update(box_normalized=mean, orig_size=image_size(row.image_file))
-            else:
-                record.update(points_normalized=mean, orig_size=image_size(row.image_file))
-            records.append(record)
-    return records
+# trivial_baseline_records: the one definition is in fmuia_lib.training.baselines (imported above).
 
 
 def _training_rows(train: pd.DataFrame, task_id: str) -> pd.DataFrame:

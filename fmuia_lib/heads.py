@@ -1,14 +1,16 @@
 """One small head per subtask, the head types each task type can use, and the function
 that builds the right one for a TaskSpec.
 
-Which features a head reads is fixed by its task type (see ``MultiTaskNet``):
+Which features a head reads follows its task type and, for Regression, its head type
+(:func:`reads_fpn`, the one routing rule ``MultiTaskNet`` applies):
 
 ============== ====================================== ==========================================
 task type      input                                  output of ``head(x)``
 ============== ====================================== ==========================================
 segmentation   FPN map ``B x F x H/4 x W/4``          logits ``B x C x H x W``
 classification deepest encoder map ``B x D x h x w``  logits ``B x C``
-Regression     deepest encoder map                    points ``B x K x 2`` (x, y), normalised
+Regression     deepest encoder map (``linear``,       points ``B x K x 2`` (x, y), normalised;
+               ``sigmoid``); FPN map (``heatmap``)    ``heatmap``: a dict, below
 detection      FPN map                                the head type's dense map(s), below
 ============== ====================================== ==========================================
 
@@ -30,6 +32,11 @@ added there (and, when it needs one, its loss in ``losses``):
 * ``linear`` (the baseline's landmark head): average pool, one linear layer to ``2K``
   unbounded coordinates.
 * ``sigmoid`` (fmuia): average pool, dropout, linear layer, sigmoid: points stay in [0, 1].
+* ``heatmap`` (fmuia): integral regression (Sun et al. 2018, "Integral Human Pose
+  Regression"; Nibali et al. 2018, DSNT) on the FPN map: one heat map per landmark, whose
+  spatial softmax is a probability map; the point is its expectation (a soft-argmax), so
+  it is differentiable, stays in the image and is finer than the map's cells. Returns
+  ``{"heatmap": B x K x H/4 x W/4 logits, "points": B x K x 2}``.
 
 **Precision.** Each head computes its last layer and activation in float32, even under
 autocast (:func:`float32_layer`): their outputs become probabilities and coordinates,
@@ -51,6 +58,24 @@ from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION,
 HEATMAP_PRIOR = 0.1
 #: Stride of the FPN map relative to the input image.
 FPN_STRIDE = 4
+#: Landmark head types that read the FPN map; the others read the deepest encoder map.
+FPN_LANDMARK_HEADS = frozenset({"heatmap"})
+#: Factor on the heat-map head's logits. Adam moves each weight by about the learning rate per
+#: step, and the head's last layer starts at zero: unscaled, its 64-channel logits need hundreds
+#: of steps to reach the ~10 nats of contrast of a map peaked on one cell, while a landmark
+#: task gets a few dozen steps in a CPU run. Scaling the logits scales that speed.
+HEATMAP_LOGIT_SCALE = 5.0
+#: Spread of the heat-map head's mean-landmark prior (``HeatmapLandmarkHead.set_prior``), as a
+#: fraction of the image side: wide enough that the image overrides it wherever it shows the point.
+HEATMAP_PRIOR_SIGMA = 0.25
+
+
+def reads_fpn(task: TaskSpec, landmark_head: str = "linear") -> bool:
+    """The routing rule: True when ``task``'s head reads the FPN map, False when it reads the
+    deepest encoder map. Dense tasks (segmentation, detection) read the FPN map; Regression
+    reads it with a landmark head type of :data:`FPN_LANDMARK_HEADS` (``heatmap``);
+    classification and the other Regression heads read the deepest map (the baseline's rule)."""
+    return task.is_dense or (task.task_type == REGRESSION and landmark_head in FPN_LANDMARK_HEADS)
 
 
 def float32_layer(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -136,6 +161,114 @@ class LandmarkRegressionHead(nn.Module):
     def prior_bias(self, prior: torch.Tensor) -> torch.Tensor:
         """The output bias whose sigmoid gives ``prior`` (mean normalised landmarks)."""
         return torch.logit(prior)
+
+
+class HeatmapLandmarkHead(nn.Module):
+    """fmuia's landmark head on the FPN map: integral (soft-argmax) regression.
+
+    A 3x3 conv (no bias) - GroupNorm - ReLU block of ``mid_channels``, then a 1x1 conv to one
+    heat map per landmark, times :data:`HEATMAP_LOGIT_SCALE`. The spatial softmax of heat map
+    ``k`` is a probability map over the ``h x w`` cells; landmark ``k`` is its expectation over
+    the cell centres
+    (:func:`soft_argmax`). Returns ``{"heatmap": B x K x h x w logits, "points": B x K x 2
+    normalised (x, y)}``. The last layer starts at zero: every heat map starts flat (the
+    point at the image centre), or at the mean-landmark prior once :meth:`set_prior` has run.
+    """
+
+    def __init__(self, in_channels: int, num_points: int, mid_channels: int = 64) -> None:
+        super().__init__()
+        self.num_points = num_points
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, mid_channels, 3, padding=1, bias=False),
+            nn.GroupNorm(8, mid_channels),
+            nn.ReLU(inplace=True),
+        )
+        self.heatmap = nn.Conv2d(mid_channels, num_points, 1)
+        nn.init.zeros_(self.heatmap.weight)
+        nn.init.zeros_(self.heatmap.bias)
+        # The mean-landmark prior (set_prior): K x 2 normalised points, and its weight (0: no
+        # prior). Buffers, so that checkpoints and inference files carry them.
+        self.register_buffer("prior", torch.full((num_points, 2), 0.5))
+        self.register_buffer("prior_weight", torch.zeros(()))
+
+    def forward(self, fpn: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = HEATMAP_LOGIT_SCALE * float32_layer(self.heatmap, self.stem(fpn))
+        logits = logits + self.prior_weight * self.log_prior(*logits.shape[-2:])
+        return {"heatmap": logits, "points": soft_argmax(logits)}
+
+    def log_prior(self, height: int, width: int) -> torch.Tensor:
+        """``K x h x w``: the log of an isotropic Gaussian of spread :data:`HEATMAP_PRIOR_SIGMA`
+        (up to a constant, which the softmax ignores) whose soft-argmax on this map is the
+        prior point. A Gaussian cut off by the image border has its mean pulled towards the
+        centre (by 0.05 for a point at 0.3), so its centre is moved outwards to compensate
+        (:func:`gaussian_centres_for_mean`)."""
+        xs, ys = cell_centres(height, width, self.prior.device)
+        cx = gaussian_centres_for_mean(self.prior[:, 0], xs, HEATMAP_PRIOR_SIGMA)
+        cy = gaussian_centres_for_mean(self.prior[:, 1], ys, HEATMAP_PRIOR_SIGMA)
+        dx2 = (xs[None, None, :] - cx[:, None, None]) ** 2
+        dy2 = (ys[None, :, None] - cy[:, None, None]) ** 2
+        return -(dx2 + dy2) / (2 * HEATMAP_PRIOR_SIGMA ** 2)
+
+    def set_prior(self, prior: torch.Tensor) -> None:
+        """Start at the mean landmarks ``prior`` (``K x 2``, normalised): a Gaussian log-prior
+        of spread :data:`HEATMAP_PRIOR_SIGMA` is added to every heat map, so the untrained head
+        (flat heat maps) predicts ``prior`` itself (:meth:`log_prior`), and training learns what
+        the image adds."""
+        prior = prior.reshape(-1, 2)
+        if prior.shape[0] != self.num_points:
+            raise ValueError(f"prior has {prior.shape[0]} points, the head predicts {self.num_points}")
+        with torch.no_grad():
+            self.prior.copy_(prior.to(self.prior))
+            self.prior_weight.fill_(1.0)
+
+    def decode(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"points": out["points"].float()}
+
+
+def cell_centres(height: int, width: int,
+                 device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised x of the ``width`` column centres and y of the ``height`` row centres of a
+    map that covers the image: ``(j + 0.5) / width``, ``(i + 0.5) / height``."""
+    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
+    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
+    return xs, ys
+
+
+#: Newton steps of :func:`gaussian_centres_for_mean`: from the target itself as the first
+#: guess, the error shrinks quadratically; 8 steps reach float32 precision on any map.
+_CENTRE_NEWTON_STEPS = 8
+
+
+def gaussian_centres_for_mean(means: torch.Tensor, centres: torch.Tensor, sigma: float) -> torch.Tensor:
+    """For each target in ``means`` (1-D, normalised), the centre ``mu`` of a Gaussian of
+    spread ``sigma`` whose softmax over the cell ``centres`` (1-D) has that mean.
+
+    The mean is an increasing function of ``mu`` with derivative ``variance / sigma**2``
+    (the Gaussian's log is linear in ``mu``), so Newton's method solves it; no library
+    inverts a discretised truncated-Gaussian mean. Targets are first clamped into the
+    reachable range, strictly between the first and last cell centres.
+    """
+    with torch.no_grad():
+        lo, hi = float(centres[0]), float(centres[-1])
+        margin = 1e-3 * (hi - lo)
+        target = means.float().clamp(lo + margin, hi - margin)
+        mu = target.clone()
+        for _ in range(_CENTRE_NEWTON_STEPS):
+            probs = (-(centres[None, :] - mu[:, None]) ** 2 / (2 * sigma ** 2)).softmax(dim=-1)
+            mean = (probs * centres).sum(dim=-1)
+            var = (probs * (centres[None, :] - mean[:, None]) ** 2).sum(dim=-1)
+            mu = mu + (target - mean) * sigma ** 2 / var.clamp_min(1e-12)
+        return mu
+
+
+def soft_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """``B x K x h x w`` heat-map logits -> ``B x K x 2`` normalised (x, y): the expected cell
+    centre under each map's spatial softmax (float32)."""
+    logits = logits.float()
+    b, k, h, w = logits.shape
+    probs = logits.reshape(b, k, h * w).softmax(dim=-1).reshape(b, k, h, w)
+    xs, ys = cell_centres(h, w, logits.device)
+    return torch.stack([(probs.sum(dim=2) * xs).sum(dim=-1), (probs.sum(dim=3) * ys).sum(dim=-1)], dim=-1)
 
 
 class GridDetectionHead(nn.Module):
@@ -233,10 +366,15 @@ def set_output_prior(head: nn.Module, task: TaskSpec, prior: torch.Tensor) -> No
     normalised landmarks. The head type knows the bias that gives its output back
     (``head.prior_bias``: the log for a softmax, the logit for a sigmoid, the value itself
     for a linear output). Training then learns what the image adds to the prior, and the
-    first steps cannot do worse than the trivial baseline through a bad random bias.
+    first steps cannot do worse than the trivial baseline through a bad random bias. A head
+    type without a final linear layer sets its own prior (``head.set_prior``: the heat-map
+    head's Gaussian log-prior).
     """
     if task.task_type not in (CLASSIFICATION, REGRESSION):
         raise ValueError(f"{task.task_id}: output priors are for classification and Regression heads")
+    if hasattr(head, "set_prior"):
+        head.set_prior(prior)
+        return
     linear = [m for m in head.modules() if isinstance(m, nn.Linear)][-1]
     bias = head.prior_bias(prior.to(linear.bias).flatten().clamp(1e-4, 1 - 1e-4))
     if bias.numel() != linear.bias.numel():
@@ -249,10 +387,13 @@ def set_output_prior(head: nn.Module, task: TaskSpec, prior: torch.Tensor) -> No
 #: Detection head types: name -> builder(fpn_channels) (each type keeps its own width:
 #: the baseline's grid head 128 channels, CenterNet 64).
 DETECTION_HEADS: dict[str, Callable[[int], nn.Module]] = {"grid": GridDetectionHead, "centernet": CenterNetHead}
-#: Regression (landmark) head types: name -> builder(deepest_channels, num_points, dropout).
+#: Regression (landmark) head types: name -> builder(in_channels, num_points, dropout), where
+#: ``in_channels`` is the FPN map's for the types of :data:`FPN_LANDMARK_HEADS`, else the
+#: deepest encoder map's.
 LANDMARK_HEADS: dict[str, Callable[[int, int, float], nn.Module]] = {
     "linear": lambda channels, points, dropout: LinearLandmarkHead(channels, points),  # the baseline's: no dropout
     "sigmoid": LandmarkRegressionHead,
+    "heatmap": lambda channels, points, dropout: HeatmapLandmarkHead(channels, points),  # dense: no dropout
 }
 
 
@@ -264,7 +405,8 @@ def build_head(task: TaskSpec, fpn_channels: int, deepest_channels: int, dropout
     if task.task_type == CLASSIFICATION:
         return ClassificationTaskHead(deepest_channels, task.num_classes, dropout)
     if task.task_type == REGRESSION:
-        return _registered(LANDMARK_HEADS, landmark_head, "landmark")(deepest_channels, task.num_points, dropout)
+        channels = fpn_channels if reads_fpn(task, landmark_head) else deepest_channels
+        return _registered(LANDMARK_HEADS, landmark_head, "landmark")(channels, task.num_points, dropout)
     if task.task_type == DETECTION:
         return _registered(DETECTION_HEADS, det_head, "detection")(fpn_channels)
     raise ValueError(f"{task.task_id}: no head for task type {task.task_type!r}")

@@ -6,6 +6,9 @@ task type      loss                                                    source
 segmentation   Dice (multiclass), optionally + cross-entropy           smp.losses
 classification cross-entropy, optional label smoothing                 torch
 Regression     MSE on normalised coordinates (baseline) or SmoothL1    torch
+               heat-map head: that point loss on the soft-argmax      hand-written
+               points + KL divergence of each heat map's softmax
+               from a Gaussian around the true point
 detection      grid head (baseline): at the true centre cell, BCE of   torch pieces
                the objectness logit against 1 + 8 x L1 of the box
                CenterNet head: focal loss on a Gaussian centre heat    hand-written
@@ -30,6 +33,7 @@ from segmentation_models_pytorch.losses import DiceLoss
 from torch import nn
 from torch.nn import functional as F
 
+from fmuia_lib.heads import cell_centres
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, TaskSpec
 
 if TYPE_CHECKING:
@@ -63,6 +67,54 @@ class RegressionLoss(nn.Module):
 
     def forward(self, points: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.loss(points, target)
+
+
+#: Spread, in FPN cells, of the Gaussian a heat-map landmark head's probability map is pulled
+#: towards (:class:`HeatmapLandmarkLoss`).
+LANDMARK_SIGMA_CELLS = 1.0
+
+
+def landmark_heatmap(points: torch.Tensor, height: int, width: int,
+                     sigma_cells: float = LANDMARK_SIGMA_CELLS) -> torch.Tensor:
+    """``B x K x h x w`` target probability maps: an isotropic Gaussian of ``sigma_cells``
+    around each normalised (x, y) point of ``points`` (``B x K x 2``), normalised to sum 1."""
+    points = points.float()
+    xs, ys = cell_centres(height, width, points.device)
+    dx = (xs[None, None, :] - points[..., 0, None]) * width  # B x K x w, in cells
+    dy = (ys[None, None, :] - points[..., 1, None]) * height  # B x K x h
+    logits = -(dy[..., :, None] ** 2 + dx[..., None, :] ** 2) / (2 * sigma_cells ** 2)
+    b, k = points.shape[:2]
+    return logits.reshape(b, k, -1).softmax(dim=-1).reshape(b, k, height, width)
+
+
+class HeatmapLandmarkLoss(nn.Module):
+    """Loss of the heat-map landmark head (``heads.HeatmapLandmarkHead``):
+    the point loss (``RegressionLoss``) on its soft-argmax points +
+    ``heatmap_weight`` * the KL divergence of each heat map's softmax from a Gaussian of
+    :data:`LANDMARK_SIGMA_CELLS` around the true point (mean over landmarks).
+
+    The point loss alone only constrains each map's mean, so two peaks either side of the
+    true point cost nothing; the KL term (DSNT's regulariser, Nibali et al. 2018) asks for
+    one compact peak at the point and gives every cell a gradient from the first step.
+    """
+
+    def __init__(self, kind: str = "mse", heatmap_weight: float = 1.0) -> None:
+        super().__init__()
+        self.points = RegressionLoss(kind)
+        self.heatmap_weight = heatmap_weight
+
+    def forward(self, outputs: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        return sum(self.parts(outputs, target).values())
+
+    def parts(self, outputs: dict[str, torch.Tensor], target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The two weighted terms, for logging."""
+        logits = outputs["heatmap"].float()
+        b, k, h, w = logits.shape
+        log_probs = logits.reshape(b, k, -1).log_softmax(dim=-1)
+        wanted = landmark_heatmap(target, h, w).reshape(b, k, -1)
+        kl = F.kl_div(log_probs, wanted, reduction="sum") / (b * k)
+        return {"points": self.points(outputs["points"].float(), target.float()),
+                "heatmap": self.heatmap_weight * kl}
 
 
 def centre_heatmap(boxes: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -168,10 +220,11 @@ DETECTION_LOSSES: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
     "grid": lambda options: GridDetectionLoss(),
     "centernet": lambda options: CenterNetLoss(options["det_size_weight"], options["det_offset_weight"]),
 }
-#: Landmark head type -> builder of its loss; both point heads take the point loss ``reg_loss``.
+#: Landmark head type -> builder of its loss; every head takes the point loss ``reg_loss``.
 LANDMARK_LOSSES: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
     "linear": lambda options: RegressionLoss(options["reg_loss"]),
     "sigmoid": lambda options: RegressionLoss(options["reg_loss"]),
+    "heatmap": lambda options: HeatmapLandmarkLoss(options["reg_loss"], options["landmark_heatmap_weight"]),
 }
 
 
@@ -192,9 +245,10 @@ class MultiTaskLoss(nn.Module):
     def __init__(self, seg_loss: str = "dice", cls_label_smoothing: float = 0.0,
                  reg_loss: str = "mse", det_size_weight: float = 5.0, det_offset_weight: float = 1.0,
                  loss_weights: dict[str, float] | None = None, uncertainty_weighting: bool = False,
-                 det_head: str = "grid", landmark_head: str = "linear") -> None:
+                 det_head: str = "grid", landmark_head: str = "linear", landmark_heatmap_weight: float = 1.0) -> None:
         super().__init__()
-        options = {"reg_loss": reg_loss, "det_size_weight": det_size_weight, "det_offset_weight": det_offset_weight}
+        options = {"reg_loss": reg_loss, "det_size_weight": det_size_weight, "det_offset_weight": det_offset_weight,
+                   "landmark_heatmap_weight": landmark_heatmap_weight}
         self.losses = nn.ModuleDict({
             SEGMENTATION: SegmentationLoss(with_ce=seg_loss == "dice_ce"),
             CLASSIFICATION: nn.CrossEntropyLoss(label_smoothing=cls_label_smoothing),
@@ -228,4 +282,5 @@ def build_loss(config: "TrainConfig") -> MultiTaskLoss:
                          reg_loss=config.reg_loss, det_size_weight=config.det_size_weight,
                          det_offset_weight=config.det_offset_weight, loss_weights=config.loss_weights,
                          uncertainty_weighting=config.uncertainty_weighting, det_head=config.det_head,
-                         landmark_head=config.landmark_head)
+                         landmark_head=config.landmark_head,
+                         landmark_heatmap_weight=config.landmark_heatmap_weight)

@@ -7,12 +7,16 @@
                  │ f5 (deepest)             └──> FPN decoder ──> dense map (stride 4)
                  ▼                                                   │
       classification / Regression heads              segmentation / detection heads
+      (linear, sigmoid)                              Regression heat-map head
 
-Routing follows the challenge baseline: global tasks (classification, Regression)
-read the pooled deepest encoder feature; dense tasks (segmentation, detection) read
-the FPN map. The FPN runs only when the batch's task needs it, so a classification
-batch costs an encoder pass and a linear layer. Heads exist only for the tasks the
-model is built for; asking for any other task is an error.
+Routing (``heads.reads_fpn``, applied once per task when the model is built): dense
+tasks (segmentation, detection) read the FPN map; classification reads the pooled
+deepest encoder feature; Regression reads the deepest feature with the baseline's
+``linear`` and fmuia's ``sigmoid`` heads (the baseline's rule: global tasks read the
+deepest feature), and the FPN map with the ``heatmap`` head. The FPN runs only when the
+batch's task needs it, so a classification batch costs an encoder pass and a linear
+layer. Heads exist only for the tasks the model is built for; asking for any other task
+is an error.
 
 The pieces are the baseline's, configured from smp: ``smp.encoders.get_encoder`` (depth
 5) and smp's ``FPNDecoder`` with ``smp.FPN``'s defaults (256 pyramid channels, 128
@@ -43,7 +47,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from fmuia_lib.heads import build_head
+from fmuia_lib.heads import build_head, reads_fpn
 from fmuia_lib.tasks import DETECTION, REGRESSION, TaskSpec
 
 if TYPE_CHECKING:
@@ -96,6 +100,8 @@ class MultiTaskNet(nn.Module):
                                       dropout=fpn_dropout)
         initialize_decoder(self.fpn_decoder)
         self.det_head, self.landmark_head = det_head, landmark_head
+        #: task id -> True when its head reads the FPN map (heads.reads_fpn), else the deepest map
+        self.reads_fpn = {t.task_id: reads_fpn(t, landmark_head) for t in tasks}
         self.heads = nn.ModuleDict({
             t.task_id: build_head(t, self.fpn_decoder.out_channels, channels[-1], dropout=head_dropout,
                                   det_head=det_head, landmark_head=landmark_head)
@@ -120,7 +126,7 @@ class MultiTaskNet(nn.Module):
         if images.shape[-1] % 32 or images.shape[-2] % 32:
             raise ValueError(f"input size {tuple(images.shape[-2:])} is not a multiple of 32")
         features = self.encode(images, task_id)
-        if task.is_dense:
+        if self.reads_fpn[task.task_id]:
             return self.heads[task_id](self.fpn_decoder(features))
         return self.heads[task_id](features[-1])
 
@@ -210,6 +216,8 @@ def build_model(config: "TrainConfig", tasks: Sequence[TaskSpec]) -> MultiTaskNe
     """The network a config describes, with heads for ``tasks`` (the FPN decoder frozen when
     ``config.freeze_fpn``)."""
     model = MultiTaskNet(tasks, encoder_name=config.encoder, encoder_weights=config.encoder_weights,
+                         fpn_pyramid_channels=config.fpn_pyramid_channels,
+                         fpn_segmentation_channels=config.fpn_segmentation_channels,
                          det_head=config.det_head, landmark_head=config.landmark_head,
                          task_norm_stats=config.norm_stats == "per_task")
     if config.freeze_fpn:

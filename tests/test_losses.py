@@ -7,8 +7,8 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from fmuia_lib.losses import (CenterNetLoss, MultiTaskLoss, RegressionLoss, SegmentationLoss,
-                              centernet_focal_loss, centre_heatmap)
+from fmuia_lib.losses import (CenterNetLoss, HeatmapLandmarkLoss, MultiTaskLoss, RegressionLoss, SegmentationLoss,
+                              centernet_focal_loss, centre_heatmap, landmark_heatmap)
 from fmuia_lib.model import MultiTaskNet
 from fmuia_lib.tasks import CLASSIFICATION, REGRESSION, SEGMENTATION, select_tasks
 
@@ -91,7 +91,9 @@ def test_type_weights_and_uncertainty_weighting():
 
 
 @pytest.mark.parametrize("heads", [{"det_head": "grid", "landmark_head": "linear"},  # the baseline's
-                                   {"det_head": "centernet", "landmark_head": "sigmoid"}], ids=["official", "fmuia"])
+                                   {"det_head": "centernet", "landmark_head": "sigmoid"},
+                                   {"det_head": "centernet", "landmark_head": "heatmap"}],
+                         ids=["official", "sigmoid", "heatmap"])
 @pytest.mark.parametrize("task_id", ["cardiac_multi", "organ_cls", "IUGC", "thyroid_nodule_det"])
 def test_each_loss_decreases_when_overfitting_one_batch(task_id, heads):
     torch.manual_seed(0)
@@ -143,3 +145,33 @@ def test_detection_selects_the_trained_box():
     _, cell, _ = centre_heatmap(BOXES, heat.shape[1], heat.shape[2])
     peak = heat.flatten(1).argmax(dim=1)
     assert torch.equal(peak, cell[:, 0] * heat.shape[2] + cell[:, 1])
+
+
+def test_landmark_heatmap_is_a_gaussian_probability_map_around_the_point():
+    points = torch.tensor([[[0.5, 0.5], [0.1, 0.9]]])
+    maps = landmark_heatmap(points, 8, 16, sigma_cells=1.0)
+    assert maps.shape == (1, 2, 8, 16)
+    torch.testing.assert_close(maps.sum(dim=(2, 3)), torch.ones(1, 2))
+    # (0.5, 0.5) lies on the corner of four cells: they share the peak equally
+    top = maps[0, 0].flatten().topk(4).indices
+    assert sorted((int(i) // 16, int(i) % 16) for i in top) == [(3, 7), (3, 8), (4, 7), (4, 8)]
+    # x 0.1 of 16 columns is 1.6 cells: column 1 (centre 1.5) holds the peak; y 0.9 of 8 rows: row 7
+    assert divmod(int(maps[0, 1].argmax()), 16) == (7, 1)
+
+
+def test_heatmap_landmark_loss_is_the_point_loss_plus_a_kl_term_that_vanishes_at_the_target():
+    target = torch.tensor([[[0.3, 0.6], [0.7, 0.2]]])
+    perfect = landmark_heatmap(target, 16, 16).clamp_min(1e-30).log()
+    from fmuia_lib.heads import soft_argmax
+
+    outputs = {"heatmap": perfect, "points": soft_argmax(perfect)}
+    loss = HeatmapLandmarkLoss("smooth_l1", heatmap_weight=2.0)
+    parts = loss.parts(outputs, target)
+    assert parts["heatmap"].item() == pytest.approx(0.0, abs=1e-5)
+    assert parts["points"].item() < 1e-4  # the Gaussian's mean is the point, up to the map's edge
+    flat = {"heatmap": torch.zeros(1, 2, 16, 16), "points": torch.full((1, 2, 2), 0.5)}
+    parts = loss.parts(flat, target)
+    assert parts["heatmap"].item() > 1.0
+    assert parts["points"].item() == pytest.approx(RegressionLoss("smooth_l1")(flat["points"], target).item())
+    torch.testing.assert_close(loss(flat, target), parts["points"] + parts["heatmap"])
+    assert HeatmapLandmarkLoss(heatmap_weight=0.0).parts(flat, target)["heatmap"].item() == 0.0

@@ -149,3 +149,56 @@ def test_output_priors_start_global_heads_at_the_trivial_baseline(make_root, tmp
             torch.testing.assert_close(pred["points"].mean(0), prior, atol=0.05, rtol=0)
     with pytest.raises(ValueError, match="prior has 3 values"):
         set_output_prior(net.heads[global_tasks[0].task_id], global_tasks[0], torch.tensor([0.2, 0.3, 0.5]))
+
+
+def test_routing_follows_the_landmark_head_type():
+    """heads.reads_fpn is the one rule: dense tasks and the heat-map landmark head read the
+    FPN map, classification and the linear and sigmoid landmark heads the deepest map."""
+    from fmuia_lib.heads import reads_fpn
+
+    tasks = select_tasks(["breast_lesion", "organ_cls", "thyroid_nodule_det", "FUGC"])
+    for landmark_head in ("linear", "sigmoid", "heatmap"):
+        net = MultiTaskNet(tasks, encoder_name="resnet18", encoder_weights=None, fpn_pyramid_channels=64,
+                           fpn_segmentation_channels=32, landmark_head=landmark_head)
+        calls = []
+        handle = net.fpn_decoder.register_forward_hook(lambda *_: calls.append(1))
+        for task in tasks:
+            calls.clear()
+            net(torch.randn(2, 3, SIZE, SIZE), task.task_id)
+            expected = task.is_dense or (task.task_type == REGRESSION and landmark_head == "heatmap")
+            assert len(calls) == int(expected) == int(reads_fpn(task, landmark_head)), (task.task_id, landmark_head)
+            assert net.reads_fpn[task.task_id] == expected
+        handle.remove()
+
+
+def test_heatmap_head_reads_points_as_the_soft_argmax_of_its_maps():
+    from fmuia_lib.heads import HeatmapLandmarkHead, soft_argmax
+
+    logits = torch.full((1, 2, 8, 16), -1e4)
+    logits[0, 0, 2, 5] = 0.0  # all mass on one cell: its centre
+    logits[0, 1, 7, 0] = logits[0, 1, 7, 1] = 0.0  # half on each of two cells: between their centres
+    torch.testing.assert_close(soft_argmax(logits), torch.tensor([[[5.5 / 16, 2.5 / 8], [1.0 / 16, 7.5 / 8]]]))
+    head = HeatmapLandmarkHead(32, 3)
+    out = head(torch.randn(2, 32, 16, 16))
+    assert out["heatmap"].shape == (2, 3, 16, 16) and out["points"].shape == (2, 3, 2)
+    # the last layer starts at zero: flat maps, every point at the image centre
+    torch.testing.assert_close(out["points"], torch.full((2, 3, 2), 0.5))
+    torch.testing.assert_close(head.decode(out)["points"], out["points"])
+
+
+def test_heatmap_head_prior_starts_it_near_the_mean_landmarks_and_travels_in_its_state():
+    from fmuia_lib.heads import HeatmapLandmarkHead, set_output_prior
+
+    task = select_tasks(["IUGC"])[0]
+    head = HeatmapLandmarkHead(32, 3)
+    prior = torch.tensor([[0.3, 0.35], [0.45, 0.6], [0.7, 0.65]])
+    set_output_prior(head, task, prior)
+    points = head(torch.randn(2, 32, 16, 16))["points"]
+    # The last layer starts at zero, so the points are the log-prior's soft-argmax, which is solved
+    # to equal the prior (heads.gaussian_centres_for_mean): float32 rounding only.
+    torch.testing.assert_close(points, prior.expand(2, 3, 2), atol=1e-5, rtol=0)
+    other = HeatmapLandmarkHead(32, 3)
+    other.load_state_dict(head.state_dict())
+    torch.testing.assert_close(other(torch.randn(1, 32, 16, 16))["points"][0], points[0], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="prior has 2 points, the head predicts 3"):
+        set_output_prior(head, task, torch.rand(2, 2))

@@ -40,8 +40,8 @@ OFFICIAL_HEAD_SHAPES = {
     "thyroid_nodule_det": [[128, 128, 3, 3], [128], [128], [128, 128, 3, 3], [128], [128], [5, 128, 1, 1], [5]],
     "cardiac_multi": [[4, 128, 1, 1], [4]],
 }
-#: the fmuia recipe's model (CenterNet detection, sigmoid landmarks), same encoder and FPN
-FMUIA_PARAMETERS = 19_602_412
+#: the fmuia recipe's model (CenterNet detection, heat-map landmarks), same encoder and FPN
+FMUIA_PARAMETERS = 19_818_149
 
 
 def _hash(obj) -> str:
@@ -167,7 +167,8 @@ def test_type_weights_are_one_and_head_types_pick_the_losses():
     assert type(fmuia.losses["detection"]).__name__ == "CenterNetLoss"
     assert not official.losses["segmentation"].with_ce and fmuia.losses["segmentation"].with_ce
     assert isinstance(official.losses["Regression"].loss, torch.nn.MSELoss)
-    assert isinstance(fmuia.losses["Regression"].loss, torch.nn.SmoothL1Loss)
+    assert type(fmuia.losses["Regression"]).__name__ == "HeatmapLandmarkLoss"
+    assert isinstance(fmuia.losses["Regression"].points.loss, torch.nn.SmoothL1Loss)
     with pytest.raises(ValueError, match="no loss for detection head 'yolo'"):
         MultiTaskLoss(det_head="yolo")
 

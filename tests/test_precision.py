@@ -15,14 +15,15 @@ from fmuia_lib.training.loop import StepBatches, Trainer, autocast_dtype
 
 TASKS = ["breast_lesion", "organ_cls", "thyroid_nodule_det", "IUGC"]
 SMALL = dict(encoder_name="resnet18", encoder_weights=None, fpn_pyramid_channels=64, fpn_segmentation_channels=32)
-HEAD_TYPES = [{"det_head": "grid", "landmark_head": "linear"}, {"det_head": "centernet", "landmark_head": "sigmoid"}]
+HEAD_TYPES = [{"det_head": "grid", "landmark_head": "linear"}, {"det_head": "centernet", "landmark_head": "sigmoid"},
+              {"det_head": "centernet", "landmark_head": "heatmap"}]
 
 
 def _tensors(out):
     return list(out.values()) if isinstance(out, dict) else [out]
 
 
-@pytest.mark.parametrize("heads", HEAD_TYPES, ids=["official", "fmuia"])
+@pytest.mark.parametrize("heads", HEAD_TYPES, ids=["official", "sigmoid", "heatmap"])
 def test_bf16_autocast_forward_gives_float32_outputs(heads):
     torch.manual_seed(0)
     model = MultiTaskNet(select_tasks(TASKS), **SMALL, **heads)

@@ -18,17 +18,35 @@ FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 def test_the_registry_has_the_named_switches_and_each_changes_the_official_recipe():
     assert list(SWITCHES) == ["trained_fpn", "centernet_detection", "whole_set_validation", "temperature_sampler",
                               "dice_ce", "per_task_norm_stats", "head_priors", "smooth_l1", "warmup_clipping",
-                              "light_augmentation", "sigmoid_landmarks"]
+                              "light_augmentation", "sigmoid_landmarks", "heatmap_landmarks"]
     official = TrainConfig()
-    seen: set[str] = set()
+    alternative = {name for group in switches.ALTERNATIVES for name in group}
+    seen: dict[str, str] = {}
     for switch in SWITCHES.values():
         assert switch.baseline and switch.fmuia and switch.why
         for field, value in switch.sets.items():
             assert field in FIELDS and field not in SPEED_SETTINGS, (switch.name, field)
             assert getattr(official, field) != value, (switch.name, field)  # the switch changes something
-            assert field not in seen, f"{field} is set by two switches"
-            seen.add(field)
+            if field in seen:  # only alternatives share a field, and they are declared as such
+                assert {seen[field], switch.name} <= alternative, f"{field} is set by two switches"
+            seen[field] = switch.name
     assert set(SPEED_SETTINGS) <= FIELDS
+
+
+def test_the_fmuia_recipe_lists_one_of_each_group_of_alternatives():
+    assert switches.conflicting(FMUIA_RECIPE) == []
+    assert set(SWITCHES) - set(FMUIA_RECIPE) == {
+        name for group in switches.ALTERNATIVES for name in group} - set(FMUIA_RECIPE)
+    for group in switches.ALTERNATIVES:
+        assert len(set(group) & set(FMUIA_RECIPE)) == 1, group
+    with pytest.raises(ConfigError, match="'sigmoid_landmarks' and 'heatmap_landmarks' are alternatives"):
+        TrainConfig.from_dict({"switches": ["sigmoid_landmarks", "heatmap_landmarks"]})
+    with pytest.raises(ConfigError, match="are alternatives"):
+        TrainConfig(switches=["sigmoid_landmarks", "heatmap_landmarks"], landmark_head="sigmoid")
+    swapped = [s for s in FMUIA_RECIPE if s not in {"sigmoid_landmarks", "heatmap_landmarks"}]
+    for head in ("sigmoid", "heatmap"):
+        config = TrainConfig.from_dict({"switches": swapped + [f"{head}_landmarks"]})
+        assert config.landmark_head == head
 
 
 def test_from_dict_is_official_defaults_then_switches_then_own_keys():

@@ -1,6 +1,6 @@
 """Profiles, and the one function that turns a profile and explicit overrides into a run's settings.
 
-A profile is a YAML file with five keys::
+A profile is a YAML file with these keys::
 
     name: cpu-smoke
     description: one line
@@ -15,6 +15,8 @@ A profile is a YAML file with five keys::
       encoder: resnet18
     notebooks:             # per notebook, values for that notebook's own settings
       06_experiments: {sweep_steps: 16}
+    seeds: [0, 1, 2]       # optional: the seeds of the profile's margin study (fmuia_lib.margins);
+                           # the series itself trains once, with train.seed
 
 The profiles fmuia ships live beside this file (``fmuia_lib/profiles/NAME.yaml``) and are
 loaded by name; any other file is loaded by path. A plain mapping of TrainConfig fields (such
@@ -40,7 +42,7 @@ import yaml
 
 from fmuia_lib.config import ConfigError, TrainConfig, _split_override
 
-PROFILE_KEYS = ("name", "description", "data", "train", "notebooks")
+PROFILE_KEYS = ("name", "description", "data", "train", "notebooks", "seeds")
 DATA_KEYS = ("source", "dir", "data_seed", "phantom_train", "phantom_val", "real_src")
 DATA_SOURCES = ("phantom", "real", "user")
 #: TrainConfig fields holding paths; relative values are read from :func:`project_root`.
@@ -96,6 +98,7 @@ class Profile:
     train: dict[str, Any] = field(default_factory=dict)
     notebooks: dict[str, dict[str, Any]] = field(default_factory=dict)
     path: Path | None = None
+    seeds: list[int] | None = None  #: the margin study's seeds (fmuia_lib.margins.seed_study); None: train.seed
 
     def data_settings(self, data_dir: str | Path | None = None) -> DataSettings | None:
         """The profile's data, or ``data_dir`` used as it is (checked, never written)."""
@@ -158,7 +161,8 @@ def load_profile(name_or_path: str | Path | Profile) -> Profile:
             raise ProfileError(f"{path}: {key}: expected a mapping, got {type(value).__name__}")
     profile = Profile(name=str(raw.get("name", path.stem)), description=str(raw.get("description", "")),
                       data=dict(sections["data"]), train=dict(sections["train"]), path=path,
-                      notebooks={k: dict(v or {}) for k, v in sections["notebooks"].items()})
+                      notebooks={k: dict(v or {}) for k, v in sections["notebooks"].items()},
+                      seeds=_check_seeds(raw.get("seeds"), path))
     _check_data(profile)
     for notebook, values in sections["notebooks"].items():
         if values is not None and not isinstance(values, dict):
@@ -168,6 +172,17 @@ def load_profile(name_or_path: str | Path | Profile) -> Profile:
     except (ConfigError, TypeError) as exc:
         raise ProfileError(f"{path}: train: {exc}") from None
     return profile
+
+
+def _check_seeds(seeds: Any, path: Path) -> list[int] | None:
+    if seeds is None:
+        return None
+    if (not isinstance(seeds, list) or not seeds
+            or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds)):
+        raise ProfileError(f"{path}: seeds={seeds!r}: expected a non-empty list of non-negative integers")
+    if len(set(seeds)) != len(seeds):
+        raise ProfileError(f"{path}: seeds={seeds!r}: a seed is listed twice")
+    return list(seeds)
 
 
 def _check_data(profile: Profile) -> None:

@@ -1,66 +1,79 @@
 """Trivial baselines: what a model scores without looking at the image.
 
-A trained model is only interesting where it beats these:
+A trained model is only interesting where it beats these. Each is the best prediction that
+ignores the image, learned from the training labels alone (the one definition, used by
+training, the margin tables of :mod:`fmuia_lib.margins` and ``error_analysis``):
 
 ============== ===================================================================
 segmentation   the empty mask (every pixel background)
-classification the training set's majority class, with probability 1
-detection      the mean training box (normalised), in every image
-Regression     the mean training landmarks (normalised), in every image
+classification the training class frequencies as probabilities (so the majority
+               class is predicted, and AUC is 0.5)
+detection      the mean training box (normalised to each image's size), in every image
+Regression     the mean training landmarks (normalised likewise), in every image
 ============== ===================================================================
 
-Scores use the metrics of :func:`fmuia_lib.training.validation.validate`, with boxes and
-points in original pixels; segmentation is scored on the evaluation-transform masks (the
-model frame), where ``validate`` scores at the original resolution. The baseline's task
-quality (``score``: DSC, accuracy/F1/AUC, IoU, 1 - NMRE) does not depend on the frame (an
-empty mask has DSC 0 in any frame); its HD does.
+:func:`trivial_baseline_records` writes it as prediction records (the format of
+``predict.write_submission``); :func:`trivial_baseline_scores` scores those records with the
+scorer ``fmuia evaluate`` and whole-set validation use (``evaluate.score``), so a model's
+number and its baseline's come from one code path.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 
 from fmuia_lib import metrics
 from fmuia_lib.data.dataset import MultiTaskDataset, image_size
-from fmuia_lib.submission import to_pixels
-from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION
+from fmuia_lib.evaluate import score
+from fmuia_lib.submission import Submission
+from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec
 
 
-def _targets(dataset: MultiTaskDataset, task_id: str) -> tuple[list[np.ndarray], np.ndarray]:
-    """(targets as numpy arrays, ``(N, 2)`` original (height, width)) of one task."""
-    items = [dataset[i] for i in dataset.task_indices[task_id]]
-    return [item["target"].numpy() for item in items], np.array([item["orig_size"] for item in items], float)
+def trivial_baseline_records(train: pd.DataFrame, val: pd.DataFrame,
+                             tasks: Mapping[str, TaskSpec]) -> list[dict[str, Any]]:
+    """Prediction records (``write_submission`` format) of the trivial baseline for ``val``.
+
+    ``train`` and ``val`` are tables from :func:`fmuia_lib.data.layout.read_root`. A task
+    in ``val`` without training rows is an error (its baseline cannot be learned).
+    """
+    records: list[dict[str, Any]] = []
+    for task_id, rows in val.groupby("task_id", sort=False):
+        task = tasks[task_id]
+        source = train[train["task_id"] == task_id]
+        if source.empty:
+            raise ValueError(f"{task_id}: no training rows, so no trivial baseline can be learned")
+        if task.task_type == CLASSIFICATION:
+            counts = class_counts(source, task.num_classes)
+            probs = counts / counts.sum()
+        elif task.task_type in (DETECTION, REGRESSION):
+            mean = mean_normalised_target(source).ravel()
+        for row in rows.itertuples():
+            record: dict[str, Any] = {"task_id": task_id, "image_path": row.image_path}
+            if task.task_type == SEGMENTATION:
+                record.update(mask_path=row.mask_path, mask=np.zeros(image_size(row.image_file), np.uint8))
+            elif task.task_type == CLASSIFICATION:
+                record["probs"] = probs
+            elif task.task_type == DETECTION:
+                record.update(box_normalized=mean, orig_size=image_size(row.image_file))
+            else:
+                record.update(points_normalized=mean, orig_size=image_size(row.image_file))
+            records.append(record)
+    return records
 
 
 def trivial_baseline_scores(train_set: MultiTaskDataset, val_set: MultiTaskDataset) -> dict[str, dict[str, Any]]:
-    """Per validation task: the challenge metrics of its trivial baseline, plus ``score``."""
-    results: dict[str, dict[str, Any]] = {}
-    for task in val_set.tasks:
-        gts, hw = _targets(val_set, task.task_id)
-        if task.task_type == SEGMENTATION:
-            scores = metrics.task_scores(task, [np.zeros_like(g, dtype=np.uint8) for g in gts],
-                                         [g.astype(np.uint8) for g in gts])
-        else:
-            # Training means come from the labels and image headers (no pixels, no augmentation).
-            train_rows = train_set.frame.iloc[train_set.task_indices[task.task_id]]
-            if task.task_type == CLASSIFICATION:
-                majority = class_counts(train_rows, task.num_classes).argmax()
-                probs = np.zeros((len(gts), task.num_classes))
-                probs[:, majority] = 1.0
-                scores = metrics.task_scores(task, probs, np.array(gts, int))
-            elif task.task_type == DETECTION:
-                mean_box = np.tile(mean_normalised_target(train_rows).ravel(), (len(gts), 1))
-                scores = metrics.task_scores(task, to_pixels(mean_box, hw), to_pixels(np.array(gts), hw))
-            elif task.task_type == REGRESSION:
-                mean_points = np.tile(mean_normalised_target(train_rows), (len(gts), 1, 1))
-                scores = metrics.task_scores(task, to_pixels(mean_points, hw), to_pixels(np.array(gts), hw),
-                                             image_sizes=hw)
-            else:
-                raise ValueError(f"{task.task_id}: unknown task type {task.task_type!r}")
-        scores["score"] = metrics.task_quality(task, scores)
-        results[task.task_id] = scores
+    """Per validation task: the challenge metrics of its trivial baseline, plus ``score``
+    (``metrics.task_quality``), as :func:`fmuia_lib.training.validation.validate` reports a model's."""
+    from fmuia_lib.training.validation import ground_truth  # validation imports the model stack
+
+    truth = ground_truth(val_set)
+    records = trivial_baseline_records(train_set.frame, val_set.frame, val_set.specs)
+    results = score(truth, Submission.from_records(records, truth.specs)).task_results()
+    for task_id, scores in results.items():
+        scores["score"] = metrics.task_quality(truth.specs[task_id], scores)
     return results
 
 
