@@ -57,13 +57,9 @@ def test_batches_are_single_task_and_cover_each_task():
         assert sorted(i for b in first for i in b) == task_indices()[task]
 
 
-def test_default_length_and_drop_last():
+def test_default_length():
     assert len(TaskBatchSampler(task_indices(), batch_size=8)) == 15 + 4 + 1
-    sampler = TaskBatchSampler(task_indices(), batch_size=4, drop_last=True, strategy="proportional")
-    assert len(sampler) == 30 + 7 + 1
-    assert all(len(b) == 4 for b in sampler)
-    with pytest.raises(ValueError, match=r"tasks \['small'\] have fewer rows"):
-        TaskBatchSampler(task_indices(), batch_size=6, drop_last=True)
+    assert len(OfficialTaskSampler(task_indices(), batch_size=8)) == 155 // 8
 
 
 def test_deterministic_for_seed_and_epoch():
