@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from ...tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec, load_manifest, select_tasks
-from ..layout import BOX_COLUMNS, enclosing_data_root, rel_path, write_task_csv
+from ..layout import BOX_COLUMNS, inside_data_root_problem, rel_path, write_task_csv
 from .render import PhantomError, class_plan, image_rng, render
 
 SPLITS = ("train", "val")
@@ -111,10 +111,9 @@ def _prepare_output(out: Path, overwrite: bool) -> None:
     folders, not symbolic links to folders elsewhere."""
     if out.exists() and not out.is_dir():
         raise PhantomError(f"--out {out} exists and is not a folder")
-    enclosing = enclosing_data_root(out)
-    if enclosing is not None:
-        raise PhantomError(f"--out {out} lies inside the data root {enclosing} (it holds csv_files/); "
-                           "write the phantom elsewhere")
+    problem = inside_data_root_problem(out, "the phantom")
+    if problem:
+        raise PhantomError(problem)
     linked = [out / name for name in (*SPLITS, MARKER) if (out / name).is_symlink()]
     if linked:
         raise PhantomError(f"--out {out}: {linked[0].name} is a symbolic link (to {os.path.realpath(linked[0])}); "
