@@ -629,11 +629,7 @@ def evaluate_main(args) -> int:
     if problem:
         print(f"fmuia evaluate: error: {problem}", file=sys.stderr)
         return 2
-    try:
-        report = evaluate_submission(args.data, args.pred)
-    except (LayoutError, SubmissionError) as err:
-        print(f"fmuia evaluate: error: {err}", file=sys.stderr)
-        return 2
+    report = evaluate_submission(args.data, args.pred)  # LayoutError, SubmissionError: bad input (cli.main)
     print(report.format())
     if args.json:
         try:
@@ -653,11 +649,7 @@ def evaluate_main(args) -> int:
 def validate_submission_main(args) -> int:
     """``fmuia validate-submission DIR --data ROOT``: errors (exit 1), warnings only (exit 0),
     or unusable input (exit 2: the data root, or the submission folder, cannot be read)."""
-    try:
-        check = check_submission(args.pred, args.data)
-    except (LayoutError, SubmissionError) as err:
-        print(f"fmuia validate-submission: error: {err}", file=sys.stderr)
-        return 2
+    check = check_submission(args.pred, args.data)  # LayoutError, SubmissionError: bad input (cli.main)
     for error in check.errors:
         print(f"ERROR {error}")
     for warning in check.warnings:

@@ -270,19 +270,13 @@ def export_weights(checkpoint: str | Path, out_dir: str | Path, overwrite: bool 
 
 
 def export_main(args) -> int:
-    """``fmuia export --checkpoint CKPT --out DIR [--overwrite] [--weights-only]`` (exit 2 on
-    unusable input)."""
-    from fmuia_lib.predict import ModelLoadError
-
-    try:
-        if getattr(args, "weights_only", False):
-            written = export_weights(args.checkpoint, args.out, overwrite=args.overwrite)
-            print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB): weights only, for fmuia predict")
-            return 0
-        result = export_submission(args.checkpoint, args.out, overwrite=args.overwrite)
-    except (ExportError, ModelLoadError) as err:
-        print(f"fmuia export: error: {err}", file=sys.stderr)
-        return 2
+    """``fmuia export --checkpoint CKPT --out DIR [--overwrite] [--weights-only]`` (an ExportError
+    or ModelLoadError is bad input: ``cli.main``)."""
+    if getattr(args, "weights_only", False):
+        written = export_weights(args.checkpoint, args.out, overwrite=args.overwrite)
+        print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB): weights only, for fmuia predict")
+        return 0
+    result = export_submission(args.checkpoint, args.out, overwrite=args.overwrite)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote a Docker build context to {result.out_dir} ({len(result.files)} files)")

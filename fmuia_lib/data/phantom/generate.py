@@ -200,14 +200,10 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
 
 def phantom_main(args: argparse.Namespace) -> int:
-    """``fmuia data phantom``: generate, print a summary; exit code 2 on bad arguments."""
+    """``fmuia data phantom``: generate, print a summary (a PhantomError is bad input: ``cli.main``)."""
     sizes = {k: v for k, v in (("n_train", args.train), ("n_val", args.val)) if v is not None}
-    try:
-        summary = generate_phantom(args.out, seed=args.seed, tasks=args.tasks, workers=args.workers,
-                                   overwrite=args.overwrite, progress=sys.stderr.isatty(), **sizes)
-    except PhantomError as err:
-        print(f"fmuia data phantom: error: {err}", file=sys.stderr)
-        return 2
+    summary = generate_phantom(args.out, seed=args.seed, tasks=args.tasks, workers=args.workers,
+                               overwrite=args.overwrite, progress=sys.stderr.isatty(), **sizes)
     print(f"phantom: {len(summary['tasks'])} subtasks, {summary['files']} files "
           f"({summary['bytes'] / 1e6:.1f} MB) in {args.out} [train, val] in {summary['seconds']} s "
           f"with {summary['workers']} worker(s); seed {summary['seed']}, "

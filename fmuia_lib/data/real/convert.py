@@ -24,7 +24,6 @@ import csv
 import io
 import json
 import os
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -406,13 +405,9 @@ def format_summary(report: dict) -> str:
 
 
 def real_main(args) -> int:
-    """``fmuia data real --src DIR --out ROOT``."""
-    try:
-        report = convert_real(args.src, args.out, seed=args.seed, val_fraction=args.val_fraction,
-                              overwrite=args.overwrite, progress=True)
-    except RealDataError as err:
-        print(f"fmuia data real: error: {err}", file=sys.stderr)
-        return 2
+    """``fmuia data real --src DIR --out ROOT`` (a RealDataError is bad input: ``cli.main``)."""
+    report = convert_real(args.src, args.out, seed=args.seed, val_fraction=args.val_fraction,
+                          overwrite=args.overwrite, progress=True)
     print(format_summary(report))
     print(f"\nwrote {args.out}/train, {args.out}/val, {PROVENANCE} and {REPORT}")
     return 0
