@@ -85,7 +85,6 @@ def test_state_round_trip_resumes_mid_epoch():
     resumed = TaskBatchSampler(task_indices(), batch_size=4, seed=7)
     resumed.load_state_dict(state)
     assert head + list(resumed) == reference
-    assert sampler.state_dict(batches_done=5)["position"] == 5
     with pytest.raises(ValueError, match="seed"):
         TaskBatchSampler(task_indices(), batch_size=4, seed=8).load_state_dict(state)
 

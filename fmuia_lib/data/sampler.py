@@ -64,11 +64,11 @@ class _ResumableTaskSampler(Sampler[list[int]]):
         """Start epoch ``epoch`` at its first batch."""
         self.epoch, self.position = epoch, 0
 
-    def state_dict(self, batches_done: int | None = None) -> dict:
-        """Where the sampler stands. A ``DataLoader`` with workers fetches batches ahead,
-        so pass ``batches_done`` (batches the training loop actually used this epoch)."""
-        return {"epoch": self.epoch, "position": self.position if batches_done is None else batches_done,
-                "seed": self.seed}
+    def state_dict(self) -> dict:
+        """Where the sampler stands: the batches it has handed out. A ``DataLoader`` with
+        workers fetches batches ahead, so the trainer saves the position of the batches it
+        used instead (``training.loop.sampler_state``)."""
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
         """Resume: the next iteration continues the saved epoch after its saved position."""
