@@ -537,12 +537,11 @@ def _check_files(record: dict, task: TaskSpec | None, header_only: bool) -> list
 
 
 def validate_root(root: Path | str, manifest: str | Path | dict[str, TaskSpec] | None = None,
-                  check_files: bool = True, header_only: bool = False,
-                  workers: int | None = None) -> list[Problem]:
+                  header_only: bool = False, workers: int | None = None) -> list[Problem]:
     """Every problem of a data root (empty list = valid), in CSV order.
 
     Checks the CSVs (columns, rows present, task ids against the manifest, labels, boxes,
-    points, paths inside the root, duplicates) and, with ``check_files``, every image
+    points, paths inside the root, duplicates) and every image
     (exists, PNG or JPEG, whole and decodable: decoded by :func:`images.read_image`, the
     reader of training and prediction; ``header_only`` reads only its header) and every
     mask (PNG, whole, 8/16-bit, one channel or equal colour channels, same size as its
@@ -551,7 +550,7 @@ def validate_root(root: Path | str, manifest: str | Path | dict[str, TaskSpec] |
     """
     tasks = resolve_tasks(manifest)
     records, problems = _parse_root(root, tasks)
-    if check_files and records:
+    if records:
         workers = workers or 2 * (os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for file_problems in pool.map(lambda r: _check_files(r, tasks.get(r["task_id"]), header_only),
