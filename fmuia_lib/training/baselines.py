@@ -1,67 +1,25 @@
-"""Trivial baselines: what a model scores without looking at the image.
-
-A trained model is only interesting where it beats these:
+"""The trivial baseline: what a model predicts without looking at the image, learned from
+the training labels (and image headers, no pixels).
 
 ============== ===================================================================
 segmentation   the empty mask (every pixel background)
-classification the training set's majority class, with probability 1
-detection      the mean training box (normalised), in every image
-Regression     the mean training landmarks (normalised), in every image
+classification the training set's class frequencies (:func:`class_counts`)
+detection      the mean training box, normalised by image size (:func:`mean_normalised_target`)
+Regression     the mean training landmarks, normalised the same way
 ============== ===================================================================
 
-Scores use the metrics of :func:`fmuia_lib.training.validation.validate`, with boxes and
-points in original pixels; segmentation is scored on the evaluation-transform masks (the
-model frame), where ``validate`` scores at the original resolution. The baseline's task
-quality (``score``: DSC, accuracy/F1/AUC, IoU, 1 - NMRE) does not depend on the frame (an
-empty mask has DSC 0 in any frame); its HD does.
+A trained model is only interesting where it beats it: notebook 04 scores its prediction
+records (:func:`fmuia_lib.error_analysis.trivial_baseline_records`) with the one scorer.
+:func:`training_priors` starts the global heads at the same prediction, the class
+frequencies add-one smoothed so that no class starts at probability 0.
 """
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import torch
 
-from fmuia_lib import metrics
 from fmuia_lib.data.dataset import MultiTaskDataset, image_size
-from fmuia_lib.submission import to_pixels
-from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION
-
-
-def _targets(dataset: MultiTaskDataset, task_id: str) -> tuple[list[np.ndarray], np.ndarray]:
-    """(targets as numpy arrays, ``(N, 2)`` original (height, width)) of one task."""
-    items = [dataset[i] for i in dataset.task_indices[task_id]]
-    return [item["target"].numpy() for item in items], np.array([item["orig_size"] for item in items], float)
-
-
-def trivial_baseline_scores(train_set: MultiTaskDataset, val_set: MultiTaskDataset) -> dict[str, dict[str, Any]]:
-    """Per validation task: the challenge metrics of its trivial baseline, plus ``score``."""
-    results: dict[str, dict[str, Any]] = {}
-    for task in val_set.tasks:
-        gts, hw = _targets(val_set, task.task_id)
-        if task.task_type == SEGMENTATION:
-            scores = metrics.task_scores(task, [np.zeros_like(g, dtype=np.uint8) for g in gts],
-                                         [g.astype(np.uint8) for g in gts])
-        else:
-            # Training means come from the labels and image headers (no pixels, no augmentation).
-            train_rows = train_set.frame.iloc[train_set.task_indices[task.task_id]]
-            if task.task_type == CLASSIFICATION:
-                majority = class_counts(train_rows, task.num_classes).argmax()
-                probs = np.zeros((len(gts), task.num_classes))
-                probs[:, majority] = 1.0
-                scores = metrics.task_scores(task, probs, np.array(gts, int))
-            elif task.task_type == DETECTION:
-                mean_box = np.tile(mean_normalised_target(train_rows).ravel(), (len(gts), 1))
-                scores = metrics.task_scores(task, to_pixels(mean_box, hw), to_pixels(np.array(gts), hw))
-            elif task.task_type == REGRESSION:
-                mean_points = np.tile(mean_normalised_target(train_rows), (len(gts), 1, 1))
-                scores = metrics.task_scores(task, to_pixels(mean_points, hw), to_pixels(np.array(gts), hw),
-                                             image_sizes=hw)
-            else:
-                raise ValueError(f"{task.task_id}: unknown task type {task.task_type!r}")
-        scores["score"] = metrics.task_quality(task, scores)
-        results[task.task_id] = scores
-    return results
+from fmuia_lib.tasks import CLASSIFICATION, REGRESSION
 
 
 def training_priors(train_set: MultiTaskDataset,
