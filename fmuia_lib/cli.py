@@ -52,6 +52,7 @@ BAD_INPUT = {
     "fmuia_lib.model": ("PretrainedWeightsUnavailable",),
     "fmuia_lib.state_file": ("StateFileError",),
     "fmuia_lib.training.loop": ("TrainingDiverged",),
+    "fmuia_lib.course": ("CourseError",),
 }
 
 

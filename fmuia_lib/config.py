@@ -34,6 +34,7 @@ import yaml
 from fmuia_lib import switches as switch_registry
 from fmuia_lib.tasks import TASK_TYPES
 
+#: ``sampler`` values: the baseline's task sampler, then fmuia's strategies (data.sampler.STRATEGIES).
 SAMPLERS = ("official", "uniform", "proportional", "temperature")
 SPLITS = ("random", "stratified")
 SEG_LOSSES = ("dice", "dice_ce")

@@ -415,22 +415,16 @@ def grade(submission: str | Path, course: str | Path) -> pd.DataFrame:
 
 # -- command line ----------------------------------------------------------------------------------
 def build_main(args) -> int:
-    try:
-        exercises = build(args.out, source=args.source, notebooks=args.notebooks, overwrite=args.overwrite)
-    except CourseError as exc:
-        print(f"fmuia course build: {exc}", file=sys.stderr)
-        return 2
+    """``fmuia course build`` (a CourseError is bad input: ``cli.main``)."""
+    exercises = build(args.out, source=args.source, notebooks=args.notebooks, overwrite=args.overwrite)
     print(f"{len(exercises)} exercises, {sum(e.points for e in exercises):g} points: student version in "
           f"{Path(args.out) / 'student'}, autograders in {Path(args.out) / 'autograder'}")
     return 0
 
 
 def grade_main(args) -> int:
-    try:
-        table = grade(args.submission, args.course)
-    except CourseError as exc:
-        print(f"fmuia course grade: {exc}", file=sys.stderr)
-        return 2
+    """``fmuia course grade`` (a CourseError is bad input: ``cli.main``)."""
+    table = grade(args.submission, args.course)
     print(table.to_string(index=False))
     print(f"total {table['points'].sum():g} / {table['possible'].sum():g}")
     if args.json:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import json
 import os
 import platform
 import sys
@@ -118,15 +117,10 @@ def format_record(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def print_environment(data_roots: dict[str, str | Path] | None = None,
-                      save_to: str | Path | None = None) -> dict[str, Any]:
-    """Print the environment record and optionally save it as JSON; return it."""
+def print_environment(data_roots: dict[str, str | Path] | None = None) -> dict[str, Any]:
+    """Print the environment record; return it."""
     record = environment_record(data_roots)
     print(format_record(record))
-    if save_to is not None:
-        save_to = Path(save_to)
-        save_to.parent.mkdir(parents=True, exist_ok=True)
-        save_to.write_text(json.dumps(record, indent=2), encoding="utf-8")
     return record
 
 

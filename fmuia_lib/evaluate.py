@@ -50,7 +50,7 @@ from fmuia_lib.data.images import ImageReadError, Mask, image_size, mask_value_p
 from fmuia_lib.data.layout import CSV_DIR, LayoutError, Problem, lies_inside, read_rows, resolve_tasks
 from fmuia_lib.submission import (PREDICTION_FILES, SCORED_KEYS, EntryIndex, Submission, SubmissionError,
                                   entry_findings, load_json_list, mask_output_path, number_list,
-                                  read_mask_findings, submission_relpath)
+                                  read_mask_findings, submission_folder, submission_relpath)
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, TaskSpec
 
 if TYPE_CHECKING:
@@ -515,10 +515,7 @@ def check_submission(pred_dir: str | Path, data_root: str | Path,
     """
     tasks_by_id = resolve_tasks(dict(manifest) if isinstance(manifest, Mapping) else manifest)
     _, rows = read_rows(data_root, tasks_by_id, labels=False)
-    pred_dir = Path(pred_dir)
-    if not pred_dir.is_dir():
-        what = "is a file, not a folder" if pred_dir.exists() else "not found"
-        raise SubmissionError(f"submission folder {pred_dir} {what}")
+    pred_dir = submission_folder(pred_dir)
     check = SubmissionCheck()
     sizes: dict[str, tuple[int, int]] = {}
 
@@ -633,11 +630,7 @@ def evaluate_main(args) -> int:
     if problem:
         print(f"fmuia evaluate: error: {problem}", file=sys.stderr)
         return 2
-    try:
-        report = evaluate_submission(args.data, args.pred)
-    except (LayoutError, SubmissionError) as err:
-        print(f"fmuia evaluate: error: {err}", file=sys.stderr)
-        return 2
+    report = evaluate_submission(args.data, args.pred)  # LayoutError, SubmissionError: bad input (cli.main)
     print(report.format())
     if args.json:
         try:
@@ -657,11 +650,7 @@ def evaluate_main(args) -> int:
 def validate_submission_main(args) -> int:
     """``fmuia validate-submission DIR --data ROOT``: errors (exit 1), warnings only (exit 0),
     or unusable input (exit 2: the data root, or the submission folder, cannot be read)."""
-    try:
-        check = check_submission(args.pred, args.data)
-    except (LayoutError, SubmissionError) as err:
-        print(f"fmuia validate-submission: error: {err}", file=sys.stderr)
-        return 2
+    check = check_submission(args.pred, args.data)  # LayoutError, SubmissionError: bad input (cli.main)
     for error in check.errors:
         print(f"ERROR {error}")
     for warning in check.warnings:

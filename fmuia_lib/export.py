@@ -163,7 +163,7 @@ def check_export_folder(out_dir: Path, checkpoint: Path, overwrite: bool) -> boo
     exist), must not hold the checkpoint nor lie in or hold the fmuia package it copies,
     must not lie in a data root, and may be non-empty only with ``overwrite`` and only when
     it holds an earlier export (``EXPORT_MARKERS``)."""
-    from fmuia_lib.data.layout import enclosing_data_root, output_folder_problem
+    from fmuia_lib.data.layout import inside_data_root_problem, output_folder_problem
 
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"--out {out_dir} is a file; give a folder")
@@ -176,10 +176,9 @@ def check_export_folder(out_dir: Path, checkpoint: Path, overwrite: bool) -> boo
     problem = output_folder_problem(out_dir, package, name="--out", what="the fmuia package")
     if problem:
         raise ExportError(problem)
-    enclosing = enclosing_data_root(out_dir)
-    if enclosing is not None:
-        raise ExportError(f"--out {out_dir} lies inside the data root {enclosing} (it holds csv_files/); "
-                          "write the export elsewhere")
+    problem = inside_data_root_problem(out_dir, "the export")
+    if problem:
+        raise ExportError(problem)
     if not (out_dir.is_dir() and any(out_dir.iterdir())):
         return False
     if not overwrite:
@@ -271,19 +270,13 @@ def export_weights(checkpoint: str | Path, out_dir: str | Path, overwrite: bool 
 
 
 def export_main(args) -> int:
-    """``fmuia export --checkpoint CKPT --out DIR [--overwrite] [--weights-only]`` (exit 2 on
-    unusable input)."""
-    from fmuia_lib.predict import ModelLoadError
-
-    try:
-        if getattr(args, "weights_only", False):
-            written = export_weights(args.checkpoint, args.out, overwrite=args.overwrite)
-            print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB): weights only, for fmuia predict")
-            return 0
-        result = export_submission(args.checkpoint, args.out, overwrite=args.overwrite)
-    except (ExportError, ModelLoadError) as err:
-        print(f"fmuia export: error: {err}", file=sys.stderr)
-        return 2
+    """``fmuia export --checkpoint CKPT --out DIR [--overwrite] [--weights-only]`` (an ExportError
+    or ModelLoadError is bad input: ``cli.main``)."""
+    if getattr(args, "weights_only", False):
+        written = export_weights(args.checkpoint, args.out, overwrite=args.overwrite)
+        print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB): weights only, for fmuia predict")
+        return 0
+    result = export_submission(args.checkpoint, args.out, overwrite=args.overwrite)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote a Docker build context to {result.out_dir} ({len(result.files)} files)")

@@ -33,11 +33,9 @@ task-homogeneous batches had during training.
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
-from unittest import mock
+from urllib.error import URLError
 
 import segmentation_models_pytorch as smp
 import torch
@@ -52,11 +50,6 @@ from fmuia_lib.tasks import DETECTION, REGRESSION, TaskSpec
 
 if TYPE_CHECKING:
     from fmuia_lib.config import TrainConfig
-
-#: Host that serves smp and timm pretrained weights.
-WEIGHTS_HOST = ("huggingface.co", 443)
-PROBE_TIMEOUT_S = 3.0
-
 
 class PretrainedWeightsUnavailable(RuntimeError):
     """Pretrained encoder weights cannot be fetched (offline) and are not cached."""
@@ -271,31 +264,22 @@ def _load_encoder_file(encoder: nn.Module, path: Path, name: str) -> None:
         raise ValueError(f"{path}: not a state dict of encoder {name!r}: {exc}") from None
 
 
-def _hub_reachable() -> bool:
-    try:
-        with socket.create_connection(WEIGHTS_HOST, timeout=PROBE_TIMEOUT_S):
-            return True
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def _hub_access(name: str, weights: str) -> Iterator[None]:
-    """Fail fast offline: when the hub is unreachable, only the local cache is tried."""
-    import huggingface_hub.constants as hub
+    """Turn the hub's "not downloadable and not cached" errors into one clear sentence.
 
-    offline = hub.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable()
-    if not offline:
-        yield
-        return
+    smp and timm fetch pretrained weights through ``huggingface_hub``, which falls back to
+    its local cache when the hub cannot be reached. Offline it retries for about 25 s
+    first; its offline mode (``HF_HUB_OFFLINE=1``) goes to the cache at once.
+    """
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
     try:
-        with mock.patch.object(hub, "HF_HUB_OFFLINE", True):
-            yield
-    except ValueError:
-        raise
-    except Exception as exc:
+        yield
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, URLError) as exc:
         raise PretrainedWeightsUnavailable(
-            f"pretrained weights {weights!r} for encoder {name!r} are not in the local cache and "
-            f"{WEIGHTS_HOST[0]} cannot be reached (offline). Use encoder_weights=None for a random "
+            f"pretrained weights {weights!r} for encoder {name!r} are not in the local cache and cannot "
+            "be downloaded (offline, or HF_HUB_OFFLINE=1). Use encoder_weights=None for a random "
             "initialisation, or encoder_weights='/path/to/encoder.pth' for a local file holding the "
-            f"encoder's state_dict. ({type(exc).__name__}: {exc})") from None
+            f"encoder's state_dict. ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from fmuia_lib.data.layout import lies_inside
 from fmuia_lib.progress import tqdm
 from fmuia_lib.state_file import StateFileError, load_state
 from fmuia_lib.submission import (PREDICTION_FILES, SubmissionError, encode_mask, entry_from_record, iter_records,
@@ -56,15 +57,11 @@ class ModelLoadError(ValueError):
 # --------------------------------------------------------------------------------------
 # Writing files, never outside the output folder
 # --------------------------------------------------------------------------------------
-def _inside(path: str, folder: str) -> bool:
-    return os.path.commonpath([path, folder]) == folder
-
-
 def _safe_target(out_real: str, out_dir: Path, relative: str) -> Path:
     """``out_dir / relative``, refused when symbolic links would take it outside ``out_dir``."""
     target = out_dir / relative
-    real = os.path.realpath(target)
-    if not _inside(real, out_real):
+    if not lies_inside(target, out_real):
+        real = os.path.realpath(target)
         raise SubmissionError(f"refusing to write {target}: it resolves to {real}, outside the output folder "
                               f"{out_real} (a symbolic link)")
     return target

@@ -23,18 +23,18 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from fmuia_lib.env_info import in_colab
 from fmuia_lib.profiles import project_root, resolve
 
 if TYPE_CHECKING:
     from fmuia_lib.config import TrainConfig
     from fmuia_lib.profiles import DataSettings, RunSettings
 
-__all__ = ["SuiteError", "RunPaths", "DataRoots", "on_colab", "default_run_dir", "run_paths", "metrics_path",
+__all__ = ["SuiteError", "RunPaths", "DataRoots", "in_colab", "default_run_dir", "run_paths", "metrics_path",
            "prepare_data", "make_data", "check_data_root", "check_encoder_weights", "require_checkpoint",
            "resume_if_interrupted", "show_settings", "project_root", "resolve"]
 
@@ -53,14 +53,10 @@ class SuiteError(RuntimeError):
 
 
 # -- the run folder -------------------------------------------------------------------------
-def on_colab() -> bool:
-    return "google.colab" in sys.modules
-
-
 def default_run_dir() -> str:
     """``$FMUIA_RUN_DIR`` when set; else Google Drive on Colab (the notebooks run on separate
     machines), else ``runs/notebooks``."""
-    return os.environ.get(RUN_DIR_VARIABLE) or (COLAB_RUN_DIR if on_colab() else LOCAL_RUN_DIR)
+    return os.environ.get(RUN_DIR_VARIABLE) or (COLAB_RUN_DIR if in_colab() else LOCAL_RUN_DIR)
 
 
 @dataclass(frozen=True)
@@ -219,7 +215,7 @@ def require_checkpoint(paths: RunPaths, profile: str) -> Path:
         f"no checkpoint at {paths.checkpoint}: notebook {TRAINING_NOTEBOOK} makes it. Run "
         f"{TRAINING_NOTEBOOK}.ipynb first with the same run_dir ({paths.root}), e.g. `papermill "
         f"{TRAINING_NOTEBOOK}.ipynb out.ipynb -p profile {profile} -p run_dir {paths.root}`"
-        + (" (on Colab: run 03 in Colab, with the same Google Drive, first)." if on_colab() else
+        + (" (on Colab: run 03 in Colab, with the same Google Drive, first)." if in_colab() else
            f"; `fmuia suite --profile {profile}` runs the whole series, 03 first."))
 
 

@@ -261,6 +261,15 @@ def load_json_list(path: Path) -> list:
     return data
 
 
+def submission_folder(pred_dir: str | Path) -> Path:
+    """``pred_dir`` as a Path; :class:`SubmissionError` when it is not an existing folder."""
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        what = "is a file, not a folder" if pred_dir.exists() else "not found"
+        raise SubmissionError(f"submission folder {pred_dir} {what}")
+    return pred_dir
+
+
 class Submission:
     """The predictions of a submission: JSON entries per task type and masks by path.
 
@@ -279,10 +288,7 @@ class Submission:
         Raises :class:`SubmissionError` when the folder does not exist or a JSON file
         cannot be read as a list.
         """
-        pred_dir = Path(pred_dir)
-        if not pred_dir.is_dir():
-            what = "is a file, not a folder" if pred_dir.exists() else "not found"
-            raise SubmissionError(f"submission folder {pred_dir} {what}")
+        pred_dir = submission_folder(pred_dir)
         entries: dict[str, EntryIndex | None] = {}
         for kind, name in PREDICTION_FILES.items():
             path = pred_dir / name

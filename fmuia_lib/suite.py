@@ -29,7 +29,7 @@ import yaml
 
 from fmuia_lib.config import ConfigError, check_runnable
 from fmuia_lib.profiles import SHIPPED_DIR, Profile, load_profile, project_root, run_settings
-from fmuia_lib.series import (LOCAL_RUN_DIR, METRICS_DIR, SuiteError, check_data_root, on_colab,
+from fmuia_lib.series import (LOCAL_RUN_DIR, METRICS_DIR, SuiteError, check_data_root, in_colab,
                               prepare_data)
 
 #: Where a notebook of the series is fetched from on Colab, where only the open notebook is on disk.
@@ -81,7 +81,7 @@ def find_notebook(key: str, download_to: str | Path | None = None) -> Path:
         if hits:
             return hits[0]
     name = f"{key.removesuffix('.ipynb')}.ipynb"
-    if on_colab() and download_to is not None and "_" in name:
+    if in_colab() and download_to is not None and "_" in name:
         import urllib.request
 
         target = Path(download_to) / name

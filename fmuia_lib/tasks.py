@@ -186,21 +186,6 @@ def _load_manifest_cached(path_str: str) -> dict[str, TaskSpec]:
     return tasks
 
 
-def get_task(task_id: str, manifest: str | Path | None = None) -> TaskSpec:
-    tasks = load_manifest(manifest)
-    try:
-        return tasks[task_id]
-    except KeyError:
-        raise KeyError(f"unknown task_id {task_id!r}: not in the manifest "
-                       f"({len(tasks)} tasks; see data_manifest.csv)") from None
-
-
-def tasks_of_type(task_type: str, manifest: str | Path | None = None) -> list[TaskSpec]:
-    if task_type not in TASK_TYPES:
-        raise ValueError(f"unknown task type {task_type!r}; expected one of {TASK_TYPES}")
-    return [t for t in load_manifest(manifest).values() if t.task_type == task_type]
-
-
 def select_tasks(task_ids: Iterable[str] | None = None,
                  manifest: str | Path | None = None) -> list[TaskSpec]:
     """The TaskSpecs for ``task_ids`` in manifest order (all tasks when None)."""

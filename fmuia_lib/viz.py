@@ -14,7 +14,6 @@ smaller than :data:`SMALL` points, so that labels stay legible at the committed 
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -510,11 +509,3 @@ def show_jpeg(fig: Figure, quality: int = 80) -> None:
     fig.savefig(buffer, format="jpeg", pil_kwargs={"quality": quality}, bbox_inches="tight")
     plt.close(fig)
     display(Image(data=buffer.getvalue(), format="jpeg"))
-
-
-def save(fig: Figure, path: str | Path) -> Path:
-    """Save a figure (PNG, 120 dpi) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path

@@ -71,7 +71,13 @@ def test_loss_options():
     torch.testing.assert_close(dice_ce, dice + torch.nn.functional.cross_entropy(logits, target))
     points, gt = torch.rand(2, 3, 2), torch.rand(2, 3, 2)
     torch.testing.assert_close(RegressionLoss("mse")(points, gt), ((points - gt) ** 2).mean())
-    assert RegressionLoss("smooth_l1")(points, gt) < RegressionLoss("mse")(points, gt) * 100
+    # SmoothL1 with beta 0.05: 0.5 d^2 / beta below beta, |d| - beta / 2 beyond it
+    near, far = torch.zeros(1, 1, 2), torch.tensor([[[0.02, 0.3]]])
+    torch.testing.assert_close(RegressionLoss("smooth_l1")(far, near),
+                               torch.tensor((0.5 * 0.02 ** 2 / 0.05 + 0.3 - 0.025) / 2))
+    outlier = torch.tensor([[[0.9, 0.0]]])  # beyond beta it grows linearly, MSE quadratically
+    assert RegressionLoss("smooth_l1")(outlier, near) == pytest.approx((0.9 - 0.025) / 2)
+    assert RegressionLoss("mse")(outlier, near) == pytest.approx(0.81 / 2)
 
 
 def test_type_weights_and_uncertainty_weighting():

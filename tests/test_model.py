@@ -5,9 +5,9 @@ import time
 
 import huggingface_hub.constants
 import pytest
+import segmentation_models_pytorch as smp
 import torch
 
-from fmuia_lib import model as model_module
 from fmuia_lib.model import MultiTaskNet, PretrainedWeightsUnavailable, build_encoder
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, select_tasks
 
@@ -114,12 +114,24 @@ def test_local_encoder_weights_file(tmp_path):
 
 
 def test_pretrained_weights_offline_fail_fast(tmp_path, monkeypatch):
-    monkeypatch.setattr(model_module, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # the hub's offline mode
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
     start = time.perf_counter()
     with pytest.raises(PretrainedWeightsUnavailable, match="encoder_weights=None.*/path/to/encoder.pth"):
         build_encoder("resnet18", "imagenet")
     assert time.perf_counter() - start < 20  # no network time-outs: the hub is never contacted
+
+
+def test_pretrained_weights_unreachable_hub_gives_the_same_message(monkeypatch):
+    """Online mode, the hub unreachable and nothing cached: the hub's own error becomes the message."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def unreachable(*args, **kwargs):
+        raise LocalEntryNotFoundError("cannot find the requested files in the local cache")
+
+    monkeypatch.setattr(smp.encoders, "hf_hub_download", unreachable)
+    with pytest.raises(PretrainedWeightsUnavailable, match="'imagenet' for encoder 'resnet18' are not in the local cache"):
+        build_encoder("resnet18", "imagenet")
 
 
 def test_output_priors_start_global_heads_at_the_trivial_baseline(make_root, tmp_path):

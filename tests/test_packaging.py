@@ -23,11 +23,11 @@ def test_environment_yml_installs_the_package_with_lab_and_test(repo_root):
     assert "python=3.11" in env["dependencies"]
 
 
-#: Versions a 2025 Google Colab runtime ships (Colab updates them; ipywidgets has stayed at
-#: 7.7.1 for years). The core dependencies must accept them,
-#: so that installing fmuia there changes none of them.
-COLAB_SHIPS = {"ipywidgets": "7.7.1", "ipykernel": "6.17.1", "notebook": "6.5.7", "torch": "2.6.0",
-               "torchvision": "0.21.0", "numpy": "2.0.2", "pandas": "2.2.2", "matplotlib": "3.10.0",
+#: Versions a Google Colab runtime ships (Colab updates them; ipywidgets has stayed at
+#: 7.7.1 for years), torch and torchvision at the oldest fmuia runs on (tv_tensors.KeyPoints).
+#: The core dependencies must accept them, so that installing fmuia there changes none of them.
+COLAB_SHIPS = {"ipywidgets": "7.7.1", "ipykernel": "6.17.1", "notebook": "6.5.7", "torch": "2.8.0",
+               "torchvision": "0.23.0", "numpy": "2.0.2", "pandas": "2.2.2", "matplotlib": "3.10.0",
                "scikit-learn": "1.6.1", "scipy": "1.14.1", "pillow": "11.1.0", "tqdm": "4.67.1",
                "pyyaml": "6.0.2", "seaborn": "0.13.2", "timm": "1.0.15", "opencv-python-headless": "4.11.0.86"}
 JUPYTER = ("jupyter", "jupyterlab", "notebook", "ipykernel", "nbconvert", "nbclassic", "widgetsnbextension",
@@ -55,7 +55,27 @@ def test_package_metadata_uses_ranges_not_the_ci_pins(repo_root):
     pins = [l for l in (repo_root / "constraints.txt").read_text().splitlines()
             if l and not l.startswith("#")]
     assert {_name(p) for p in pins} >= {"torch", "torchvision"}
-    assert project["requires-python"] == ">=3.10"
+    assert project["requires-python"] == ">=3.11"  # tomllib
+
+
+def test_minimum_versions_have_what_the_code_uses(repo_root):
+    """The metadata's torch and torchvision minimums are not below the first releases with the
+    APIs fmuia calls (the installed versions, which the tests run with, have them)."""
+    import torch
+    import torchvision
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    assert hasattr(tv_tensors, "KeyPoints") and hasattr(v2, "ClampKeyPoints")  # torchvision 0.23
+    assert torch.amp.GradScaler("cpu", enabled=False) is not None  # torch 2.3
+    project = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]
+    core = {_name(d): Requirement(d) for d in project["dependencies"]}
+    assert not core["torchvision"].specifier.contains("0.22.1") and core["torchvision"].specifier.contains("0.23.0")
+    assert not core["torch"].specifier.contains("2.7.1") and core["torch"].specifier.contains("2.8.0")
+    for name, module in (("torch", torch), ("torchvision", torchvision)):
+        assert core[name].specifier.contains(Version(module.__version__).base_version), name
 
 
 def test_ci_runs_the_readme_test_command(repo_root):

@@ -247,15 +247,19 @@ def test_cli_train(trained, capsys):
 
 def test_the_cpu_smoke_run_beats_trivial_baselines(series_run):
     """Notebook 03's cpu-smoke run (trained once per test session: ``conftest.series_run``) beats,
-    on the phantom's validation root, the empty mask, the majority class, the mean box and the
-    mean points, for one task of each type."""
-    from fmuia_lib.training.baselines import trivial_baseline_scores
+    on its validation rows, the trivial baseline (empty mask, class frequencies, mean box, mean
+    points) scored by the one scorer, for one task of each type."""
+    from fmuia_lib import error_analysis, metrics
+    from fmuia_lib.evaluate import GroundTruth, evaluate_records
 
     tasks = ["breast_lesion", "breast_2cls", "thyroid_nodule_det", "FUGC"]
     config = TrainConfig.from_yaml(series_run / "train" / "config.yaml").with_overrides({"tasks": tasks})
     val = pd.read_csv(series_run / "train" / "val_history.csv")
     model = val[val["step"] == val["step"].max()].set_index("task_id")["score"]
     train_set, val_set, _ = build_datasets(config)
-    trivial = trivial_baseline_scores(train_set, val_set)
+    specs = {t.task_id: t for t in val_set.tasks}
+    records = error_analysis.trivial_baseline_records(train_set.frame, val_set.frame, specs)
+    trivial = evaluate_records(GroundTruth(val_set.frame, specs), records).task_results()
     for task_id in tasks:
-        assert model[task_id] > trivial[task_id]["score"], (task_id, model[task_id], trivial[task_id]["score"])
+        baseline = metrics.task_quality(specs[task_id], trivial[task_id])
+        assert model[task_id] > baseline, (task_id, model[task_id], baseline)

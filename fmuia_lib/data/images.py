@@ -132,13 +132,18 @@ def content_problem(data: bytes, kind: str = "image") -> str | None:
 
 
 def _read_bytes(path: str | Path, kind: str) -> bytes:
+    """The bytes of a ``kind`` ("image" or "mask") file that :func:`content_problem` accepts."""
     if not os.path.isfile(path):
         raise ImageReadError(path, f"{kind} file not found")
     try:
         with open(path, "rb") as fh:
-            return fh.read()
+            data = fh.read()
     except OSError as err:
         raise ImageReadError(path, f"cannot read the {kind} file ({err.strerror or err})") from None
+    problem = content_problem(data, kind)
+    if problem:
+        raise ImageReadError(path, problem)
+    return data
 
 
 def image_header(path: str | Path) -> ImageHeader:
@@ -167,9 +172,6 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read an image as ``H x W x 3`` uint8 RGB (see the module docstring for the rules
     and conversions). Raises :class:`ImageReadError` naming the file."""
     data = _read_bytes(path, "image")
-    problem = content_problem(data, "image")
-    if problem:
-        raise ImageReadError(path, problem)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is not None:
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -222,9 +224,6 @@ def read_mask(path: str | Path) -> Mask:
     Raises :class:`ImageReadError` naming the file.
     """
     raw = _read_bytes(path, "mask")
-    problem = content_problem(raw, "mask")
-    if problem:
-        raise ImageReadError(path, problem)
     data = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
     if data is None:
         raise ImageReadError(path, "unreadable mask (not an image OpenCV can decode)")

@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from fmuia_lib.data.images import ImageReadError, image_header, mask_fit_problem, read_image, read_mask
+from fmuia_lib.data.images import ImageReadError, image_size, mask_fit_problem, read_image, read_mask
 from fmuia_lib.tasks import (CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, TaskSpec,
                              load_manifest)
 
@@ -483,8 +483,7 @@ def _image_size(image_file: str, header_only: bool = False) -> tuple[int, int]:
     rest of the file not). Raises ValueError with a readable reason."""
     try:
         if header_only:
-            header = image_header(image_file)
-            return header.height, header.width
+            return image_size(image_file)
         return read_image(image_file).shape[:2]
     except ImageReadError as err:
         raise ValueError(err.reason) from None
@@ -538,12 +537,11 @@ def _check_files(record: dict, task: TaskSpec | None, header_only: bool) -> list
 
 
 def validate_root(root: Path | str, manifest: str | Path | dict[str, TaskSpec] | None = None,
-                  check_files: bool = True, header_only: bool = False,
-                  workers: int | None = None) -> list[Problem]:
+                  header_only: bool = False, workers: int | None = None) -> list[Problem]:
     """Every problem of a data root (empty list = valid), in CSV order.
 
     Checks the CSVs (columns, rows present, task ids against the manifest, labels, boxes,
-    points, paths inside the root, duplicates) and, with ``check_files``, every image
+    points, paths inside the root, duplicates) and every image
     (exists, PNG or JPEG, whole and decodable: decoded by :func:`images.read_image`, the
     reader of training and prediction; ``header_only`` reads only its header) and every
     mask (PNG, whole, 8/16-bit, one channel or equal colour channels, same size as its
@@ -552,7 +550,7 @@ def validate_root(root: Path | str, manifest: str | Path | dict[str, TaskSpec] |
     """
     tasks = resolve_tasks(manifest)
     records, problems = _parse_root(root, tasks)
-    if check_files and records:
+    if records:
         workers = workers or 2 * (os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for file_problems in pool.map(lambda r: _check_files(r, tasks.get(r["task_id"]), header_only),
@@ -638,11 +636,13 @@ def linked_out_of(folder: Path | str) -> Path | None:
     return None
 
 
-def enclosing_data_root(path: Path | str) -> Path | None:
-    """The nearest folder at or above ``path`` (symbolic links resolved) that is a data
-    root (holds ``csv_files/``), or None. An output folder must not lie in one."""
-    folder = Path(os.path.realpath(path))
+def inside_data_root_problem(out: Path | str, what: str, name: str = "--out") -> str | None:
+    """Why the output folder ``out`` (``name``: its flag) must not be used because it lies in a
+    data root, the nearest folder at or above it (symbolic links resolved) that holds
+    ``csv_files/``; None when it lies in none. ``what`` names what would be written there."""
+    folder = Path(os.path.realpath(out))
     for candidate in (folder, *folder.parents):
         if (candidate / CSV_DIR).is_dir():
-            return candidate
+            return (f"{name} {out} lies inside the data root {candidate} (it holds {CSV_DIR}/); "
+                    f"write {what} elsewhere")
     return None

@@ -39,39 +39,65 @@ import pandas as pd
 import torch
 from torch.utils.data import Sampler, random_split
 
-STRATEGIES = ("uniform", "proportional", "temperature")
+from fmuia_lib.config import SAMPLERS
+
+#: fmuia's task-sampling strategies (:class:`TaskBatchSampler`): every ``TrainConfig.sampler``
+#: but the baseline's. The names live in the (torch-free) config module.
+STRATEGIES = tuple(s for s in SAMPLERS if s != "official")
 
 
-class TaskBatchSampler(Sampler[list[int]]):
+class _ResumableTaskSampler(Sampler[list[int]]):
+    """What both task samplers share: the task lists, the seed, and an (epoch, position)
+    state that ``state_dict()`` / ``load_state_dict()`` save and restore."""
+
+    def __init__(self, task_indices: dict[str, list[int]], batch_size: int, seed: int):
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.task_indices = {t: list(ix) for t, ix in task_indices.items() if len(ix) > 0}
+        if not self.task_indices:
+            raise ValueError("no task has any rows")
+        self.batch_size, self.seed = batch_size, seed
+        self.epoch = 0
+        self.position = 0  # batches of the current epoch already handed out
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` at its first batch."""
+        self.epoch, self.position = epoch, 0
+
+    def state_dict(self) -> dict:
+        """Where the sampler stands: the batches it has handed out. A ``DataLoader`` with
+        workers fetches batches ahead, so the trainer saves the position of the batches it
+        used instead (``training.loop.sampler_state``)."""
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume: the next iteration continues the saved epoch after its saved position."""
+        if state["seed"] != self.seed:
+            raise ValueError(f"state was saved with seed {state['seed']}, this sampler has seed {self.seed}")
+        self.epoch, self.position = state["epoch"], state["position"]
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+
+class TaskBatchSampler(_ResumableTaskSampler):
     """Batches of dataset indices, one task per batch (pass as ``DataLoader(batch_sampler=...)``).
 
     ``task_indices`` maps task id -> dataset indices (``MultiTaskDataset.task_indices``).
     ``num_batches`` per epoch defaults to the number of batches that shows every row
-    about once: ``sum(ceil(n_t / batch_size))`` (``floor`` with ``drop_last``). With
-    ``drop_last`` a task's last incomplete batch is skipped, so every batch is full.
+    about once: ``sum(ceil(n_t / batch_size))``.
     """
 
     def __init__(self, task_indices: dict[str, list[int]], batch_size: int, strategy: str = "temperature",
-                 temperature: float = 2.0, num_batches: int | None = None, seed: int = 0,
-                 drop_last: bool = False):
+                 temperature: float = 2.0, num_batches: int | None = None, seed: int = 0):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
-        if batch_size < 1 or temperature <= 0:
-            raise ValueError("batch_size must be >= 1 and temperature > 0")
-        self.task_indices = {t: list(ix) for t, ix in task_indices.items() if len(ix) > 0}
-        if not self.task_indices:
-            raise ValueError("no task has any rows")
-        small = [t for t, ix in self.task_indices.items() if len(ix) < batch_size]
-        if drop_last and small:
-            raise ValueError(f"drop_last with batch_size {batch_size}: tasks {small} have fewer rows "
-                             "and could never fill a batch")
-        self.batch_size, self.strategy, self.temperature = batch_size, strategy, temperature
-        self.seed, self.drop_last = seed, drop_last
-        rounding = math.floor if drop_last else math.ceil
+        if temperature <= 0:
+            raise ValueError("temperature must be > 0")
+        super().__init__(task_indices, batch_size, seed)
+        self.strategy, self.temperature = strategy, temperature
         self.num_batches = num_batches if num_batches is not None else sum(
-            rounding(len(ix) / batch_size) for ix in self.task_indices.values())
-        self.epoch = 0
-        self.position = 0  # batches of the current epoch already handed out
+            math.ceil(len(ix) / batch_size) for ix in self.task_indices.values())
 
     def task_probabilities(self) -> dict[str, float]:
         """``{task_id: p_t}``, the chance that a batch comes from each task (sums to 1)."""
@@ -84,25 +110,6 @@ class TaskBatchSampler(Sampler[list[int]]):
             weights = sizes ** (1.0 / self.temperature)
         return dict(zip(self.task_indices, (weights / weights.sum()).tolist()))
 
-    def set_epoch(self, epoch: int) -> None:
-        """Start epoch ``epoch`` (its order is fixed by ``(seed, epoch)``)."""
-        self.epoch, self.position = epoch, 0
-
-    def state_dict(self, batches_done: int | None = None) -> dict:
-        """Where the sampler stands. A ``DataLoader`` with workers fetches batches ahead,
-        so pass ``batches_done`` (batches the training loop actually used this epoch)."""
-        return {"epoch": self.epoch, "position": self.position if batches_done is None else batches_done,
-                "seed": self.seed}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Resume: the next iteration continues the saved epoch after its saved position."""
-        if state["seed"] != self.seed:
-            raise ValueError(f"state was saved with seed {state['seed']}, this sampler has seed {self.seed}")
-        self.epoch, self.position = state["epoch"], state["position"]
-
-    def __len__(self) -> int:
-        return self.num_batches
-
     def _epoch_batches(self) -> Iterator[list[int]]:
         """All batches of the current epoch, a pure function of (seed, epoch)."""
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -114,8 +121,7 @@ class TaskBatchSampler(Sampler[list[int]]):
             if not queues[task]:  # refill: this task's rows in a fresh random order, cut in batches
                 order = rng.permutation(self.task_indices[task]).tolist()
                 cuts = range(0, len(order), self.batch_size)
-                queues[task] = [order[i:i + self.batch_size] for i in cuts
-                                if not self.drop_last or i + self.batch_size <= len(order)]
+                queues[task] = [order[i:i + self.batch_size] for i in cuts]
                 if len(queues[task]) > 1 and len(queues[task][-1]) == 1:
                     remainder = queues[task].pop()
                     queues[task][-1] += remainder  # never a batch of one (BatchNorm)
@@ -129,51 +135,28 @@ class TaskBatchSampler(Sampler[list[int]]):
         self.set_epoch(self.epoch + 1)
 
 
-class OfficialTaskSampler(Sampler[list[int]]):
+class OfficialTaskSampler(_ResumableTaskSampler):
     """The official baseline's task sampler (see the module docstring), seeded and resumable.
 
-    ``task_indices`` maps task id -> dataset indices. ``num_batches`` per epoch defaults to
-    ``sum(n_t) // batch_size``. Uses a ``random.Random(seed)`` of its own (the baseline
+    ``task_indices`` maps task id -> dataset indices. An epoch is ``sum(n_t) // batch_size``
+    batches. Uses a ``random.Random(seed)`` of its own (the baseline
     uses Python's global one), so the order depends only on ``seed``; ``state_dict()`` /
     ``load_state_dict()`` resume in the middle of an epoch, as :class:`TaskBatchSampler`.
     The lists carry over from one epoch to the next, so the state of epoch ``e`` is
     replayed from the start (index lists only, no data) and remembered.
     """
 
-    def __init__(self, task_indices: dict[str, list[int]], batch_size: int, seed: int = 0,
-                 num_batches: int | None = None):
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        self.task_indices = {t: list(ix) for t, ix in task_indices.items() if len(ix) > 0}
-        if not self.task_indices:
-            raise ValueError("no task has any rows")
-        self.batch_size, self.seed = batch_size, seed
+    def __init__(self, task_indices: dict[str, list[int]], batch_size: int, seed: int = 0):
+        super().__init__(task_indices, batch_size, seed)
         total = sum(len(ix) for ix in self.task_indices.values())
-        self.num_batches = num_batches if num_batches is not None else total // batch_size
+        self.num_batches = total // batch_size
         if self.num_batches < 1:
             raise ValueError(f"{total} rows do not fill one batch of {batch_size}")
-        self.epoch = 0
-        self.position = 0
         self._epoch_starts: dict[int, tuple[object, dict[str, list[int]]]] = {}
 
     def task_probabilities(self) -> dict[str, float]:
         """``{task_id: 1 / T}``: every step picks a task uniformly."""
         return {t: 1.0 / len(self.task_indices) for t in self.task_indices}
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch, self.position = epoch, 0
-
-    def state_dict(self, batches_done: int | None = None) -> dict:
-        return {"epoch": self.epoch, "position": self.position if batches_done is None else batches_done,
-                "seed": self.seed}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state["seed"] != self.seed:
-            raise ValueError(f"state was saved with seed {state['seed']}, this sampler has seed {self.seed}")
-        self.epoch, self.position = state["epoch"], state["position"]
-
-    def __len__(self) -> int:
-        return self.num_batches
 
     def _start_of(self, epoch: int) -> tuple[random.Random, dict[str, list[int]]]:
         """Generator and row lists at the start of ``epoch`` (copies)."""

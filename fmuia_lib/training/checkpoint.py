@@ -100,6 +100,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     config = TrainConfig.from_dict(state["config"])
     task_ids = list(state["task_ids"])
     tasks = select_tasks(task_ids, config.manifest)
+    # Only the manifest hash can differ here: the tasks and encoder compared are the checkpoint's own.
     check_compatible(state, path, task_ids, state["encoder"], config.manifest)
     model = build_model(dataclasses.replace(config, encoder=state["encoder"], encoder_weights=None), tasks)
     model.load_state_dict(state["model"])

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from ...tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec, load_manifest, select_tasks
-from ..layout import BOX_COLUMNS, enclosing_data_root, rel_path, write_task_csv
+from ..layout import BOX_COLUMNS, inside_data_root_problem, rel_path, write_task_csv
 from .render import PhantomError, class_plan, image_rng, render
 
 SPLITS = ("train", "val")
@@ -111,10 +111,9 @@ def _prepare_output(out: Path, overwrite: bool) -> None:
     folders, not symbolic links to folders elsewhere."""
     if out.exists() and not out.is_dir():
         raise PhantomError(f"--out {out} exists and is not a folder")
-    enclosing = enclosing_data_root(out)
-    if enclosing is not None:
-        raise PhantomError(f"--out {out} lies inside the data root {enclosing} (it holds csv_files/); "
-                           "write the phantom elsewhere")
+    problem = inside_data_root_problem(out, "the phantom")
+    if problem:
+        raise PhantomError(problem)
     linked = [out / name for name in (*SPLITS, MARKER) if (out / name).is_symlink()]
     if linked:
         raise PhantomError(f"--out {out}: {linked[0].name} is a symbolic link (to {os.path.realpath(linked[0])}); "
@@ -201,14 +200,10 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
 
 def phantom_main(args: argparse.Namespace) -> int:
-    """``fmuia data phantom``: generate, print a summary; exit code 2 on bad arguments."""
+    """``fmuia data phantom``: generate, print a summary (a PhantomError is bad input: ``cli.main``)."""
     sizes = {k: v for k, v in (("n_train", args.train), ("n_val", args.val)) if v is not None}
-    try:
-        summary = generate_phantom(args.out, seed=args.seed, tasks=args.tasks, workers=args.workers,
-                                   overwrite=args.overwrite, progress=sys.stderr.isatty(), **sizes)
-    except PhantomError as err:
-        print(f"fmuia data phantom: error: {err}", file=sys.stderr)
-        return 2
+    summary = generate_phantom(args.out, seed=args.seed, tasks=args.tasks, workers=args.workers,
+                               overwrite=args.overwrite, progress=sys.stderr.isatty(), **sizes)
     print(f"phantom: {len(summary['tasks'])} subtasks, {summary['files']} files "
           f"({summary['bytes'] / 1e6:.1f} MB) in {args.out} [train, val] in {summary['seconds']} s "
           f"with {summary['workers']} worker(s); seed {summary['seed']}, "

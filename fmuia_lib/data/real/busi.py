@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fmuia_lib.data.real.common import Collection, RealDataError, RealDataset, SourceImage
+from fmuia_lib.data.real.common import Collection, RealDataError, RealDataset, SourceImage, check_pairs
 
 CLASSES = ("benign", "malignant", "normal")
 _MASK = re.compile(r"^(?P<stem>.+?)_mask(?:_\d+)?\.png$", re.IGNORECASE)
@@ -42,12 +42,8 @@ def collect(folder: Path) -> Collection:
                 masks.setdefault(match["stem"], []).append(path)
             else:
                 images[path.stem] = path
-        for stem, mask_files in masks.items():
-            if stem not in images:
-                raise RealDataError(f"{mask_files[0]}: mask without its image {stem}.png")
+        check_pairs(images, masks, lambda stem: f"{stem}.png", lambda stem: f"{stem}_mask.png")
         for stem, image in images.items():
-            if stem not in masks:
-                raise RealDataError(f"{image}: image without a mask ({stem}_mask.png)")
             items.append(SourceImage(key=stem, image=image, annotations=tuple(sorted(masks[stem])),
                                      label=class_dir.name, group=stem))
     return Collection(items=items)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fmuia_lib.data.real.common import Collection, RealDataError, RealDataset, SourceImage
+from fmuia_lib.data.real.common import Collection, RealDataError, RealDataset, SourceImage, check_pairs
 
 IMAGE_DIR = "US images"
 MASK_DIR = "Expert mask images"
@@ -32,13 +32,9 @@ def collect(folder: Path) -> Collection:
     """Every image of ``CCAUI_carotid/US images`` with its expert mask."""
     images = _pngs(folder / IMAGE_DIR)
     masks = _pngs(folder / MASK_DIR)
-    for name, path in masks.items():
-        if name not in images:
-            raise RealDataError(f"{path}: mask without its image {IMAGE_DIR}/{name}")
+    check_pairs(images, masks, lambda name: f"{IMAGE_DIR}/{name}", lambda name: f"{MASK_DIR}/{name}")
     items = []
     for name, path in images.items():
-        if name not in masks:
-            raise RealDataError(f"{path}: image without its mask {MASK_DIR}/{name}")
         if "VAS" not in name:
             raise RealDataError(f"{path}: no 'VAS' in the file name, so no subject prefix")
         items.append(SourceImage(key=path.stem, image=path, annotations=(masks[name],),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -73,6 +73,20 @@ class RealDataset:
     mask_class: str | None = None
     class_names: dict[str, dict[str, str | None]] = field(default_factory=dict)
     annotations_may_be_outlines: bool = False
+
+
+def check_pairs(images: dict[str, Path], annotations: dict[str, Any], image_name: Callable[[str], str],
+                annotation_name: Callable[[str], str], annotation: str = "mask") -> None:
+    """Refuse an annotation without its image or an image without its annotation (both keyed
+    by the same stem; an annotation may be a list of files). ``image_name`` and
+    ``annotation_name`` give the expected file of the missing partner from a stem."""
+    for stem, found in annotations.items():
+        if stem not in images:
+            first = found[0] if isinstance(found, (list, tuple)) else found
+            raise RealDataError(f"{first}: {annotation} without its image {image_name(stem)}")
+    for stem, path in images.items():
+        if stem not in annotations:
+            raise RealDataError(f"{path}: image without its {annotation} {annotation_name(stem)}")
 
 
 def safe_name(key: str) -> str:

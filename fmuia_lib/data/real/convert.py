@@ -24,7 +24,6 @@ import csv
 import io
 import json
 import os
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ import pandas as pd
 from PIL import Image
 from fmuia_lib.progress import tqdm
 
-from fmuia_lib.data.layout import (enclosing_data_root, output_folder_problem, rel_path, validate_root,
+from fmuia_lib.data.layout import (inside_data_root_problem, output_folder_problem, rel_path, validate_root,
                                    write_task_csv)
 from fmuia_lib.data.real import busi, ccaui, ddti, hc18, pocus
 from fmuia_lib.data.real.common import (RealDataError, RealDataset, SourceImage, fill_outline,
@@ -304,13 +303,10 @@ def _check_arguments(src: Path, out: Path, seed: int, val_fraction: float) -> No
     a data root, a seed or validation share out of range."""
     if not src.is_dir():
         raise RealDataError(f"--src {src}: {'is a file, not a folder' if src.exists() else 'source folder not found'}")
-    problem = output_folder_problem(out, src, name="--out", what="the source folder (--src)")
+    problem = (output_folder_problem(out, src, name="--out", what="the source folder (--src)")
+               or inside_data_root_problem(out, "the conversion"))
     if problem:
         raise RealDataError(problem)
-    enclosing = enclosing_data_root(out)
-    if enclosing is not None:
-        raise RealDataError(f"--out {out} lies inside the data root {enclosing} (it holds csv_files/); "
-                            "write the conversion elsewhere")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise RealDataError(f"--seed must be an integer in [0, 2**32), not {seed!r}")
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
@@ -409,13 +405,9 @@ def format_summary(report: dict) -> str:
 
 
 def real_main(args) -> int:
-    """``fmuia data real --src DIR --out ROOT``."""
-    try:
-        report = convert_real(args.src, args.out, seed=args.seed, val_fraction=args.val_fraction,
-                              overwrite=args.overwrite, progress=True)
-    except RealDataError as err:
-        print(f"fmuia data real: error: {err}", file=sys.stderr)
-        return 2
+    """``fmuia data real --src DIR --out ROOT`` (a RealDataError is bad input: ``cli.main``)."""
+    report = convert_real(args.src, args.out, seed=args.seed, val_fraction=args.val_fraction,
+                          overwrite=args.overwrite, progress=True)
     print(format_summary(report))
     print(f"\nwrote {args.out}/train, {args.out}/val, {PROVENANCE} and {REPORT}")
     return 0

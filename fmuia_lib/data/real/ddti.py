@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from fmuia_lib.data.real.common import Collection, RealDataError, RealDataset, SourceImage
+from fmuia_lib.data.real.common import Collection, RealDataError, RealDataset, SourceImage, check_pairs
 
 IMAGE_DIR = "cropped"
 MASK_DIR = "mask"
@@ -67,13 +67,9 @@ def collect(folder: Path) -> Collection:
         return found
 
     images, masks = files(IMAGE_DIR, ".png"), files(MASK_DIR, ".gif")
-    for stem, path in masks.items():
-        if stem not in images:
-            raise RealDataError(f"{path}: mask without its image {IMAGE_DIR}/{stem}.png")
+    check_pairs(images, masks, lambda stem: f"{IMAGE_DIR}/{stem}.png", lambda stem: f"{MASK_DIR}/{stem}.gif")
     items, unlabelled = [], []
     for stem, path in images.items():
-        if stem not in masks:
-            raise RealDataError(f"{path}: image without its mask {MASK_DIR}/{stem}.gif")
         label = labels.get(stem)
         if label is None:
             unlabelled.append(stem)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fmuia_lib.data.real.common import Collection, RealDataError, RealDataset, SourceImage
+from fmuia_lib.data.real.common import Collection, RealDataError, RealDataset, SourceImage, check_pairs
 
 _IMAGE = re.compile(r"^(?P<number>\d+)_\d*HC\.png$")
 _ANNOTATION = re.compile(r"^(?P<stem>\d+_\d*HC)_Annotation\.png$")
@@ -38,13 +38,10 @@ def collect(folder: Path) -> Collection:
             annotations[match["stem"]] = path
         else:
             skipped.append({"file": path, "reason": "not an HC18 image or annotation name"})
-    for stem, path in annotations.items():
-        if stem not in images:
-            raise RealDataError(f"{path}: annotation without its image {stem}.png")
+    check_pairs(images, annotations, lambda stem: f"{stem}.png", lambda stem: f"{stem}_Annotation.png",
+                annotation="annotation")
     items = []
     for stem, path in images.items():
-        if stem not in annotations:
-            raise RealDataError(f"{path}: image without its annotation {stem}_Annotation.png")
         number = _IMAGE.match(path.name)["number"]
         items.append(SourceImage(key=stem, image=path, annotations=(annotations[stem],),
                                  group=number))
