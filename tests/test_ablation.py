@@ -120,3 +120,23 @@ def test_run_grid_scores_every_arm_on_the_whole_validation_root(tmp_path, make_r
     assert (tmp_path / "runs" / "official" / "seed1" / "train" / "config.yaml").is_file()
     table = ablation.type_table(results)
     assert set(table["task_type"]) == {"segmentation", "Regression"} and (table["seeds"] == 2).all()
+
+
+def test_plot_ablation_keeps_each_arm_s_colour_in_every_plot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from fmuia_lib import viz
+
+    results = _results({("official", 0): (0.5, 0.5), ("official", 1): (0.3, 0.3), ("+dice_ce", 0): (0.7, 0.7),
+                        ("+dice_ce", 1): (0.4, 0.4), ("fmuia", 0): (0.9, 0.9), ("fmuia", 1): (0.8, 0.8)})
+    table = ablation.type_table(results)
+
+    def colours(fig):
+        (ax,) = fig.axes
+        return {c.get_label(): c.patches[0].get_facecolor() for c in ax.containers if c.get_label() != "_nolegend_"}
+
+    every, without_official = colours(viz.plot_ablation(table)), colours(
+        viz.plot_ablation(table[table["arm"] != "official"], "diff"))
+    assert set(every) == {"official", "+dice_ce", "fmuia"} and set(without_official) == {"+dice_ce", "fmuia"}
+    assert all(every[arm] == without_official[arm] for arm in without_official)
