@@ -480,16 +480,42 @@ def plot_landmark_positions(per_image: pd.DataFrame, tasks: Mapping[str, TaskSpe
     return fig
 
 
-def plot_sweep(table: pd.DataFrame, factors: Iterable[str], score: str) -> Figure:
-    """One panel per factor: ``score`` of every run grouped by that factor's value."""
-    import seaborn as sns
+def plot_ablation(table: pd.DataFrame, value: str = "quality") -> Figure:
+    """One panel per dataset: ``value`` (``quality`` or ``diff``) of each arm per task type,
+    as bars of the mean over seeds with the seed-to-seed standard deviation as error bars
+    (``fmuia_lib.ablation.type_table``'s columns ``value`` and ``value_std``).
 
-    factors = list(factors)
-    fig, axes = plt.subplots(1, len(factors), figsize=(min(MAX_WIDTH, 3.4 * len(factors)), 3.4), squeeze=False)
-    for ax, factor in zip(axes.flat, factors):
-        sns.stripplot(data=table, x=factor, y=score, hue=factor, size=7, ax=ax, legend=False)
-        sns.pointplot(data=table, x=factor, y=score, color="k", errorbar=None, markers="_", ax=ax)
-        ax.set_title(f"{score} by {factor}", fontsize=9)
+    An arm keeps its colour in every plot, whichever arms a table holds: the official arm
+    grey, the fmuia recipe black, ``+X`` and ``-X`` the colour of switch X (``-X`` hatched).
+    """
+    from fmuia_lib.switches import SWITCHES
+
+    palette = plt.get_cmap("tab10").colors
+    names = list(SWITCHES)
+
+    def style(arm: str) -> dict[str, Any]:
+        if arm in ("official", "fmuia"):
+            return {"color": "0.6" if arm == "official" else "0.15"}
+        colour = palette[names.index(arm[1:]) % len(palette)] if arm[1:] in names else "0.4"
+        return {"color": colour, "hatch": "///", "edgecolor": "white"} if arm.startswith("-") else {"color": colour}
+
+    datasets = list(dict.fromkeys(table["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(MAX_WIDTH, 3.6), squeeze=False, sharey=True)
+    for ax, dataset in zip(axes.flat, datasets):
+        part = table[table["dataset"] == dataset]
+        types = list(dict.fromkeys(part["task_type"]))
+        arms = list(dict.fromkeys(part["arm"]))
+        width = 0.8 / len(arms)
+        for i, arm in enumerate(arms):
+            rows = part[part["arm"] == arm].set_index("task_type").reindex(types)
+            x = np.arange(len(types)) + (i - (len(arms) - 1) / 2) * width
+            ax.bar(x, rows[value], width, yerr=rows[f"{value}_std"].fillna(0), capsize=2, label=arm, **style(arm))
+        ax.set_xticks(np.arange(len(types)), types, fontsize=SMALL)
+        ax.axhline(0, color="k", linewidth=0.6)
+        ax.set_title(dataset, fontsize=9)
+    axes.flat[0].set_ylabel("quality" if value == "quality" else "quality - official (paired by seed)",
+                            fontsize=SMALL)
+    axes.flat[-1].legend(fontsize=SMALL, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 

@@ -82,7 +82,7 @@ def colab(tmp_path_factory):
     installed = _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-index", "-q",
                       "--disable-pip-version-check", str(wheel)])
     assert installed.returncode == 0, f"a core dependency is not met by the stand-in packages:\n{installed.stderr}"
-    # the fresh environment's kernel, which papermill starts for each notebook (and 06 for its sweep)
+    # the fresh environment's kernel, which papermill starts for each notebook
     path = f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
     kernel = venv / "share" / "jupyter" / "kernels" / "python3"
     kernel.mkdir(parents=True)

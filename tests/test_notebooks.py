@@ -78,8 +78,8 @@ OWN = {
     "03_multitask_training": set(),
     "04_error_analysis": {"predict_batch_size", "worst_k", "interactive_widgets"},
     "05_submission": {"predict_batch_size"},
-    "06_experiments": {"sweep_tasks", "sweep_steps", "head_lr_mults", "samplers", "fpn_modes", "half_fraction",
-                       "pretrain_compare", "pretrain_profile", "kernel_name"},
+    "06_experiments": {"grid_profile", "grid_overrides", "main_effects", "recipe", "all_but_one", "seeds",
+                       "phantom_tasks", "real_slice"},
 }
 
 

@@ -128,15 +128,17 @@ def test_a_bad_override_names_the_field():
 
 def test_notebook_settings_take_the_given_value_then_the_profile_then_the_default(tmp_path):
     settings = profiles.run_settings("gpu-full")
-    knobs = settings.notebook_settings("06_experiments",
-                                       given={"sweep_steps": None, "half_fraction": True, "sweep_tasks": None,
-                                              "samplers": None},
-                                       defaults={"sweep_steps": 16, "half_fraction": True, "sweep_tasks": ["FUGC"],
-                                                 "samplers": ["uniform"]})
-    assert knobs == {"sweep_steps": 2000, "half_fraction": True, "sweep_tasks": None, "samplers": ["uniform"]}
-    with pytest.raises(profiles.ProfileError, match=r"notebooks.06_experiments: unknown setting\(s\) \['half_fraction', 'pretrain_compare', 'sweep_tasks'\]"):
-        profiles.run_settings("real-slice").notebook_settings("06_experiments", given={"sweep_steps": 1},
-                                                              defaults={"sweep_steps": 1})
+    names = ("grid_profile", "grid_overrides", "main_effects", "recipe", "all_but_one", "seeds", "phantom_tasks",
+             "real_slice")
+    knobs = settings.notebook_settings("06_experiments", given={**dict.fromkeys(names), "all_but_one": True},
+                                       defaults={"seeds": [0], "all_but_one": False, "phantom_tasks": ["FUGC"],
+                                                 "real_slice": False, "recipe": ["dice_ce"]})
+    knobs = {k: knobs[k] for k in ("seeds", "all_but_one", "phantom_tasks", "real_slice", "recipe")}
+    assert knobs == {"seeds": [0, 1, 2], "all_but_one": True, "phantom_tasks": "all", "real_slice": False,
+                     "recipe": ["dice_ce"]}
+    with pytest.raises(profiles.ProfileError, match=r"notebooks.06_experiments: unknown setting\(s\) \['grid_overrides', 'main_effects', 'phantom_tasks', 'real_slice', 'recipe', 'seeds'\]"):
+        profiles.run_settings("ablation").notebook_settings("06_experiments", given={"all_but_one": None},
+                                                            defaults={"all_but_one": False})
 
 
 def test_phantom_sizes_live_in_the_profiles_only():
@@ -345,7 +347,7 @@ def test_the_suite_gives_each_notebook_what_it_declares(tmp_path):
     params = suite.notebook_parameters("cpu-smoke", nb06, tmp_path, data_dir=tmp_path / "d",
                                        overrides={"lr": 0.1}, kernel_name="k")
     assert params == {"profile": "cpu-smoke", "run_dir": str(tmp_path), "data_dir": str(tmp_path / "d"),
-                      "overrides": {"lr": 0.1}, "kernel_name": "k"}
+                      "overrides": {"lr": 0.1}}, "06 trains in its own kernel: it takes no kernel name"
 
 
 def test_profile_notebook_settings_must_exist_in_the_notebook(tmp_path):

@@ -1,0 +1,142 @@
+"""The ablation of notebook 06 (fmuia_lib.ablation): its grid, its paired-difference table,
+the sentences read off it, and one real (tiny) grid run scored the same way for every arm."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from fmuia_lib import ablation, profiles
+from fmuia_lib.config import TrainConfig
+from fmuia_lib.switches import FMUIA_RECIPE
+
+
+def test_grid_is_official_then_one_switch_at_a_time_then_the_recipe():
+    recipe = ["trained_fpn", "dice_ce", "centernet_detection"]
+    arms = ablation.grid(["trained_fpn", "dice_ce"], recipe=recipe)
+    assert [(a.name, a.switches, a.kind) for a in arms] == [
+        ("official", (), "official"), ("+trained_fpn", ("trained_fpn",), "one switch"),
+        ("+dice_ce", ("dice_ce",), "one switch"), ("fmuia", tuple(recipe), "fmuia")]
+    with_out = ablation.grid(["dice_ce"], recipe=recipe, all_but_one=True)
+    assert [(a.name, a.switches) for a in with_out][2] == ("-dice_ce", ("trained_fpn", "centernet_detection"))
+    assert ablation.grid([])[-1].switches == FMUIA_RECIPE
+
+
+@pytest.mark.parametrize("main, recipe, message", [
+    (["no_such_switch"], FMUIA_RECIPE, "unknown switch"),
+    (["dice_ce", "dice_ce"], FMUIA_RECIPE, "listed twice"),
+    (["dice_ce"], ["trained_fpn"], "not in the recipe"),
+])
+def test_grid_refuses_what_it_cannot_measure(main, recipe, message):
+    with pytest.raises(ValueError, match=message):
+        ablation.grid(main, recipe=recipe)
+
+
+def _results(values: dict[tuple[str, int], tuple[float, float]]) -> pd.DataFrame:
+    """Tidy results of one dataset: per (arm, seed), the quality of two segmentation tasks."""
+    rows = [{"dataset": "phantom", "arm": arm, "seed": seed, "task_id": task, "task_type": "segmentation",
+             "quality": q, "train_seconds": 1.0}
+            for (arm, seed), qs in values.items() for task, q in zip(["breast_lesion", "fetal_head"], qs)]
+    return pd.DataFrame(rows)
+
+
+def test_type_table_pairs_the_difference_by_seed():
+    # the seed moves both arms together: the paired difference is exactly +0.1 in every seed, so its
+    # spread is 0 while each arm's own spread over seeds is large
+    results = _results({("official", 0): (0.1, 0.3), ("official", 1): (0.5, 0.7), ("official", 2): (0.3, 0.1),
+                        ("+x", 0): (0.2, 0.4), ("+x", 1): (0.6, 0.8), ("+x", 2): (0.4, 0.2)})
+    table = ablation.type_table(results).set_index("arm")
+    official, arm = table.loc["official"], table.loc["+x"]
+    assert official["quality"] == pytest.approx(0.333333, abs=1e-6)  # type mean per seed: 0.2, 0.6, 0.2
+    assert official["quality_std"] == pytest.approx(pd.Series([0.2, 0.6, 0.2]).std())
+    assert (official["diff"], official["diff_std"]) == (0.0, 0.0) and pd.isna(official["finding"])
+    assert arm["diff"] == pytest.approx(0.1) and arm["diff_std"] == pytest.approx(0.0, abs=1e-12)
+    assert arm["quality_std"] == pytest.approx(official["quality_std"])
+    assert bool(arm["finding"]) and arm["seeds"] == 3
+
+
+def test_a_difference_within_its_spread_is_not_a_finding_and_one_seed_has_no_spread():
+    results = _results({("official", 0): (0.5, 0.5), ("official", 1): (0.5, 0.5),
+                        ("+x", 0): (0.7, 0.7), ("+x", 1): (0.4, 0.4)})
+    row = ablation.type_table(results).set_index("arm").loc["+x"]
+    assert row["diff"] == pytest.approx(0.05) and row["diff_std"] == pytest.approx(pd.Series([0.2, -0.1]).std())
+    assert not bool(row["finding"])
+    (line,) = ablation.verdicts(ablation.type_table(results))
+    assert line == ("phantom: switch x alone changed segmentation quality by +0.050 ± 0.212 "
+                    "(2 seeds, range [-0.100, +0.200]: within its spread, not a finding)")
+    one = ablation.type_table(_results({("official", 0): (0.5, 0.5), ("fmuia", 0): (0.6, 0.6)}))
+    assert math.isnan(one.set_index("arm").loc["fmuia", "diff_std"]) and one["finding"].isna().all()
+    (line,) = ablation.verdicts(one)
+    assert line == ("phantom: the fmuia recipe (every switch) changed segmentation quality by +0.100 "
+                    "(1 seed: no spread to compare with, not a finding)")
+
+
+def test_type_table_refuses_unpaired_arms():
+    results = _results({("official", 0): (0.5, 0.5), ("official", 1): (0.5, 0.5), ("+x", 0): (0.7, 0.7)})
+    with pytest.raises(ValueError, match=r"differ in seeds \[1\]"):
+        ablation.type_table(results)
+    results = _results({("official", 0): (0.5, 0.5), ("+x", 0): (0.7, 0.7)})
+    results = results[~((results["arm"] == "+x") & (results["task_id"] == "fetal_head"))]
+    with pytest.raises(ValueError, match="different segmentation tasks"):
+        ablation.type_table(results)
+
+
+def test_wide_shows_mean_and_spread_per_arm_and_type():
+    results = _results({("official", 0): (0.5, 0.5), ("official", 1): (0.3, 0.3),
+                        ("+x", 0): (0.7, 0.7), ("+x", 1): (0.4, 0.4)})
+    wide = ablation.wide(ablation.type_table(results))
+    assert list(wide.index) == [("phantom", "official"), ("phantom", "+x")]
+    assert wide.loc[("phantom", "+x"), ("quality ± spread", "segmentation")] == "0.550 ± 0.212"
+    assert wide.loc[("phantom", "+x"), ("diff ± spread", "segmentation")] == "0.150 ± 0.071"
+
+
+def test_the_ablation_profile_is_the_official_recipe_at_a_cpu_size():
+    """Only size knobs and the data differ from the official recipe; the arms add switches."""
+    loaded = profiles.load_profile("ablation")
+    config = TrainConfig.from_dict(loaded.train)
+    differ = {k for k, v in config.to_dict().items() if TrainConfig().to_dict()[k] != v}
+    size = {"encoder", "encoder_weights", "image_size", "batch_size", "epochs", "max_steps", "eval_every"}
+    assert config.active_switches() == [] and differ <= size | {"num_workers", "seed"}, differ - size
+    assert config.eval_every == config.max_steps, "one validation, at the end: the final model is scored"
+    section = loaded.notebooks["06_experiments"]
+    assert section["seeds"] == [0, 1, 2]
+    assert section["real_slice"] and ablation.grid(section["main_effects"], recipe=section["recipe"])
+    assert section["recipe"] == profiles.load_profile("cpu-smoke").train["switches"]
+
+
+def test_run_grid_scores_every_arm_on_the_whole_validation_root(tmp_path, make_root):
+    """Two arms, two seeds, two tasks, 2 steps: one row per arm, seed and task, each scored
+    by whole-set validation (the official arm validates per batch while it trains)."""
+    data = tmp_path / "data"
+    make_root(data, tasks=["breast_lesion", "FUGC"], n=4, name="train")
+    make_root(data, tasks=["breast_lesion", "FUGC"], n=4, seed=1, name="val")
+    arms = ablation.grid([], recipe=["trained_fpn", "dice_ce"])
+    results = ablation.run_grid("ablation", arms, [0, 1], tmp_path / "runs", "toy", data_dir=data, overrides=dict(
+        max_steps=2, eval_every=2, batch_size=2, image_size=32, device="cpu"))
+    assert list(results.columns[:7]) == list(ablation.RESULT_COLUMNS)
+    assert len(results) == 2 * 2 * 2 and set(results["arm"]) == {"official", "fmuia"}
+    assert results["quality"].between(0, 1).all() and results[["DSC", "MRE"]].notna().sum().tolist() == [4, 4]
+    assert (tmp_path / "runs" / "official" / "seed1" / "train" / "config.yaml").is_file()
+    table = ablation.type_table(results)
+    assert set(table["task_type"]) == {"segmentation", "Regression"} and (table["seeds"] == 2).all()
+
+
+def test_plot_ablation_keeps_each_arm_s_colour_in_every_plot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from fmuia_lib import viz
+
+    results = _results({("official", 0): (0.5, 0.5), ("official", 1): (0.3, 0.3), ("+dice_ce", 0): (0.7, 0.7),
+                        ("+dice_ce", 1): (0.4, 0.4), ("fmuia", 0): (0.9, 0.9), ("fmuia", 1): (0.8, 0.8)})
+    table = ablation.type_table(results)
+
+    def colours(fig):
+        (ax,) = fig.axes
+        return {c.get_label(): c.patches[0].get_facecolor() for c in ax.containers if c.get_label() != "_nolegend_"}
+
+    every, without_official = colours(viz.plot_ablation(table)), colours(
+        viz.plot_ablation(table[table["arm"] != "official"], "diff"))
+    assert set(every) == {"official", "+dice_ce", "fmuia"} and set(without_official) == {"+dice_ce", "fmuia"}
+    assert all(every[arm] == without_official[arm] for arm in without_official)
