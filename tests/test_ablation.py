@@ -101,7 +101,7 @@ def test_the_ablation_profile_is_the_official_recipe_at_a_cpu_size():
     assert config.eval_every == config.max_steps, "one validation, at the end: the final model is scored"
     section = loaded.notebooks["06_experiments"]
     assert section["seeds"] == [0, 1, 2]
-    assert section["real_slice"] and ablation.grid(section["main_effects"], recipe=section["recipe"])
+    assert section["real_slice"] and ablation.grid(section["main_effects"], recipe=section.get("recipe", FMUIA_RECIPE))
     assert section["recipe"] == profiles.load_profile("cpu-smoke").train["switches"]
 
 
