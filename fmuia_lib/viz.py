@@ -14,7 +14,7 @@ smaller than :data:`SMALL` points, so that labels stay legible at the committed 
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 from matplotlib import patheffects
