@@ -159,12 +159,16 @@ def first_csv(w: World) -> Path:
     return sorted((w.data / "csv_files").glob("*.csv"))[0]
 
 
+def link_from_outside(w: World, path: Path) -> None:
+    """``path`` moved out of its root (to ``w.outside``) and replaced by a symbolic link to it."""
+    w.outside.mkdir(exist_ok=True)
+    shutil.move(path, w.outside / path.name)
+    path.symlink_to(w.outside / path.name)
+
+
 def image_linked_outside(w: World) -> None:
     """The first image replaced by a symbolic link to a valid image outside the data root."""
-    image = first_image(w)
-    w.outside.mkdir(exist_ok=True)
-    shutil.move(image, w.outside / image.name)
-    image.symlink_to(w.outside / image.name)
+    link_from_outside(w, first_image(w))
 
 
 def images_folder_linked_outside(w: World) -> None:
@@ -175,10 +179,7 @@ def images_folder_linked_outside(w: World) -> None:
 
 
 def csv_linked_outside(w: World) -> None:
-    csv_file = first_csv(w)
-    w.outside.mkdir(exist_ok=True)
-    shutil.move(csv_file, w.outside / csv_file.name)
-    csv_file.symlink_to(w.outside / csv_file.name)
+    link_from_outside(w, first_csv(w))
 
 
 def image_linked_inside(w: World) -> None:
@@ -286,10 +287,7 @@ def gt_mask_as_jpeg(w: World) -> None:
 
 
 def gt_mask_linked_outside(w: World) -> None:
-    mask = first_gt_mask(w)
-    w.outside.mkdir(exist_ok=True)
-    shutil.move(mask, w.outside / mask.name)
-    mask.symlink_to(w.outside / mask.name)
+    link_from_outside(w, first_gt_mask(w))
 
 
 def delete_gt_mask_0(w: World) -> None:
@@ -304,10 +302,7 @@ def pred_mask_bytes(change: Callable[[bytes], bytes]) -> Callable[[World], None]
 
 
 def pred_mask_linked_outside(w: World) -> None:
-    mask = first_pred_mask(w)
-    w.outside.mkdir(exist_ok=True)
-    shutil.move(mask, w.outside / mask.name)
-    mask.symlink_to(w.outside / mask.name)
+    link_from_outside(w, first_pred_mask(w))
 
 
 def no_csv_folder(w: World) -> None:
