@@ -543,13 +543,15 @@ def _check_encoder(name: str, weights: str | None) -> None:
 
         if not timm.is_model(name[3:]):
             raise ConfigError(f"encoder={name!r}: timm has no model {name[3:]!r} (timm.list_models() lists them)")
-        return
-    encoders = smp.encoders.encoders
-    if name not in encoders:
-        close = difflib.get_close_matches(name, list(encoders), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"encoder={name!r}: not an smp encoder (smp.encoders.get_encoder_names()), "
-                          f"nor 'tu-<timm model>'{hint}")
+        named = ["imagenet"]  # smp gives a timm encoder timm's default pretrained weights, by this one tag
+    else:
+        encoders = smp.encoders.encoders
+        if name not in encoders:
+            close = difflib.get_close_matches(name, list(encoders), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"encoder={name!r}: not an smp encoder (smp.encoders.get_encoder_names()), "
+                              f"nor 'tu-<timm model>'{hint}")
+        named = list(encoders[name].get("pretrained_settings") or {})
     if weights is None:
         return
     path = os.path.expanduser(weights)
@@ -557,7 +559,6 @@ def _check_encoder(name: str, weights: str | None) -> None:
         if not os.path.isfile(path):
             raise ConfigError(f"encoder_weights={weights!r}: no such file")
         return
-    named = list(encoders[name].get("pretrained_settings") or {})
     if weights not in named:
         raise ConfigError(f"encoder_weights={weights!r}: {name} has pretrained weights {named}; or give "
                           "the path of a weights file, or null")

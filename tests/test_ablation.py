@@ -9,7 +9,8 @@ import pytest
 
 from fmuia_lib import ablation, profiles
 from fmuia_lib.config import TrainConfig
-from fmuia_lib.switches import FMUIA_RECIPE
+from fmuia_lib.switches import FMUIA_RECIPE, SWITCHES
+from conftest import TINY_MODEL
 
 
 def test_grid_is_official_then_one_switch_at_a_time_then_the_recipe():
@@ -21,16 +22,19 @@ def test_grid_is_official_then_one_switch_at_a_time_then_the_recipe():
     with_out = ablation.grid(["dice_ce"], recipe=recipe, all_but_one=True)
     assert [(a.name, a.switches) for a in with_out][2] == ("-dice_ce", ("trained_fpn", "centernet_detection"))
     assert ablation.grid([])[-1].switches == FMUIA_RECIPE
+    # an alternative the recipe chose against has a main effect, and no all-but-one arm
+    alternative = ablation.grid(["sigmoid_landmarks"], recipe=["heatmap_landmarks"])
+    assert [a.name for a in alternative] == ["official", "+sigmoid_landmarks", "fmuia"]
 
 
 @pytest.mark.parametrize("main, recipe, message", [
     (["no_such_switch"], FMUIA_RECIPE, "unknown switch"),
     (["dice_ce", "dice_ce"], FMUIA_RECIPE, "listed twice"),
-    (["dice_ce"], ["trained_fpn"], "not in the recipe"),
+    (["dice_ce"], ["trained_fpn"], "not in the recipe.*no all-but-one arm"),
 ])
 def test_grid_refuses_what_it_cannot_measure(main, recipe, message):
     with pytest.raises(ValueError, match=message):
-        ablation.grid(main, recipe=recipe)
+        ablation.grid(main, recipe=recipe, all_but_one=True)
 
 
 def _results(values: dict[tuple[str, int], tuple[float, float]]) -> pd.DataFrame:
@@ -101,10 +105,10 @@ def test_the_ablation_profile_is_the_official_recipe_at_a_cpu_size():
     assert config.eval_every == config.max_steps, "one validation, at the end: the final model is scored"
     section = loaded.notebooks["06_experiments"]
     assert section["seeds"] == [0, 1, 2]
-    assert section["real_slice"] and ablation.grid(section["main_effects"], recipe=section["recipe"])
-    # the fmuia recipe of results/06_ablation.ipynb: cpu-smoke's switches with the sigmoid landmark head
-    cpu_smoke = profiles.load_profile("cpu-smoke").train["switches"]
-    assert section["recipe"] == [s if s != "heatmap_landmarks" else "sigmoid_landmarks" for s in cpu_smoke]
+    # every switch's main effect; the fmuia arm is the notebook's default: the fmuia recipe
+    assert section["real_slice"] and "recipe" not in section and section["jobs"] == 2
+    assert sorted(section["main_effects"]) == sorted(SWITCHES)
+    assert ablation.grid(section["main_effects"])[-1].switches == FMUIA_RECIPE
 
 
 def test_run_grid_scores_every_arm_on_the_whole_validation_root(tmp_path, make_root):
@@ -114,10 +118,20 @@ def test_run_grid_scores_every_arm_on_the_whole_validation_root(tmp_path, make_r
     make_root(data, tasks=["breast_lesion", "FUGC"], n=4, name="train")
     make_root(data, tasks=["breast_lesion", "FUGC"], n=4, seed=1, name="val")
     arms = ablation.grid([], recipe=["trained_fpn", "dice_ce"])
-    results = ablation.run_grid("ablation", arms, [0, 1], tmp_path / "runs", "toy", data_dir=data, overrides=dict(
-        max_steps=2, eval_every=2, batch_size=2, image_size=32, device="cpu"))
+    overrides = dict(max_steps=2, eval_every=2, batch_size=2, image_size=32, device="cpu", **TINY_MODEL)
+    finished = []
+    results = ablation.run_grid("ablation", arms, [0, 1], tmp_path / "runs", "toy", data_dir=data,
+                                overrides=overrides, jobs=2, on_run=lambda arm, seed, s: finished.append((arm.name, seed)))
     assert list(results.columns[:7]) == list(ablation.RESULT_COLUMNS)
     assert len(results) == 2 * 2 * 2 and set(results["arm"]) == {"official", "fmuia"}
+    # two runs at a time, each in a process with one thread: rows in arm then seed order, every
+    # run reported, and the same numbers as the run made here (one thread too, conftest.py)
+    assert sorted(finished) == [("fmuia", 0), ("fmuia", 1), ("official", 0), ("official", 1)]
+    assert list(results.drop_duplicates(["arm", "seed"])[["arm", "seed"]].itertuples(index=False, name=None)) == [
+        ("official", 0), ("official", 1), ("fmuia", 0), ("fmuia", 1)]
+    rows, _ = ablation.run_arm("ablation", arms[1], 1, tmp_path / "again", data_dir=data, overrides=overrides)
+    pd.testing.assert_frame_equal(rows, results[(results["arm"] == "fmuia") & (results["seed"] == 1)][
+        list(rows.columns)].reset_index(drop=True))
     assert results["quality"].between(0, 1).all() and results[["DSC", "MRE"]].notna().sum().tolist() == [4, 4]
     assert (tmp_path / "runs" / "official" / "seed1" / "train" / "config.yaml").is_file()
     table = ablation.type_table(results)

@@ -379,7 +379,7 @@ OUTCOMES = {2: "refused with one message", 1: "findings listed (data check, vali
 
 PREDICT = "predict --checkpoint {ckpt} --data {data} --device cpu"
 DATA_CHECK = "data check {data}"
-TRAIN = ("train --set data_root={data} --set val_root={data} --set encoder=resnet18 --set encoder_weights=null "
+TRAIN = ("train --set data_root={data} --set val_root={data} --set encoder=tu-lcnet_050 --set encoder_weights=null "
          "--set image_size=64 --set batch_size=2 --set epochs=null --set max_steps=2 --set eval_every=2 "
          "--set num_workers=0 --set device=cpu --set out_dir={tmp}/run")
 PHANTOM = "data phantom --tasks organ_cls --train 1 --val 1 --workers 1"
@@ -559,6 +559,8 @@ CASES = [
         "encoder_weights", "no such file"),
     row("train unknown named weights", TRAIN + " --set encoder_weights=instagram", nothing, 2, "encoder_weights",
         "imagenet"),
+    row("train unknown named weights of an smp encoder", TRAIN + " --set encoder=resnet18 --set encoder_weights=instagram",
+        nothing, 2, "encoder_weights", "resnet18 has pretrained weights", "imagenet"),
     row("train unknown task id", TRAIN + " --set tasks=[organ_cls,nosuch_task]", nothing, 2, "tasks",
         "nosuch_task"),
     row("train empty task list", TRAIN + " --set tasks=[]", nothing, 2, "tasks"),

@@ -23,6 +23,7 @@ from fmuia_lib.switches import FMUIA_RECIPE
 from fmuia_lib.tasks import select_tasks
 from fmuia_lib.training import Trainer, load_checkpoint, train
 from fmuia_lib.training.distributed import DistributedContext
+from conftest import TINY_MODEL
 
 #: measured: the official model, EfficientNet-B4, the 27 tasks
 OFFICIAL_PARAMETERS = 20_268_076
@@ -180,8 +181,8 @@ TASKS = ["cardiac_multi", "organ_cls", "thyroid_nodule_det", "IUGC"]
 
 def official_config(root, out_dir, **changes) -> TrainConfig:
     """The official recipe on a tiny root: only sizes, data and device differ from the defaults."""
-    values = dict(data_root=str(root), val_root=str(root), tasks=TASKS, encoder="resnet18", encoder_weights=None,
-                  image_size=64, batch_size=2, num_workers=0, device="cpu", out_dir=str(out_dir))
+    values = dict(data_root=str(root), val_root=str(root), tasks=TASKS, encoder=TINY_MODEL["encoder"],
+                  encoder_weights=None, image_size=64, batch_size=2, num_workers=0, device="cpu", out_dir=str(out_dir))
     values.update(changes)
     return TrainConfig.from_dict(values)
 

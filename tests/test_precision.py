@@ -12,6 +12,7 @@ from fmuia_lib.switches import FMUIA_RECIPE
 from fmuia_lib.tasks import select_tasks
 from fmuia_lib.training.distributed import DistributedContext
 from fmuia_lib.training.loop import StepBatches, Trainer, autocast_dtype
+from conftest import TINY_MODEL
 
 TASKS = ["breast_lesion", "organ_cls", "thyroid_nodule_det", "IUGC"]
 SMALL = dict(encoder_name="resnet18", encoder_weights=None, fpn_pyramid_channels=64, fpn_segmentation_channels=32)
@@ -47,7 +48,7 @@ def root(tmp_path_factory):
 
 
 def _trainer(root, tmp_path, **changes) -> Trainer:
-    values = dict(data_root=str(root), val_root=str(root), encoder="resnet18", encoder_weights=None, image_size=64,
+    values = dict(data_root=str(root), val_root=str(root), **TINY_MODEL, image_size=64,
                   batch_size=2, epochs=None, max_steps=4, eval_every=4, num_workers=0, device="cpu",
                   out_dir=str(tmp_path / "run"), amp=True)
     values.update(changes)

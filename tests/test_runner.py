@@ -23,6 +23,7 @@ from fmuia_lib.config import ConfigError, TrainConfig
 from fmuia_lib.evaluate import validate_submission
 from fmuia_lib.switches import FMUIA_RECIPE
 from fmuia_lib.tasks import load_manifest
+from conftest import TINY_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_SRC = ROOT.parent / "shared" / "real_us"
@@ -288,7 +289,7 @@ def test_training_resumes_a_run_with_the_same_config_and_uses_a_finished_one(tmp
 
     make_root(tmp_path / "data", tasks=["organ_cls", "IUGC"], n=4, name="train")
     make_root(tmp_path / "data", tasks=["organ_cls", "IUGC"], n=2, seed=1, name="val")
-    tiny = {"switches": list(FMUIA_RECIPE), "encoder": "resnet18", "encoder_weights": None, "image_size": 32,
+    tiny = {"switches": list(FMUIA_RECIPE), **TINY_MODEL, "image_size": 32,
             "batch_size": 2, "epochs": None, "max_steps": 4,
             "eval_every": 2, "num_workers": 0, "norm_stats_batches": 1, "device": "cpu"}
     settings = profiles.run_settings(profiles.Profile(name="t", train=tiny), data_dir=tmp_path / "data",
@@ -432,7 +433,7 @@ def test_real_slice_series_trains_predicts_and_scores_the_nine_real_tasks(tmp_pa
     series.make_data(dataclasses.replace(settings.data, dir=tmp_path / "real", real_src=REAL_SRC))
     result = suite.run_suite("real-slice", data=tmp_path / "real", out=tmp_path / "suite",
                              notebooks=["03", "04", "05"], html=False, progress=False,
-                             overrides={"max_steps": 40, "eval_every": 40, "warmup_steps": 5})
+                             overrides={"max_steps": 40, "eval_every": 40, "warmup_steps": 5, **TINY_MODEL})
     summary = pd.read_csv(result.summary_csv)
     table = summary[summary["notebook"] == "04_error_analysis"]
     real_tasks = {t.task_id for t in load_manifest().values() if t.real_us_folder}

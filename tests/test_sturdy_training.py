@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from fmuia_lib.training import load_checkpoint, train
 from fmuia_lib.training.checkpoint import RESUME_ONLY, CheckpointMismatch, read_checkpoint
 from fmuia_lib.training.loop import Trainer, TrainingDiverged
 from fmuia_lib.training.distributed import DistributedContext
+from conftest import TINY_MODEL
 
 TASKS = ["cardiac_multi", "organ_cls", "thyroid_nodule_det", "IUGC"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tiny(root: Path, out: Path, **changes) -> TrainConfig:
     """The fmuia recipe at 32 px on four tasks: a few seconds on one core."""
-    values = dict(data_root=str(root), val_root=str(root), tasks=TASKS, encoder="resnet18", encoder_weights=None,
+    values = dict(data_root=str(root), val_root=str(root), tasks=TASKS, **TINY_MODEL,
                   image_size=32, batch_size=2, epochs=None, max_steps=4, eval_every=2, num_workers=0,
                   norm_stats_batches=1, device="cpu", out_dir=str(out), seed=4, switches=list(FMUIA_RECIPE))
     values.update(changes)
@@ -145,10 +147,11 @@ def test_nonfinite_statistics_are_never_saved(root, tmp_path):
     """BatchNorm's running statistics are not used by a training step, so a non-finite one
     leaves the loss finite: the check before saving stops it."""
     trainer = Trainer(tiny(root, tmp_path / "run"), DistributedContext(), torch.device("cpu"), progress=False)
-    trainer.model.encoder.bn1.running_var.fill_(math.inf)
-    trainer.model.encoder.bn1.momentum = 0.0  # training leaves the statistic as it is
-    assert trainer.nonfinite_weights() == ["encoder.bn1.running_var"]
-    with pytest.raises(TrainingDiverged, match=r"step 2: 1 non-finite weight tensor\(s\), e\.g\. encoder\.bn1"):
+    name, bn = next((n, m) for n, m in trainer.model.encoder.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_var.fill_(math.inf)
+    bn.momentum = 0.0  # training leaves the statistic as it is
+    assert trainer.nonfinite_weights() == [f"encoder.{name}.running_var"]
+    with pytest.raises(TrainingDiverged, match=rf"step 2: 1 non-finite weight tensor\(s\), e\.g\. encoder\.{re.escape(name)}"):
         trainer.run()
     assert not list((tmp_path / "run").rglob("*.pt"))
 

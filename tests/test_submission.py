@@ -13,6 +13,7 @@ from fmuia_lib.evaluate import evaluate_submission, validate_submission
 from fmuia_lib.predict import (SubmissionError, predict_to_submission, records_from_ground_truth,
                                submission_path, to_pixels, write_submission)
 from fmuia_lib.tasks import load_manifest, select_tasks
+from conftest import TINY_MODEL
 
 TASKS = load_manifest()
 
@@ -183,7 +184,7 @@ def test_predict_command_from_a_checkpoint(data_root, tmp_path, capsys):
     tasks = select_tasks(["breast_lesion", "organ_cls", "thyroid_nodule_det", "FUGC"])
     root = _subset_root(data_root, tmp_path, tasks)
     # the official recipe (grid detection head, linear landmark head), two steps
-    config = TrainConfig(data_root=str(root), val_root=str(root), encoder="resnet18", encoder_weights=None,
+    config = TrainConfig(data_root=str(root), val_root=str(root), encoder=TINY_MODEL["encoder"], encoder_weights=None,
                          image_size=64, batch_size=4, epochs=None, max_steps=2, eval_every=2, num_workers=0,
                          out_dir=str(tmp_path / "run"))
     result = train(config, progress=False)

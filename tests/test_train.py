@@ -20,13 +20,14 @@ from fmuia_lib.training.checkpoint import CheckpointMismatch
 from fmuia_lib.training.data import build_datasets
 from fmuia_lib.training.optim import build_optimizer, build_schedule, check_param_groups, lr_factor, param_groups
 from fmuia_lib.training.validation import validate
+from conftest import TINY_MODEL
 
 TASKS = ["cardiac_multi", "organ_cls", "thyroid_nodule_det", "IUGC"]
 
 
 def tiny_config(data_root: Path, out_dir: Path, **changes) -> TrainConfig:
     """A run of the fmuia recipe (every switch) that takes a few seconds on one CPU core."""
-    values = dict(data_root=str(data_root), tasks=TASKS, encoder="resnet18", encoder_weights=None,
+    values = dict(data_root=str(data_root), tasks=TASKS, **TINY_MODEL,
                   image_size=64, batch_size=2, epochs=None, max_steps=6, eval_every=3, num_workers=0,
                   device="cpu", out_dir=str(out_dir), seed=3, split="stratified", switches=list(FMUIA_RECIPE))
     values.update(changes)
@@ -187,7 +188,7 @@ def test_train_writes_history_and_checkpoints_only_under_out_dir(trained):
 def test_checkpoint_loads_with_weights_only(trained):
     _, _, config, result = trained
     state = torch.load(result.last_checkpoint, map_location="cpu", weights_only=True)
-    assert state["task_ids"] == TASKS and state["encoder"] == "resnet18" and state["step"] == 6
+    assert state["task_ids"] == TASKS and state["encoder"] == TINY_MODEL["encoder"] and state["step"] == 6
     model, loaded_config, info = load_checkpoint(result.last_checkpoint)
     assert loaded_config == config and info["step"] == 6 and not model.training
     for name, value in result.model.state_dict().items():
@@ -198,7 +199,9 @@ def test_checkpoint_loads_with_weights_only(trained):
     images = torch.randn(2, 3, 64, 64)
     result.model.eval()
     torch.testing.assert_close(model.predict(images, "IUGC")["points"], result.model.predict(images, "IUGC")["points"])
-    running = MultiTaskNet(select_tasks(TASKS), encoder_name="resnet18", encoder_weights=None,
+    running = MultiTaskNet(select_tasks(TASKS), encoder_name=config.encoder, encoder_weights=None,
+                           fpn_pyramid_channels=config.fpn_pyramid_channels,
+                           fpn_segmentation_channels=config.fpn_segmentation_channels,
                            det_head=config.det_head, landmark_head=config.landmark_head)
     running.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("task_norm_stats.")})
     assert not torch.allclose(running.eval().predict(images, "IUGC")["points"], model.predict(images, "IUGC")["points"])
@@ -221,7 +224,7 @@ def test_mismatched_checkpoints_are_refused(trained):
     root, base, _, full = trained
     with pytest.raises(CheckpointMismatch, match="tasks differ.*only in checkpoint: \\['IUGC'\\]"):
         train(tiny_config(root, base / "m1", tasks=TASKS[:3], resume=str(full.last_checkpoint)), progress=False)
-    with pytest.raises(CheckpointMismatch, match="encoder differs.*'resnet18'.*'resnet34'"):
+    with pytest.raises(CheckpointMismatch, match="encoder differs.*'tu-lcnet_050'.*'resnet34'"):
         train(tiny_config(root, base / "m2", encoder="resnet34", resume=str(full.last_checkpoint)), progress=False)
     state = torch.load(full.last_checkpoint, weights_only=True)
     state["manifest_hash"] = "0" * 16
