@@ -113,10 +113,6 @@ class ClassificationTaskHead(nn.Module):
     def decode(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"probs": out.float().softmax(dim=1)}
 
-    def prior_bias(self, prior: torch.Tensor) -> torch.Tensor:
-        """The output bias whose softmax gives the class frequencies ``prior``."""
-        return prior.log()
-
 
 class LinearLandmarkHead(nn.Module):
     """The baseline's landmark head: pooled deepest feature -> one linear layer -> ``K`` points,
@@ -359,19 +355,18 @@ def decode_centernet(outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, to
 
 
 def set_output_prior(head: nn.Module, task: TaskSpec, prior: torch.Tensor) -> None:
-    """Start a global head at its trivial baseline: shrink the last linear layer's weights
-    (x0.1) and set its bias so the head outputs about ``prior`` for every image.
+    """Start a landmark head at its trivial baseline: shrink the last linear layer's weights
+    (x0.1) and set its bias so the head outputs about ``prior`` (``K x 2`` mean normalised
+    landmarks) for every image.
 
-    classification: ``prior`` = class frequencies; Regression: ``prior`` = ``K x 2`` mean
-    normalised landmarks. The head type knows the bias that gives its output back
-    (``head.prior_bias``: the log for a softmax, the logit for a sigmoid, the value itself
-    for a linear output). Training then learns what the image adds to the prior, and the
-    first steps cannot do worse than the trivial baseline through a bad random bias. A head
-    type without a final linear layer sets its own prior (``head.set_prior``: the heat-map
-    head's Gaussian log-prior).
+    The head type knows the bias that gives its output back (``head.prior_bias``: the logit
+    for a sigmoid, the value itself for a linear output). Training then learns what the image
+    adds to the prior, and the first steps cannot do worse than the trivial baseline through a
+    bad random bias. A head type without a final linear layer sets its own prior
+    (``head.set_prior``: the heat-map head's Gaussian log-prior).
     """
-    if task.task_type not in (CLASSIFICATION, REGRESSION):
-        raise ValueError(f"{task.task_id}: output priors are for classification and Regression heads")
+    if task.task_type != REGRESSION:
+        raise ValueError(f"{task.task_id}: output priors are for Regression (landmark) heads")
     if hasattr(head, "set_prior"):
         head.set_prior(prior)
         return

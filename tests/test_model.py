@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import time
 
+import cv2
 import huggingface_hub.constants
+import numpy as np
 import pytest
 import segmentation_models_pytorch as smp
 import torch
@@ -134,7 +136,7 @@ def test_pretrained_weights_unreachable_hub_gives_the_same_message(monkeypatch):
         build_encoder("resnet18", "imagenet")
 
 
-def test_output_priors_start_global_heads_at_the_trivial_baseline(make_root, tmp_path):
+def test_output_priors_start_landmark_heads_at_the_trivial_baseline(make_root, tmp_path):
     from fmuia_lib.data.dataset import MultiTaskDataset
     from fmuia_lib.heads import set_output_prior
     from fmuia_lib.training.baselines import training_priors
@@ -142,25 +144,28 @@ def test_output_priors_start_global_heads_at_the_trivial_baseline(make_root, tmp
     root = make_root(tmp_path, n=6)
     train_set = MultiTaskDataset(root)
     priors = training_priors(train_set)
-    global_tasks = [t for t in train_set.tasks if t.task_type in (CLASSIFICATION, REGRESSION)]
-    assert sorted(priors) == sorted(t.task_id for t in global_tasks)
+    landmark_tasks = [t for t in train_set.tasks if t.task_type == REGRESSION]
+    assert sorted(priors) == sorted(t.task_id for t in landmark_tasks) and landmark_tasks
     torch.manual_seed(0)
-    net = MultiTaskNet(train_set.tasks, encoder_name="resnet18", encoder_weights=None, **FMUIA_HEADS).eval()
     images = torch.randn(4, 3, SIZE, SIZE)
-    for task in global_tasks:
-        prior = priors[task.task_id]
-        set_output_prior(net.heads[task.task_id], task, prior)
-        pred = net.predict(images, task.task_id)
-        if task.task_type == CLASSIFICATION:
-            labels = train_set.frame.iloc[train_set.task_indices[task.task_id]]["target"].astype(int)
-            counts = torch.bincount(torch.tensor(labels.to_numpy()), minlength=task.num_classes) + 1.0
-            torch.testing.assert_close(prior, counts / counts.sum())
-            torch.testing.assert_close(pred["probs"].mean(0), prior, atol=0.05, rtol=0)
-        else:
-            assert prior.shape == (task.num_points, 2) and ((prior > 0) & (prior < 1)).all()
-            torch.testing.assert_close(pred["points"].mean(0), prior, atol=0.05, rtol=0)
+    for heads in ({"landmark_head": "linear"}, {"landmark_head": "sigmoid"}):
+        net = MultiTaskNet(train_set.tasks, encoder_name="resnet18", encoder_weights=None, **heads).eval()
+        for task in landmark_tasks:
+            prior = priors[task.task_id]
+            rows = train_set.frame.iloc[train_set.task_indices[task.task_id]]
+            sizes = [cv2.imread(f, cv2.IMREAD_UNCHANGED).shape[1::-1] for f in rows["image_file"]]
+            expected = np.mean([np.reshape(t, (-1, 2)) / size for t, size in zip(rows["target"], sizes)], axis=0)
+            torch.testing.assert_close(prior, torch.tensor(expected, dtype=torch.float32))
+            set_output_prior(net.heads[task.task_id], task, prior)
+            if heads["landmark_head"] == "linear":  # no activation: the bias is the prior itself
+                torch.testing.assert_close(net.heads[task.task_id].linear.bias, prior.flatten())
+            else:
+                torch.testing.assert_close(net.predict(images, task.task_id)["points"].mean(0), prior, atol=0.05, rtol=0)
     with pytest.raises(ValueError, match="prior has 3 values"):
-        set_output_prior(net.heads[global_tasks[0].task_id], global_tasks[0], torch.tensor([0.2, 0.3, 0.5]))
+        set_output_prior(net.heads[landmark_tasks[0].task_id], landmark_tasks[0], torch.tensor([0.2, 0.3, 0.5]))
+    classifier = next(t for t in train_set.tasks if t.task_type == CLASSIFICATION)
+    with pytest.raises(ValueError, match="for Regression"):
+        set_output_prior(net.heads[classifier.task_id], classifier, torch.tensor([0.5, 0.5]))
 
 
 def test_routing_follows_the_landmark_head_type():

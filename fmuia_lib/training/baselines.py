@@ -77,25 +77,16 @@ def trivial_baseline_scores(train_set: MultiTaskDataset, val_set: MultiTaskDatas
     return results
 
 
-def training_priors(train_set: MultiTaskDataset,
-                    types: tuple[str, ...] = (CLASSIFICATION, REGRESSION)) -> dict[str, torch.Tensor]:
-    """What the trivial baseline predicts for each global task, from the training labels:
-    classification class frequencies (add-one smoothed) and Regression mean landmarks
-    normalised by image size (``K x 2``). Reads labels and image headers, not pixels.
+def training_priors(train_set: MultiTaskDataset) -> dict[str, torch.Tensor]:
+    """What the trivial baseline predicts for each Regression task, from the training labels:
+    its mean landmarks normalised by image size (``K x 2``). Reads labels and image headers,
+    not pixels.
 
-    ``MultiTaskNet`` heads start from these when ``TrainConfig.head_priors`` is on.
+    ``MultiTaskNet``'s landmark heads start from these when ``TrainConfig.head_priors`` is on.
     """
-    priors: dict[str, torch.Tensor] = {}
-    for task in train_set.tasks:
-        if task.task_type not in types:
-            continue
-        rows = train_set.frame.iloc[train_set.task_indices[task.task_id]]
-        if task.task_type == CLASSIFICATION:
-            counts = class_counts(rows, task.num_classes) + 1.0
-            priors[task.task_id] = torch.tensor(counts / counts.sum(), dtype=torch.float32)
-        elif task.task_type == REGRESSION:
-            priors[task.task_id] = torch.tensor(mean_normalised_target(rows), dtype=torch.float32)
-    return priors
+    return {task.task_id: torch.tensor(mean_normalised_target(
+                train_set.frame.iloc[train_set.task_indices[task.task_id]]), dtype=torch.float32)
+            for task in train_set.tasks if task.task_type == REGRESSION}
 
 
 def class_counts(rows, num_classes: int) -> np.ndarray:

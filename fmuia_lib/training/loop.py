@@ -193,7 +193,7 @@ class Trainer:
         self.task_ids = [t.task_id for t in self.tasks]
         self.model = build_model(config, self.tasks)
         if config.head_priors and config.resume is None:
-            for task_id, prior in training_priors(self.train_set, types=(REGRESSION,)).items():
+            for task_id, prior in training_priors(self.train_set).items():
                 set_output_prior(self.model.heads[task_id], self.model.task(task_id), prior)
         self.model.to(device)
         if config.channels_last:
