@@ -79,7 +79,7 @@ OWN = {
     "04_error_analysis": {"predict_batch_size", "worst_k", "interactive_widgets"},
     "05_submission": {"predict_batch_size"},
     "06_experiments": {"grid_profile", "grid_overrides", "main_effects", "recipe", "all_but_one", "seeds",
-                       "phantom_tasks", "real_slice"},
+                       "phantom_tasks", "real_slice", "jobs"},
 }
 
 

@@ -137,7 +137,7 @@ def test_notebook_settings_take_the_given_value_then_the_profile_then_the_defaul
     knobs = {k: knobs[k] for k in ("seeds", "all_but_one", "phantom_tasks", "real_slice", "recipe")}
     assert knobs == {"seeds": [0, 1, 2], "all_but_one": True, "phantom_tasks": "all", "real_slice": False,
                      "recipe": ["dice_ce"]}
-    with pytest.raises(profiles.ProfileError, match=r"notebooks.06_experiments: unknown setting\(s\) \['grid_overrides', 'main_effects', 'phantom_tasks', 'real_slice', 'recipe', 'seeds'\]"):
+    with pytest.raises(profiles.ProfileError, match=r"notebooks.06_experiments: unknown setting\(s\) \['grid_overrides', 'jobs', 'main_effects', 'phantom_tasks', 'real_slice', 'seeds'\]"):
         profiles.run_settings("ablation").notebook_settings("06_experiments", given={"all_but_one": None},
                                                             defaults={"all_but_one": False})
 
