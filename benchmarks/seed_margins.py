@@ -12,6 +12,7 @@ its validations; wall and CPU time) and the machine's load average, and writes t
     python benchmarks/seed_margins.py --profile cpu-smoke
     python benchmarks/seed_margins.py --profile real-slice --seeds 0 1 2
     python benchmarks/seed_margins.py --profile cpu-smoke --out runs/m --reuse   # table of runs already made
+    python benchmarks/seed_margins.py --profile cpu-smoke --out runs/m --rescore  # their checkpoints scored anew
 
 Runs one training at a time; set ``OMP_NUM_THREADS`` to the cores you give it.
 """
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", help="cpu, cuda... (default: CUDA when available)")
     parser.add_argument("--reuse", action="store_true",
                         help="train nothing: read the runs already in OUT/seed<N> (no times printed)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="train nothing: score each run's selected checkpoint in OUT/seed<N> again with "
+                             "this code (a change of decoding or scoring on the same models)")
     args = parser.parse_args(argv)
 
     def report(seed: int, seconds: float) -> None:
@@ -48,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} CPUs; load average at start {_load()}", flush=True)
     try:
         overrides = parse_overrides(args.overrides)
-        if args.reuse:
-            study = margins.load_seed_study(args.profile, args.seeds, overrides, run_dir=args.out, data_dir=args.data)
+        if args.reuse or args.rescore:
+            study = margins.load_seed_study(args.profile, args.seeds, overrides, run_dir=args.out, data_dir=args.data,
+                                            rescore=args.rescore)
         else:
             study = margins.seed_study(args.profile, args.seeds, overrides, run_dir=args.out, data_dir=args.data,
                                        device=args.device, on_run=report)

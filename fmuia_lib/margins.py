@@ -157,18 +157,28 @@ def seed_study(profile: str | Path, seeds: Sequence[int] | None = None,
 
 def load_seed_study(profile: str | Path, seeds: Sequence[int] | None = None,
                     overrides: Mapping[str, Any] | None = None, run_dir: str | Path = "runs/seed_study",
-                    data_dir: str | Path | None = None) -> SeedStudy:
+                    data_dir: str | Path | None = None, rescore: bool = False) -> SeedStudy:
     """The study :func:`seed_study` would return for runs already trained into
     ``run_dir/seed<N>``, read from each run's ``val_history.csv`` (no training; no times).
-    A seed without a finished run is an error naming its file."""
+    With ``rescore``, each run's selected checkpoint (``checkpoints/best.pt``) is scored
+    again on the validation set by this code, on the CPU, instead: what a change of decoding or scoring
+    does to the same trained models. A seed without a finished run is an error naming its file."""
+    from fmuia_lib.training import load_checkpoint
+    from fmuia_lib.training.validation import validate
+
     loaded, chosen = _profile_and_seeds(profile, seeds)
     study = SeedStudy(str(profile), chosen, [], [], [])
     for seed in chosen:
         config = _seed_settings(loaded, seed, overrides, run_dir, data_dir, None).config
-        path = Path(config.out_dir) / "val_history.csv"
+        path = Path(config.out_dir) / ("checkpoints/best.pt" if rescore else "val_history.csv")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no finished run for seed {seed}")
-        _add_run(study, config, pd.read_csv(path))
+        if rescore:
+            model, _, _ = load_checkpoint(path)
+            _add_run(study, config, validate=lambda val_set: validate(
+                model, val_set, "cpu", batch_size=config.val_batch_size or config.batch_size))
+        else:
+            _add_run(study, config, pd.read_csv(path))
     return study
 
 
@@ -195,12 +205,15 @@ def _seed_settings(loaded, seed, overrides, run_dir, data_dir, device):
                         run_dir=Path(run_dir) / f"seed{seed}", device=device)
 
 
-def _add_run(study: SeedStudy, config, val_history: pd.DataFrame) -> None:
+def _add_run(study: SeedStudy, config, val_history: pd.DataFrame | None = None,
+             validate: Callable[[Any], dict[str, dict[str, Any]]] | None = None) -> None:
+    """Add one run: its selected checkpoint's metrics (from ``val_history``, or ``validate``
+    of the validation set) and the trivial baseline's on the same set."""
     from fmuia_lib.training.baselines import trivial_baseline_scores
     from fmuia_lib.training.data import build_datasets
 
-    study.runs.append(best_results(val_history))
     train_set, val_set, _ = build_datasets(config)
+    study.runs.append(best_results(val_history) if validate is None else validate(val_set))
     study.baselines.append(trivial_baseline_scores(train_set, val_set))
     study.tasks = dict(val_set.specs)
 

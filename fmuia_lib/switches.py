@@ -95,13 +95,15 @@ _SWITCHES = (
     Switch("heatmap_landmarks", {"landmark_head": "heatmap"},
            "Landmark head: average pool and one linear layer to 2K unbounded coordinates, on the "
            "deepest encoder map.",
-           "Landmark head on the FPN map: one heat map per landmark, the point is its soft-argmax; "
-           "loss: the point loss plus a KL term towards a Gaussian at the true point.",
+           "Landmark head on the FPN map: one heat map per landmark; loss: the point loss on its "
+           "soft-argmax plus a KL term towards a Gaussian at the true point; prediction: the map's "
+           "spatial median.",
            "The pooled deepest feature keeps little of where a structure lies; the FPN map keeps it. "
            "Measured at cpu-smoke's budget (phantom, 600 steps, seeds 0-2), mean MRE in px, trivial "
-           "baseline (mean landmarks) FUGC 66.3, IUGC 40.5, fetal_femur 65.9: heat-map head 64.7, 32.9, "
-           "59.6, below the baseline in every run; `sigmoid` head 64.7, 39.6, 86.7, above it in 1, 1 and 2 "
-           "of the 3 runs (Regression loss weight 1 for the heat-map head, 10 for the sigmoid head)."),
+           "baseline (mean landmarks) FUGC 66.3, IUGC 40.5, fetal_femur 65.9: heat-map head 64.7, 29.3, "
+           "56.8 (read at the soft-argmax: 64.7, 32.9, 59.6), below the baseline in every run; `sigmoid` "
+           "head 64.7, 39.6, 86.7 in an earlier 3-seed study, above it in 1, 1 and 2 of the 3 runs "
+           "(Regression loss weight 1 for the heat-map head, 10 for the sigmoid head)."),
 )
 
 #: Every switch by name, in the order of the docs table.

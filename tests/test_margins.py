@@ -120,3 +120,12 @@ def test_seed_study_trains_each_seed_and_scores_the_baseline_on_the_same_set(tmp
     pd.testing.assert_frame_equal(again.table(), table)
     with pytest.raises(FileNotFoundError, match=r"seed3.*val_history\.csv: no finished run for seed 3"):
         margins.load_seed_study("ci-tiny", [3], overrides, run_dir=tmp_path / "study")
+    # the selected checkpoints scored anew by the same code give the numbers validation wrote
+    rescored = margins.load_seed_study("ci-tiny", [1, 2], overrides, run_dir=tmp_path / "study", rescore=True)
+    for run, read in zip(rescored.runs, again.runs):
+        for task in tasks:
+            for metric in ("DSC", "Accuracy", "MRE"):
+                if metric in read[task]:
+                    assert run[task][metric] == pytest.approx(read[task][metric], rel=1e-6), (task, metric)
+    with pytest.raises(FileNotFoundError, match=r"seed3.*best\.pt: no finished run for seed 3"):
+        margins.load_seed_study("ci-tiny", [3], overrides, run_dir=tmp_path / "study", rescore=True)

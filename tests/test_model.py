@@ -188,7 +188,7 @@ def test_routing_follows_the_landmark_head_type():
         handle.remove()
 
 
-def test_heatmap_head_reads_points_as_the_soft_argmax_of_its_maps():
+def test_heatmap_head_trains_on_the_soft_argmax_of_its_maps():
     from fmuia_lib.heads import HeatmapLandmarkHead, soft_argmax
 
     logits = torch.full((1, 2, 8, 16), -1e4)
@@ -200,7 +200,38 @@ def test_heatmap_head_reads_points_as_the_soft_argmax_of_its_maps():
     assert out["heatmap"].shape == (2, 3, 16, 16) and out["points"].shape == (2, 3, 2)
     # the last layer starts at zero: flat maps, every point at the image centre
     torch.testing.assert_close(out["points"], torch.full((2, 3, 2), 0.5))
-    torch.testing.assert_close(head.decode(out)["points"], out["points"])
+    torch.testing.assert_close(head.decode(out)["points"], out["points"], atol=1e-5, rtol=0)
+
+
+def test_heatmap_head_predicts_the_spatial_median_of_its_maps():
+    """Prediction takes the point of least expected distance under each map (what MRE scores):
+    on a map split 70/30 between two cells it is the heavier cell, where the soft-argmax lies
+    between them; on random maps no point of a fine grid has a lower expected distance."""
+    from fmuia_lib.heads import HeatmapLandmarkHead, cell_centres, soft_argmax, spatial_median
+
+    logits = torch.full((1, 1, 8, 16), -1e4)
+    logits[0, 0, 1, 2], logits[0, 0, 6, 13] = np.log(0.7), np.log(0.3)
+    torch.testing.assert_close(spatial_median(logits), torch.tensor([[[2.5 / 16, 1.5 / 8]]]))
+    assert soft_argmax(logits)[0, 0, 0] > 0.3  # the mean: 0.7 x 2.5/16 + 0.3 x 13.5/16
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8) * torch.tensor([1.0, 3.0, 10.0]).view(1, 3, 1, 1)
+    probs = logits.reshape(2, 3, 64).softmax(dim=-1)
+    xs, ys = cell_centres(8, 8)
+    cells = torch.stack([xs.repeat(8), ys.repeat_interleave(8)], dim=-1)
+
+    def expected_distance(points):  # B x K x N x 2 candidate points -> B x K x N
+        return (probs[:, :, None, :] * (cells[None, None, None] - points[..., None, :]).norm(dim=-1)).sum(dim=-1)
+
+    grid = torch.stack(torch.meshgrid(torch.linspace(0, 1, 101), torch.linspace(0, 1, 101), indexing="xy"), -1)
+    best = expected_distance(grid.reshape(1, 1, -1, 2).expand(2, 3, -1, 2)).min(dim=-1).values
+    found = expected_distance(spatial_median(logits)[:, :, None])[..., 0]
+    assert (found <= best + 1e-4).all(), (found - best)
+
+    head = HeatmapLandmarkHead(32, 2)
+    torch.nn.init.normal_(head.heatmap.weight)
+    out = head(torch.randn(2, 32, 16, 16))
+    torch.testing.assert_close(head.decode(out)["points"], spatial_median(out["heatmap"]))
 
 
 def test_heatmap_head_prior_starts_it_near_the_mean_landmarks_and_travels_in_its_state():

@@ -410,30 +410,22 @@ def test_update_notebooks_only_with_the_defaults(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not REAL_SRC.is_dir(), reason=f"the real slice is not at {REAL_SRC}")
-def test_real_slice_profile_runs_notebook_01(tmp_path):
-    """The real-slice profile end to end on one notebook: conversion, parameters, execution, HTML."""
+def test_real_slice_profile_runs_the_series_on_the_nine_real_tasks(tmp_path):
+    """The real-slice profile end to end: conversion, parameters, notebook 01's exploration
+    with its HTML, then notebooks 03-05 with a short training of the tiny model: the 9 real
+    subtasks are trained, compared with their trivial baselines, written as a valid submission."""
     spec = tmp_path / "real-slice.yaml"
     raw = yaml.safe_load((profiles.SHIPPED_DIR / "real-slice.yaml").read_text())
     raw["data"].update(dir=str(tmp_path / "real"), real_src=str(REAL_SRC))
     spec.write_text(yaml.safe_dump(raw))
-    result = suite.run_suite(spec, out=tmp_path / "suite", notebooks=["01"], progress=False)
+    result = suite.run_suite(spec, out=tmp_path / "suite", notebooks=["01", "03", "04", "05"], progress=False,
+                             overrides={"max_steps": 20, "eval_every": 20, "warmup_steps": 5, "image_size": 32,
+                                        **TINY_MODEL})
     executed = nbformat.read(str(result.executed[0]), as_version=4)
     text = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
     assert "data[train]  real" in text and "profile   real-slice" in text
     assert not [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert result.html[0].stat().st_size > 0 and (tmp_path / "real" / "train").is_dir()
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not REAL_SRC.is_dir(), reason=f"the real slice is not at {REAL_SRC}")
-def test_real_slice_series_trains_predicts_and_scores_the_nine_real_tasks(tmp_path):
-    """Notebooks 03-05 under the real-slice profile (a short training): the 9 real subtasks
-    are trained, compared with their trivial baselines, written as a valid submission."""
-    settings = profiles.run_settings("real-slice")
-    series.make_data(dataclasses.replace(settings.data, dir=tmp_path / "real", real_src=REAL_SRC))
-    result = suite.run_suite("real-slice", data=tmp_path / "real", out=tmp_path / "suite",
-                             notebooks=["03", "04", "05"], html=False, progress=False,
-                             overrides={"max_steps": 40, "eval_every": 40, "warmup_steps": 5, **TINY_MODEL})
     summary = pd.read_csv(result.summary_csv)
     table = summary[summary["notebook"] == "04_error_analysis"]
     real_tasks = {t.task_id for t in load_manifest().values() if t.real_us_folder}
