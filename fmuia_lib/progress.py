@@ -55,7 +55,11 @@ class _Lines:
 
     @staticmethod
     def _count(line: str) -> str:
-        return line.split(" [", 1)[0]  # "desc:  40%|####    | 20/50" (timing and postfix follow)
+        """``"20/50"`` of ``"desc:  40%|####    | 20/50 [00:03<00:04, 6.1it/s]"`` (``"20it"``
+        without a total). Not the bar's drawing: its width follows the length of the rate
+        text, so the closing redraw of the same count can draw it one character shorter."""
+        head = line.split(" [", 1)[0]
+        return head.rsplit("|", 1)[-1].strip()
 
     def _emit(self) -> None:
         if self._pending is not None:

@@ -43,6 +43,24 @@ def test_a_headless_kernel_gets_a_text_bar_of_whole_lines(monkeypatch):
     assert all("/4 [" in line for line in lines)  # leave=False is ignored: the log stays
 
 
+def test_a_redraw_of_the_same_count_replaces_its_line_whatever_the_bar_width():
+    """The bar's drawing narrows when the rate text grows (ncols is fixed): the closing redraw
+    of 4/4 must still replace the last line, and each new count must get a line of its own."""
+    out = io.StringIO()
+    lines = progress._Lines(out)
+    for text in ("\rpredict:   0%|          | 0/4 [00:00<?, ?img/s]",
+                 "\rpredict:  50%|#####     | 2/4 [00:00<00:00, 812.3img/s]",
+                 "\rpredict: 100%|##########| 4/4 [00:00<00:00, 998.1img/s]",
+                 "\rpredict: 100%|#########| 4/4 [00:00<00:00, 10423.7img/s]",
+                 "\rpredict: 7it [00:01, 6.2it/s]", "\rpredict: 9it [00:01, 6.3it/s]", "\n"):
+        lines.write(text)
+    assert out.getvalue().splitlines() == [
+        "predict:   0%|          | 0/4 [00:00<?, ?img/s]",
+        "predict:  50%|#####     | 2/4 [00:00<00:00, 812.3img/s]",
+        "predict: 100%|#########| 4/4 [00:00<00:00, 10423.7img/s]",
+        "predict: 7it [00:01, 6.2it/s]", "predict: 9it [00:01, 6.3it/s]"]
+
+
 @pytest.mark.parametrize("interval", [None, 0.5])
 def test_headless_bars_refresh_rarely_unless_asked(monkeypatch, interval):
     _kernel(monkeypatch, allow_stdin=False)
