@@ -289,7 +289,8 @@ def spatial_median(logits: torch.Tensor) -> torch.Tensor:
     by ``probability / distance``. Written here because scipy and scikit-learn have no
     weighted geometric median, batched or not; it is a few tensor operations per step.
     """
-    with torch.no_grad():
+    # float32 throughout: prediction runs under autocast, which would take the matmuls to bf16
+    with torch.no_grad(), torch.autocast(logits.device.type, enabled=False):
         logits = logits.float()
         b, k, h, w = logits.shape
         probs = logits.reshape(b, k, h * w).softmax(dim=-1)

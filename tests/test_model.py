@@ -232,6 +232,11 @@ def test_heatmap_head_predicts_the_spatial_median_of_its_maps():
     torch.nn.init.normal_(head.heatmap.weight)
     out = head(torch.randn(2, 32, 16, 16))
     torch.testing.assert_close(head.decode(out)["points"], spatial_median(out["heatmap"]))
+    # prediction runs under autocast: the median stays float32 (bf16 would round 0.7 by 0.004)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = spatial_median(logits)
+    assert under_autocast.dtype == torch.float32
+    torch.testing.assert_close(under_autocast, spatial_median(logits), atol=0, rtol=0)
 
 
 def test_heatmap_head_prior_starts_it_near_the_mean_landmarks_and_travels_in_its_state():
