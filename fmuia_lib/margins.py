@@ -175,7 +175,7 @@ def load_seed_study(profile: str | Path, seeds: Sequence[int] | None = None,
             raise FileNotFoundError(f"{path}: no finished run for seed {seed}")
         if rescore:
             model, _, _ = load_checkpoint(path)
-            _add_run(study, config, validate=lambda val_set: validate(
+            _add_run(study, config, score=lambda val_set: validate(
                 model, val_set, "cpu", batch_size=config.val_batch_size or config.batch_size))
         else:
             _add_run(study, config, pd.read_csv(path))
@@ -206,14 +206,14 @@ def _seed_settings(loaded, seed, overrides, run_dir, data_dir, device):
 
 
 def _add_run(study: SeedStudy, config, val_history: pd.DataFrame | None = None,
-             validate: Callable[[Any], dict[str, dict[str, Any]]] | None = None) -> None:
-    """Add one run: its selected checkpoint's metrics (from ``val_history``, or ``validate``
-    of the validation set) and the trivial baseline's on the same set."""
+             score: Callable[[Any], dict[str, dict[str, Any]]] | None = None) -> None:
+    """Add one run: its selected checkpoint's metrics (from ``val_history``, or ``score`` of
+    the validation set) and the trivial baseline's on the same set."""
     from fmuia_lib.training.baselines import trivial_baseline_scores
     from fmuia_lib.training.data import build_datasets
 
     train_set, val_set, _ = build_datasets(config)
-    study.runs.append(best_results(val_history) if validate is None else validate(val_set))
+    study.runs.append(best_results(val_history) if score is None else score(val_set))
     study.baselines.append(trivial_baseline_scores(train_set, val_set))
     study.tasks = dict(val_set.specs)
 

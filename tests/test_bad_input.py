@@ -30,6 +30,7 @@ from fmuia_lib import cli
 from fmuia_lib.cli import main as fmuia
 from fmuia_lib.data.layout import read_root
 from fmuia_lib.predict import records_from_ground_truth, write_submission
+from conftest import TINY_MODEL
 
 
 @dataclass
@@ -379,7 +380,7 @@ OUTCOMES = {2: "refused with one message", 1: "findings listed (data check, vali
 
 PREDICT = "predict --checkpoint {ckpt} --data {data} --device cpu"
 DATA_CHECK = "data check {data}"
-TRAIN = ("train --set data_root={data} --set val_root={data} --set encoder=tu-lcnet_050 --set encoder_weights=null "
+TRAIN = ("train --set data_root={data} --set val_root={data} --set encoder=" + TINY_MODEL["encoder"] + " --set encoder_weights=null "
          "--set image_size=64 --set batch_size=2 --set epochs=null --set max_steps=2 --set eval_every=2 "
          "--set num_workers=0 --set device=cpu --set out_dir={tmp}/run")
 PHANTOM = "data phantom --tasks organ_cls --train 1 --val 1 --workers 1"
