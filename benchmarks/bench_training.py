@@ -21,7 +21,8 @@ same index lists and the same per-item augmentation seeds) through a DataLoader 
   cell gathered in a Python loop over the batch, the loss, backward, step, and the loss
   read twice (log and progress bar). fmuia's trainer should be at least 1.3x faster;
 * **fmuia**: ``Trainer.train_step`` as ``train()`` runs it, with the library's speed
-  defaults (``TrainConfig``: channels_last, fused AdamW, foreach clipping, lazy logging);
+  defaults (``TrainConfig``: channels_last where it pays, fused AdamW, foreach clipping, lazy
+  logging); the plain loop runs the same network in the same memory format;
 * with ``--official DIR``: the official repository's own network and detection loss,
   imported from DIR (never copied into fmuia), in its loop, on the same batches.
 
@@ -39,7 +40,6 @@ memory and the data pipeline (``gpu_check.py`` times a few hundred steps of it).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import resource
 import statistics
@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from fmuia_lib.config import TrainConfig
+from fmuia_lib.model import MultiTaskNet
 from fmuia_lib.profiles import run_settings
 from fmuia_lib.tasks import DETECTION, REGRESSION
 from fmuia_lib.training.data import SeededItems, loader
@@ -89,9 +90,7 @@ class PlainLoop:
 
     def step(self, batch: dict[str, Any]) -> None:
         t = self.t
-        images = batch["image"].to(t.device, non_blocking=True)
-        if t.config.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = batch["image"].to(t.device, non_blocking=True)  # the model converts it to its memory format
         with torch.autocast(t.device.type, dtype=t.amp_dtype, enabled=t.amp_dtype is not None):
             outputs = t.model(images, batch["task_id"])
         loss, _ = t.criterion(outputs, batch["target"].to(t.device, non_blocking=True), t.model.task(batch["task_id"]))
@@ -126,7 +125,9 @@ class OfficialStyleLoop:
                  detection_loss: Callable | None = None, task_types: dict[str, str] | None = None) -> None:
         self.t = trainer
         self.model = network if network is not None else trainer.model
-        self.model.to(memory_format=torch.contiguous_format).requires_grad_(True)  # the FPN computes grads too
+        if isinstance(self.model, MultiTaskNet):
+            self.model.place(trainer.device, channels_last=False)  # the official code trains in NCHW
+        self.model.requires_grad_(True)  # the FPN computes gradients too
         lr = trainer.config.lr
         groups = [{"params": self.model.encoder.parameters(), "lr": lr}]
         groups += [{"params": head.parameters(), "lr": lr * 10.0} for head in self.model.heads.values()]
@@ -261,14 +262,15 @@ def cpu_benchmark(args: argparse.Namespace, tmp: Path) -> None:
         data_root=str(train_root), val_root=str(val_root), encoder=args.encoder, encoder_weights=None,
         image_size=args.size, batch_size=args.batch, epochs=None, max_steps=1000, eval_every=1000,
         num_workers=args.workers, device="cpu", out_dir=str(tmp / "run")))
-    speed = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in ("channels_last",)}
     print(f"CPU: {args.encoder}, {args.size} px, batch {args.batch}, {args.workers} loader workers, torch threads "
           f"{torch.get_num_threads()}; official recipe, random weights; data {train_root}")
-    print(f"fmuia's trainer runs TrainConfig's speed defaults: {speed}, fused AdamW, lazy logging")
     nchw = base.with_overrides({"channels_last": False})
     trainers = {"plain": Trainer(base, DistributedContext(), torch.device("cpu"), progress=False),
                 "official-style": Trainer(nchw, DistributedContext(), torch.device("cpu"), progress=False),
                 "fmuia": Trainer(base, DistributedContext(), torch.device("cpu"), progress=False)}
+    print(f"fmuia's trainer runs TrainConfig's speed defaults: channels_last "
+          f"{trainers['fmuia'].model.channels_last} (where it pays: model.channels_last_pays; the plain loop runs "
+          "the same network in the same layout), fused AdamW, lazy logging")
     loops = {"plain": PlainLoop(trainers["plain"]), "official-style": OfficialStyleLoop(trainers["official-style"]),
              "fmuia": TrainerLoop(trainers["fmuia"])}
     if args.official:

@@ -85,9 +85,7 @@ def plain_steps(trainer: Trainer, optimizer: torch.optim.Optimizer, batches: lis
     start = time.perf_counter()
     for i in range(steps):
         batch = batches[i % len(batches)]
-        images = batch["image"].to(device, non_blocking=True)
-        if trainer.config.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = batch["image"].to(device, non_blocking=True)  # the model converts it to its memory format
         target = batch["target"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=trainer.amp_dtype, enabled=trainer.amp_dtype is not None):
             outputs = model(images, batch["task_id"])
@@ -129,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         batches = list(loader)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
         print(f"{name}: profile {PROFILE}, {config.encoder} (random init), {config.image_size} px, batch "
-              f"{config.batch_size}, autocast {trainer.amp_dtype}, channels_last {config.channels_last}; "
+              f"{config.batch_size}, autocast {trainer.amp_dtype}, channels_last {trainer.model.channels_last}; "
               f"phantom {batch_size} images per subtask made in {made:.1f} s; {len(batches)} distinct "
               f"batches, {warmup} warm-up + {args.steps} timed steps per loop")
 

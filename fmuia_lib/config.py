@@ -75,8 +75,11 @@ NUMBER_RULES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "fpn_segmentation_channels": (32, True, None, False),
     "landmark_heatmap_weight": (0.0, True, None, False),
 }
-#: Each entry of ``loss_weights``: a finite weight >= 0 (0 switches a task type's loss off).
+#: Each entry of ``loss_weights`` and ``sampler_type_weights``: a finite weight >= 0 (0 switches
+#: a task type's loss off, or never draws its tasks).
 LOSS_WEIGHT_RULE = (0.0, True, None, False)
+#: The fields that hold one weight per task type.
+TYPE_WEIGHT_FIELDS = ("loss_weights", "sampler_type_weights")
 
 
 class ConfigError(ValueError):
@@ -109,6 +112,8 @@ class TrainConfig:
     #: "official" (the baseline's) | "light" | "none"
     sampler: str = "official"  #: "official" (the baseline's) | "uniform" | "proportional" | "temperature"
     sampler_temperature: float = 2.0  #: T in p_task ~ n_task^(1/T) (temperature sampler)
+    sampler_type_weights: dict[str, float] = field(default_factory=_default_loss_weights)  #: per task type:
+    #: each task's sampling weight is multiplied by its type's (fmuia's samplers; 0 never draws the type)
     num_workers: int = 4  #: DataLoader worker processes (a speed setting)
     # -- model --------------------------------------------------------------------------
     encoder: str = "efficientnet-b4"  #: any smp encoder name, or "tu-<timm model>"
@@ -148,7 +153,8 @@ class TrainConfig:
     amp: bool = False  #: mixed precision (the baseline trains in fp32)
     amp_dtype: str = "auto"  #: "auto" (bf16 where the GPU supports it, else fp16; off on CPU) | "bf16" |
     #: "fp16" (honoured on CPU too)
-    channels_last: bool = False  #: NHWC memory format (faster convolutions on recent GPUs)
+    channels_last: bool | None = None  #: NHWC memory format; None: where it pays
+    #: (model.channels_last_pays: on CUDA, and on CPU for every encoder but the ResNets)
     # -- losses -------------------------------------------------------------------------
     seg_loss: str = "dice"  #: "dice" (the baseline) | "dice_ce"
     cls_label_smoothing: float = 0.0
@@ -237,11 +243,17 @@ class TrainConfig:
         if self.stop_at_step is not None and self.max_steps is not None and self.stop_at_step % self.eval_every:
             raise ConfigError(f"stop_at_step={self.stop_at_step}: must be a positive multiple of "
                               f"eval_every ({self.eval_every}), where checkpoints are written")
-        unknown = sorted(set(self.loss_weights) - set(TASK_TYPES))
-        if unknown:
-            raise ConfigError(f"loss_weights: unknown task type(s) {unknown}; expected {TASK_TYPES}")
-        for task_type, weight in self.loss_weights.items():
-            _check_bounds(f"loss_weights.{task_type}", weight, LOSS_WEIGHT_RULE)
+        for name in TYPE_WEIGHT_FIELDS:
+            unknown = sorted(set(getattr(self, name)) - set(TASK_TYPES))
+            if unknown:
+                raise ConfigError(f"{name}: unknown task type(s) {unknown}; expected {TASK_TYPES}")
+            for task_type, weight in getattr(self, name).items():
+                _check_bounds(f"{name}.{task_type}", weight, LOSS_WEIGHT_RULE)
+        if self.sampler == "official" and set(self.sampler_type_weights.values()) != {1.0}:
+            raise ConfigError(f"sampler_type_weights={self.sampler_type_weights}: the official sampler draws every "
+                              "task equally often; choose sampler uniform, proportional or temperature")
+        if not any(self.sampler_type_weights.values()):
+            raise ConfigError("sampler_type_weights: every weight is 0, so no task can be drawn")
         self._check_tasks()
         self._check_switches()
 
@@ -331,12 +343,12 @@ class TrainConfig:
             if key not in names:
                 raise ConfigError(_unknown_key_message(key, names))
         own = {k: _coerce(cls, k, v) for k, v in values.items()}
-        if "loss_weights" in own:
-            given = own["loss_weights"] or {}
-            if not isinstance(given, dict):
-                raise ConfigError(f"loss_weights={given!r}: expected a mapping of task type to weight")
-            own["loss_weights"] = {**_default_loss_weights(),
-                                   **{k: _coerce_weight(k, v) for k, v in given.items()}}
+        for name in TYPE_WEIGHT_FIELDS:
+            if name in own:
+                given = own[name] or {}
+                if not isinstance(given, dict):
+                    raise ConfigError(f"{name}={given!r}: expected a mapping of task type to weight")
+                own[name] = {**_default_loss_weights(), **{k: _coerce_weight(name, k, v) for k, v in given.items()}}
         listed = list(own.get("switches") or [])
         unknown = switch_registry.unknown_switches(listed)
         if unknown:
@@ -402,16 +414,16 @@ def _check_alternatives(names: list[str]) -> None:
                           "list one of them")
 
 
-def _coerce_weight(task_type: Any, value: Any) -> Any:
-    """One ``loss_weights`` entry: an integer becomes a float; anything else is left for
-    :meth:`TrainConfig.validate` to judge (``true`` is no weight)."""
+def _coerce_weight(name: str, task_type: Any, value: Any) -> Any:
+    """One entry of a per-task-type weight field (``loss_weights``...): an integer becomes a
+    float; anything else is left for :meth:`TrainConfig.validate` to judge (``true`` is no weight)."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):
         try:
             return float(value)
         except ValueError:
-            raise ConfigError(f"loss_weights.{task_type}={value!r}: expected a number") from None
+            raise ConfigError(f"{name}.{task_type}={value!r}: expected a number") from None
     return value
 
 

@@ -233,7 +233,7 @@ def _iter_predictions(model, dataset, batch_size, device, num_workers, amp_dtype
     from fmuia_lib.data.dataset import collate, task_batches
     from fmuia_lib.data.layout import LayoutError
 
-    model.to(device)
+    model.place(device, model.channels_last_setting)
     loader = DataLoader(dataset, batch_sampler=task_batches(dataset.task_indices, batch_size),
                         collate_fn=collate, num_workers=num_workers, pin_memory=device.type == "cuda")
     batches = iter(loader)
@@ -302,6 +302,7 @@ def inference_state(model: "MultiTaskNet", image_size: int, versions: Mapping[st
 
     return {"format": WEIGHTS_FORMAT, "model": model.state_dict(), "task_ids": list(model.task_ids),
             "architecture": dict(model.architecture), "image_size": int(image_size),
+            "channels_last": model.channels_last_setting,
             "manifest_hash": manifest_hash(model.task_ids), "versions": dict(versions or {})}
 
 
@@ -328,7 +329,7 @@ def load_model(path: str | Path, device: "str | torch.device" = "cpu") -> tuple[
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         detail = f"missing entry {err.args[0]!r}" if isinstance(err, KeyError) else str(err).splitlines()[0]
         raise ModelLoadError(f"checkpoint {path} cannot be used: {detail}") from None
-    return model.to(device).eval(), int(size), state
+    return model.place(device, model.channels_last_setting).eval(), int(size), state
 
 
 def _model_from_weights(state: Mapping[str, Any], path: Path) -> tuple["MultiTaskNet", int]:
@@ -340,6 +341,7 @@ def _model_from_weights(state: Mapping[str, Any], path: Path) -> tuple["MultiTas
         raise ValueError(f"the manifest defines tasks {task_ids} differently than when {path.name} was written")
     model = MultiTaskNet(select_tasks(task_ids), encoder_weights=None, **state["architecture"])
     model.load_state_dict(state["model"])
+    model.channels_last_setting = state.get("channels_last")  # files written before it was stored: None
     return model, int(state["image_size"])
 
 

@@ -581,6 +581,15 @@ CASES = [
         "loss_weights.detection", "expected a number"),
     row("train unknown loss weight", TRAIN + " --set loss_weights.detecton=1", nothing, 2, "loss_weights",
         "detecton"),
+    row("train negative sampling weight", TRAIN + " --set sampler_type_weights.Regression=-2", nothing, 2,
+        "sampler_type_weights.Regression", ">= 0"),
+    row("train unknown sampling weight", TRAIN + " --set sampler_type_weights.landmarks=2", nothing, 2,
+        "sampler_type_weights", "landmarks"),
+    row("train sampling weights with the official sampler", TRAIN + " --set sampler=official "
+        "--set sampler_type_weights.Regression=2", nothing, 2, "sampler_type_weights", "official sampler"),
+    row("train every sampling weight 0", TRAIN + " --set sampler=uniform" + "".join(
+        f" --set sampler_type_weights.{kind}=0" for kind in ("segmentation", "classification", "detection", "Regression")),
+        nothing, 2, "sampler_type_weights", "every weight is 0"),
     row("train grad_clip -1", TRAIN + " --set grad_clip=-1", nothing, 2, "grad_clip", "> 0"),
     row("train grad_clip 0", TRAIN + " --set grad_clip=0", nothing, 2, "grad_clip", "> 0"),
     row("train amp 1", TRAIN + " --set amp=1", nothing, 2, "amp", "true or false"),

@@ -43,6 +43,9 @@ def test_the_build_context_has_the_official_form(exported, tiny_run):
     weights = torch.load(exported / "weights.pt", weights_only=True)
     assert weights["format"] == "fmuia-weights/2" and weights["image_size"] == 64
     assert not {"optimizer", "scheduler", "history", "rng"} & set(weights)
+    # the training run's memory-format setting (None: where it pays), so that the container
+    # predicts in the layout fmuia's validation used on the same device
+    assert weights["channels_last"] is torch.load(checkpoint, weights_only=True)["config"]["channels_last"] is None
 
     state = torch.load(checkpoint, weights_only=True)
     recorded = {_canonical(k): v.split("+")[0] for k, v in state["versions"]["packages"].items()}

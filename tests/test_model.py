@@ -255,3 +255,27 @@ def test_heatmap_head_prior_starts_it_near_the_mean_landmarks_and_travels_in_its
     torch.testing.assert_close(other(torch.randn(1, 32, 16, 16))["points"][0], points[0], atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="prior has 2 points, the head predicts 3"):
         set_output_prior(head, task, torch.rand(2, 2))
+
+
+def test_memory_format_is_chosen_where_it_pays_and_inputs_follow_it():
+    from fmuia_lib.model import channels_last_pays
+
+    assert channels_last_pays("tu-lcnet_050", "cpu") and channels_last_pays("efficientnet-b4", "cpu")
+    assert not channels_last_pays("resnet18", "cpu") and not channels_last_pays("tu-resnet18", "cpu")
+    assert channels_last_pays("resnet18", "cuda") and not channels_last_pays("efficientnet-b0", "mps")
+    tasks = select_tasks(["cervix", "FUGC"])
+    torch.manual_seed(0)
+    model = MultiTaskNet(tasks, encoder_name="tu-lcnet_050", encoder_weights=None, fpn_pyramid_channels=64,
+                         fpn_segmentation_channels=32, landmark_head="heatmap").eval()
+    images = torch.rand(2, 3, SIZE, SIZE)
+    nchw = model.place("cpu", channels_last=False)(images, "cervix")
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert not model.channels_last and conv.weight.is_contiguous()
+    model.place("cpu")  # None: where it pays, on CPU for LCNet
+    assert model.channels_last and model.channels_last_setting is None
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    nhwc = model(images, "cervix")  # an NCHW input is converted by the model
+    assert nhwc.is_contiguous(memory_format=torch.channels_last)
+    # the layout changes the rounding of the convolutions, not the function
+    torch.testing.assert_close(nhwc, nchw, rtol=1e-4, atol=1e-5)
+    assert not model.place("cpu", channels_last=False).channels_last

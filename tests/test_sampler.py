@@ -211,3 +211,17 @@ def test_random_split_is_torch_random_split_with_the_seed(num_rows, fraction, se
                                                        generator=torch.Generator().manual_seed(seed))
     assert train == list(ref_train.indices) and val == list(ref_val.indices)  # same rows, same order
     assert val != sorted(val) or len(val) < 2  # the permutation's order, not sorted
+
+
+def test_task_weights_multiply_each_tasks_share():
+    weights = {"big": 1.0, "mid": 3.0, "small": 0.0}
+    sampler = TaskBatchSampler(task_indices(), batch_size=4, strategy="uniform", num_batches=600, seed=0,
+                               task_weights=weights)
+    assert sampler.task_probabilities() == pytest.approx({"big": 0.25, "mid": 0.75, "small": 0.0})
+    counts = Counter(task_of(b[0]) for b in sampler)
+    assert counts["small"] == 0 and abs(counts["mid"] / 600 - 0.75) < 4 * np.sqrt(0.75 * 0.25 / 600)
+    temperature = TaskBatchSampler(task_indices(), 4, "temperature", task_weights={"mid": 2.0})
+    root = {t: n ** 0.5 * (2.0 if t == "mid" else 1.0) for t, n in SIZES.items()}
+    assert temperature.task_probabilities() == pytest.approx({t: w / sum(root.values()) for t, w in root.items()})
+    with pytest.raises(ValueError, match="not all 0"):
+        TaskBatchSampler(task_indices(), 4, "uniform", task_weights={t: 0.0 for t in SIZES})

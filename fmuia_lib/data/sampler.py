@@ -10,6 +10,10 @@ BatchNorm cannot normalise a batch of one. With ``n_t`` rows in task ``t``:
 * ``proportional``: ``p_t = n_t / sum(n)``            (every row equally often)
 * ``temperature``:  ``p_t ∝ n_t ** (1 / temperature)`` (1 = proportional, ∞ = uniform)
 
+each times an optional per-task factor ``w_t`` (``TrainConfig.sampler_type_weights``, one per
+task type: a type that learns slowly can be drawn more often without changing the others'
+relative shares).
+
 The order depends only on ``(seed, epoch)``, so a run can be reproduced, and
 ``state_dict()`` / ``load_state_dict()`` resume in the middle of an epoch.
 
@@ -89,13 +93,18 @@ class TaskBatchSampler(_ResumableTaskSampler):
     """
 
     def __init__(self, task_indices: dict[str, list[int]], batch_size: int, strategy: str = "temperature",
-                 temperature: float = 2.0, num_batches: int | None = None, seed: int = 0):
+                 temperature: float = 2.0, num_batches: int | None = None, seed: int = 0,
+                 task_weights: dict[str, float] | None = None):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
         if temperature <= 0:
             raise ValueError("temperature must be > 0")
         super().__init__(task_indices, batch_size, seed)
         self.strategy, self.temperature = strategy, temperature
+        #: extra factor of each task's weight (default 1; TrainConfig.sampler_type_weights per type)
+        self.task_weights = {t: float((task_weights or {}).get(t, 1.0)) for t in self.task_indices}
+        if not any(self.task_weights.values()) or min(self.task_weights.values()) < 0:
+            raise ValueError(f"task weights must be >= 0 and not all 0: {self.task_weights}")
         self.num_batches = num_batches if num_batches is not None else sum(
             math.ceil(len(ix) / batch_size) for ix in self.task_indices.values())
 
@@ -108,6 +117,7 @@ class TaskBatchSampler(_ResumableTaskSampler):
             weights = sizes
         else:
             weights = sizes ** (1.0 / self.temperature)
+        weights = weights * np.array(list(self.task_weights.values()))
         return dict(zip(self.task_indices, (weights / weights.sum()).tolist()))
 
     def _epoch_batches(self) -> Iterator[list[int]]:

@@ -104,7 +104,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     check_compatible(state, path, task_ids, state["encoder"], config.manifest)
     model = build_model(dataclasses.replace(config, encoder=state["encoder"], encoder_weights=None), tasks)
     model.load_state_dict(state["model"])
-    model.to(map_location).eval()
+    model.place(map_location, config.channels_last).eval()  # the memory format it was validated in
     last_step = max((r["step"] for r in state["val_history"]), default=None)
     info = {"step": int(state["step"]), "best_score": float(state["best_score"]), "task_ids": task_ids,
             "encoder": state["encoder"], "manifest_hash": state["manifest_hash"],

@@ -82,8 +82,10 @@ def build_sampler(config: TrainConfig, train_set: MultiTaskDataset) -> Sampler[l
                           "normalised by BatchNorm; add images or leave them out (tasks)")
     if config.sampler == "official":
         return OfficialTaskSampler(train_set.task_indices, config.batch_size, seed=config.seed)
+    types = {t.task_id: t.task_type for t in train_set.tasks}
     return TaskBatchSampler(train_set.task_indices, config.batch_size, strategy=config.sampler,
-                            temperature=config.sampler_temperature, seed=config.seed)
+                            temperature=config.sampler_temperature, seed=config.seed,
+                            task_weights={t: config.sampler_type_weights[types[t]] for t in train_set.task_indices})
 
 
 def item_seed(seed: int, global_batch: int, slot: int) -> int:

@@ -195,9 +195,7 @@ class Trainer:
         if config.head_priors and config.resume is None:
             for task_id, prior in training_priors(self.train_set).items():
                 set_output_prior(self.model.heads[task_id], self.model.task(task_id), prior)
-        self.model.to(device)
-        if config.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self.model.place(device, config.channels_last)  # inputs follow the model's memory format
         self.criterion = build_loss(config).to(device)
         self.optimizer = build_optimizer(self.model, self.criterion, config)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -283,8 +281,6 @@ class Trainer:
         task_id = batch["task_id"]  # one task per batch (data.dataset.collate checks it)
         task = self.model.task(task_id)
         images = batch["image"].to(self.device, non_blocking=True)
-        if self.config.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         target = batch["target"].to(self.device, non_blocking=True)
         lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
