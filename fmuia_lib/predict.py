@@ -232,8 +232,12 @@ def _iter_predictions(model, dataset, batch_size, device, num_workers, amp_dtype
 
     from fmuia_lib.data.dataset import collate, task_batches
     from fmuia_lib.data.layout import LayoutError
+    from fmuia_lib.model import MultiTaskNet
 
-    model.place(device, model.channels_last_setting)
+    if isinstance(model, MultiTaskNet):
+        model.place(device, model.channels_last_setting)  # the memory format it was validated in
+    else:  # any module with MultiTaskNet's predict() and task()
+        model.to(device)
     loader = DataLoader(dataset, batch_sampler=task_batches(dataset.task_indices, batch_size),
                         collate_fn=collate, num_workers=num_workers, pin_memory=device.type == "cuda")
     batches = iter(loader)

@@ -590,6 +590,9 @@ CASES = [
     row("train every sampling weight 0", TRAIN + " --set sampler=uniform" + "".join(
         f" --set sampler_type_weights.{kind}=0" for kind in ("segmentation", "classification", "detection", "Regression")),
         nothing, 2, "sampler_type_weights", "every weight is 0"),
+    row("train sampling weight 0 for the run's only task type", TRAIN + " --set sampler=uniform --set tasks=[organ_cls] "
+        "--set sampler_type_weights.classification=0", nothing, 2, "sampler_type_weights", "classification",
+        "weight 0"),
     row("train grad_clip -1", TRAIN + " --set grad_clip=-1", nothing, 2, "grad_clip", "> 0"),
     row("train grad_clip 0", TRAIN + " --set grad_clip=0", nothing, 2, "grad_clip", "> 0"),
     row("train amp 1", TRAIN + " --set amp=1", nothing, 2, "amp", "true or false"),

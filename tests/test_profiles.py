@@ -43,7 +43,7 @@ CPU_SMOKE_NEW_FIELDS = {"split": "random", "det_head": "centernet", "landmark_he
                         "switches": list(FMUIA_RECIPE), "fpn_pyramid_channels": 128, "fpn_segmentation_channels": 64,
                         "landmark_heatmap_weight": 1.0,
                         "sampler_type_weights": {"segmentation": 0.5, "classification": 1.0, "detection": 1.0,
-                                                 "Regression": 2.0}}
+                                                 "Regression": 3.0}}
 
 
 def effective(name_or_path) -> TrainConfig:

@@ -184,11 +184,24 @@ def test_a_remainder_of_one_trains_at_32_px_and_a_single_image_task_is_refused(m
 @pytest.mark.parametrize("change, named", [({"image_size": 64}, "image_size"), ({"seed": 5}, "seed"),
                                            ({"norm_stats": "shared", "switches": [s for s in FMUIA_RECIPE
                                              if s != "per_task_norm_stats"]}, "norm_stats"),
-                                           ({"batch_size": 4}, "batch_size"), ({"max_steps": 8}, "max_steps")])
+                                           ({"batch_size": 4}, "batch_size"), ({"max_steps": 8}, "max_steps"),
+                                           ({"sampler_type_weights.Regression": 2.0}, "sampler_type_weights")])
 def test_resume_refuses_settings_that_break_exactness(run, tmp_path, change, named):
     config = run.config.with_overrides({**change, "resume": str(run.last_checkpoint), "out_dir": str(tmp_path)})
     with pytest.raises(CheckpointMismatch, match=f"cannot resume with other settings.*{named} \\(checkpoint"):
         train(config, progress=False)
+
+
+def test_a_checkpoint_written_before_a_field_existed_resumes_with_the_fields_default(run, tmp_path):
+    state = read_checkpoint(run.last_checkpoint)
+    del state["config"]["sampler_type_weights"]  # as a checkpoint of the release before it
+    (tmp_path / "old").mkdir()
+    save_state(state, tmp_path / "old" / "last.pt")
+    config = run.config.with_overrides({"resume": str(tmp_path / "old" / "last.pt"), "out_dir": str(tmp_path / "new")})
+    with pytest.warns(UserWarning, match="no best.pt beside"):  # only last.pt was copied
+        assert train(config, progress=False).history["step"].max() == run.history["step"].max()
+    with pytest.raises(CheckpointMismatch, match=r"sampler_type_weights \(checkpoint: \{'segmentation': 1.0"):
+        train(config.with_overrides({"sampler_type_weights.Regression": 3.0}), progress=False)
 
 
 def test_resume_with_loader_workers_into_a_new_folder_is_exact_and_keeps_the_best(root, run, tmp_path):

@@ -143,7 +143,9 @@ def check_resumable(state: dict[str, Any], path: str | Path, config: TrainConfig
     if missing:
         raise CheckpointMismatch(f"{path}: holds the model only ({', '.join(missing)} left out, as in best.pt): "
                                  "resume from the run's last.pt")
-    before, now = state["config"], config.to_dict()
+    # a field added after the checkpoint was written holds its default there (defaults keep
+    # what earlier versions did), so such a checkpoint resumes under its own settings
+    before, now = {**TrainConfig().to_dict(), **state["config"]}, config.to_dict()
     changed = [f"{key} (checkpoint: {before.get(key)!r}, now: {now.get(key)!r})"
                for key in now.keys() | before.keys()
                if key not in RESUME_MAY_CHANGE and before.get(key) != now.get(key)]

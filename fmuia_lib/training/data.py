@@ -83,6 +83,9 @@ def build_sampler(config: TrainConfig, train_set: MultiTaskDataset) -> Sampler[l
     if config.sampler == "official":
         return OfficialTaskSampler(train_set.task_indices, config.batch_size, seed=config.seed)
     types = {t.task_id: t.task_type for t in train_set.tasks}
+    if not any(config.sampler_type_weights[kind] for kind in types.values()):
+        raise ConfigError(f"sampler_type_weights={config.sampler_type_weights}: every task type of this run "
+                          f"({', '.join(sorted(set(types.values())))}) has weight 0, so no task can be drawn")
     return TaskBatchSampler(train_set.task_indices, config.batch_size, strategy=config.sampler,
                             temperature=config.sampler_temperature, seed=config.seed,
                             task_weights={t: config.sampler_type_weights[types[t]] for t in train_set.task_indices})

@@ -96,9 +96,16 @@ class Probe:
         return r.astype(np.float32), t.astype(np.float32)
 
     def field_of_view(self) -> np.ndarray:
-        """Boolean ``H x W`` mask of the pixels that the beams cover."""
+        """Boolean ``H x W`` mask of the pixels that the beams cover (read-only: computed once
+        per probe, as rendering asks for it twice per image)."""
+        return self._field_of_view
+
+    @cached_property
+    def _field_of_view(self) -> np.ndarray:
         r, t = self.pixel_beam_coords
-        return (r >= 0) & (r <= 1) & (t >= 0) & (t <= 1)
+        inside = (r >= 0) & (r <= 1) & (t >= 0) & (t <= 1)
+        inside.flags.writeable = False
+        return inside
 
 
 def make_probe(kind: str, width: int, height: int, rng: np.random.Generator) -> Probe:
