@@ -86,7 +86,7 @@ class ConfigError(ValueError):
     """A configuration value is unknown or invalid; the message names the key."""
 
 
-def _default_loss_weights() -> dict[str, float]:
+def _default_type_weights() -> dict[str, float]:
     return {t: 1.0 for t in TASK_TYPES}
 
 
@@ -112,7 +112,7 @@ class TrainConfig:
     #: "official" (the baseline's) | "light" | "none"
     sampler: str = "official"  #: "official" (the baseline's) | "uniform" | "proportional" | "temperature"
     sampler_temperature: float = 2.0  #: T in p_task ~ n_task^(1/T) (temperature sampler)
-    sampler_type_weights: dict[str, float] = field(default_factory=_default_loss_weights)  #: per task type:
+    sampler_type_weights: dict[str, float] = field(default_factory=_default_type_weights)  #: per task type:
     #: each task's sampling weight is multiplied by its type's (fmuia's samplers; 0 never draws the type)
     num_workers: int = 4  #: DataLoader worker processes (a speed setting)
     # -- model --------------------------------------------------------------------------
@@ -163,7 +163,7 @@ class TrainConfig:
     det_offset_weight: float = 1.0  #: weight of the centre-offset L1 term of the CenterNet loss
     landmark_heatmap_weight: float = 1.0  #: weight of the heat-map landmark head's KL term
     #: (losses.HeatmapLandmarkLoss)
-    loss_weights: dict[str, float] = field(default_factory=_default_loss_weights)  #: per task type
+    loss_weights: dict[str, float] = field(default_factory=_default_type_weights)  #: per task type
     uncertainty_weighting: bool = False  #: learn per-type weights (Kendall et al. 2018)
     # -- run ----------------------------------------------------------------------------
     switches: list[str] = field(default_factory=list)  #: fmuia's fixes switched on (fmuia_lib.switches)
@@ -348,7 +348,7 @@ class TrainConfig:
                 given = own[name] or {}
                 if not isinstance(given, dict):
                     raise ConfigError(f"{name}={given!r}: expected a mapping of task type to weight")
-                own[name] = {**_default_loss_weights(), **{k: _coerce_weight(name, k, v) for k, v in given.items()}}
+                own[name] = {**_default_type_weights(), **{k: _coerce_weight(name, k, v) for k, v in given.items()}}
         listed = list(own.get("switches") or [])
         unknown = switch_registry.unknown_switches(listed)
         if unknown:
