@@ -17,12 +17,14 @@ same index lists and the same per-item augmentation seeds) through a DataLoader 
 * **official-style**: what the official baseline's ``train.py`` does per step, written
   here (not copied) on the same network: its optimiser (AdamW over encoder and heads,
   default implementation), the FPN decoder computing gradients it never uses
-  (``requires_grad`` on, in no group), ``zero_grad``, forward in NCHW, the detection
+  (``requires_grad`` on, in no group), ``zero_grad``, forward in NCHW with a pad before
+  every EfficientNet convolution (the network the official code builds), the detection
   cell gathered in a Python loop over the batch, the loss, backward, step, and the loss
   read twice (log and progress bar). fmuia's trainer should be at least 1.3x faster;
 * **fmuia**: ``Trainer.train_step`` as ``train()`` runs it, with the library's speed
   defaults (``TrainConfig``: channels_last where it pays, fused AdamW, foreach clipping, lazy
-  logging); the plain loop runs the same network in the same memory format;
+  logging) on fmuia's network (EfficientNet's symmetric pads inside its convolutions,
+  ``model.fold_same_padding``); the plain loop runs the same network in the same memory format;
 * with ``--official DIR``: the official repository's own network and detection loss,
   imported from DIR (never copied into fmuia), in its loop, on the same batches.
 
@@ -30,8 +32,9 @@ Loops take turns step by step (``--steps`` steps after ``--warmup``), so a machi
 load changes slows them alike; a ratio is the median over steps of the two loops' times on
 the same batch (and, beside it, the ratio of their mean times).
 Also printed: the data pipeline alone with the same workers (images/s and its headroom
-over what the trainer consumes) and the peak resident memory of this process and of its
-loader workers.
+over what the trainer consumes), the peak resident memory of this process and of its
+loader workers, and for an EfficientNet encoder its step alone with smp's pads and with
+them inside the convolutions (``model.fold_same_padding``).
 
 CUDA part (when a GPU is present): the ``gpu-full`` profile (EfficientNet-B4, 256 px, batch
 20, AMP, channels_last) with random weights: plain loop vs the trainer, images/s, peak GPU
@@ -40,6 +43,7 @@ memory and the data pipeline (``gpu_check.py`` times a few hundred steps of it).
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import resource
 import statistics
@@ -127,6 +131,7 @@ class OfficialStyleLoop:
         self.model = network if network is not None else trainer.model
         if isinstance(self.model, MultiTaskNet):
             self.model.place(trainer.device, channels_last=False)  # the official code trains in NCHW
+            unfold_same_padding(self.model)  # and pads before its EfficientNet convolutions
         self.model.requires_grad_(True)  # the FPN computes gradients too
         lr = trainer.config.lr
         groups = [{"params": self.model.encoder.parameters(), "lr": lr}]
@@ -151,6 +156,17 @@ class OfficialStyleLoop:
         self.optimizer.step()
         self.losses.append(loss.item())  # the epoch's loss report
         _ = f"{loss.item():.4f}"  # the progress bar's postfix
+
+
+def unfold_same_padding(model: torch.nn.Module) -> None:
+    """Undo ``fmuia_lib.model.fold_same_padding``: every padded ``Conv2dStaticSamePadding`` pads
+    with a ``ZeroPad2d`` again, as the network the official code builds (same numbers, one copy more)."""
+    from segmentation_models_pytorch.encoders._efficientnet import Conv2dStaticSamePadding
+
+    for conv in model.modules():
+        if isinstance(conv, Conv2dStaticSamePadding) and conv.padding != (0, 0):
+            top, left = conv.padding
+            conv.static_padding, conv.padding = torch.nn.ZeroPad2d((left, left, top, top)), (0, 0)
 
 
 class TrainerLoop:
@@ -270,7 +286,8 @@ def cpu_benchmark(args: argparse.Namespace, tmp: Path) -> None:
                 "fmuia": Trainer(base, DistributedContext(), torch.device("cpu"), progress=False)}
     print(f"fmuia's trainer runs TrainConfig's speed defaults: channels_last "
           f"{trainers['fmuia'].model.channels_last} (where it pays: model.channels_last_pays; the plain loop runs "
-          "the same network in the same layout), fused AdamW, lazy logging")
+          "the same network in the same layout), EfficientNet's symmetric 'same' pads inside its convolutions "
+          "(model.fold_same_padding), fused AdamW, lazy logging")
     loops = {"plain": PlainLoop(trainers["plain"]), "official-style": OfficialStyleLoop(trainers["official-style"]),
              "fmuia": TrainerLoop(trainers["fmuia"])}
     if args.official:
@@ -286,6 +303,33 @@ def cpu_benchmark(args: argparse.Namespace, tmp: Path) -> None:
     own, child = peak_rss()
     print(f"peak RSS: this process {own:.2f} GB (three networks and their optimisers), largest loader worker "
           f"{child:.2f} GB")
+    if args.encoder.startswith("efficientnet"):
+        padding_gain(args)
+
+
+def padding_gain(args: argparse.Namespace) -> None:
+    """An encoder step (forward, backward) of smp's EfficientNet as smp builds it (a ``ZeroPad2d``
+    before each convolution) beside fmuia's (``model.fold_same_padding``), taking turns, on one
+    random batch in the trainer's layout: the fold's share of the loop's time on its own."""
+    from fmuia_lib.model import build_encoder, channels_last_pays
+
+    torch.manual_seed(0)
+    folded = build_encoder(args.encoder, None)
+    padded = copy.deepcopy(folded)
+    unfold_same_padding(padded)
+    layout = torch.channels_last if channels_last_pays(args.encoder, "cpu") else torch.contiguous_format
+    x = torch.randn(args.batch, 3, args.size, args.size).contiguous(memory_format=layout)
+    encoders = {"smp's pads": padded.to(memory_format=layout), "folded": folded.to(memory_format=layout)}
+    times: dict[str, list[float]] = {name: [] for name in encoders}
+    for step in range(args.warmup + args.steps):
+        for name, encoder in encoders.items():
+            begin = time.perf_counter()
+            sum(f.float().mean() for f in encoder(x)[1:]).backward()
+            if step >= args.warmup:
+                times[name].append(time.perf_counter() - begin)
+    pads, fold = (statistics.median(times[name]) for name in encoders)
+    print(f"{args.encoder} encoder step alone (forward + backward, batch {args.batch}, {args.size} px): smp's "
+          f"pads {pads:.4f} s, pads inside the convolutions {fold:.4f} s: {pads / fold:.3f}x (median step)")
 
 
 def cuda_benchmark(args: argparse.Namespace, tmp: Path) -> None:

@@ -100,6 +100,31 @@ def test_unknown_encoder_is_a_clear_error():
         build_encoder("resnet-nope", None)
 
 
+def test_efficientnet_symmetric_same_padding_moves_into_its_convolutions():
+    """fold_same_padding: the stride-1 convolutions pad inside the convolution, the
+    asymmetric stride-2 pads stay, and the encoder computes exactly what smp's does."""
+    from segmentation_models_pytorch.encoders._efficientnet import Conv2dStaticSamePadding
+
+    from fmuia_lib.model import fold_same_padding
+
+    torch.manual_seed(0)
+    folded = build_encoder("efficientnet-b0", None)
+    original = smp.encoders.get_encoder("efficientnet-b0", in_channels=3, depth=5, weights=None)
+    original.load_state_dict(folded.state_dict())  # nothing in the state dict changed
+    convs = [m for m in folded.modules() if isinstance(m, Conv2dStaticSamePadding)]
+    padded = [m for m in convs if m.padding != (0, 0)]
+    assert len(padded) == 12 and all(isinstance(m.static_padding, torch.nn.Identity) for m in padded)
+    assert all(tuple(m.stride) == (1, 1) and m.padding == (m.kernel_size[0] // 2,) * 2 for m in padded)
+    still_padded = [m for m in convs if isinstance(m.static_padding, torch.nn.ZeroPad2d)]
+    assert still_padded and all(tuple(m.stride) == (2, 2) for m in still_padded)
+    assert fold_same_padding(folded) == 0 and fold_same_padding(original) == 12  # once only
+    original = smp.encoders.get_encoder("efficientnet-b0", in_channels=3, depth=5, weights=None)
+    original.load_state_dict(folded.state_dict())
+    x = torch.randn(2, 3, 64, 96)
+    for a, b in zip(folded.eval()(x), original.eval()(x)):
+        assert torch.equal(a, b)
+
+
 def test_local_encoder_weights_file(tmp_path):
     torch.manual_seed(1)
     source = build_encoder("resnet18", None)
