@@ -323,6 +323,7 @@ def padding_gain(args: argparse.Namespace) -> None:
     times: dict[str, list[float]] = {name: [] for name in encoders}
     for step in range(args.warmup + args.steps):
         for name, encoder in encoders.items():
+            encoder.zero_grad(set_to_none=True)
             begin = time.perf_counter()
             sum(f.float().mean() for f in encoder(x)[1:]).backward()
             if step >= args.warmup:
