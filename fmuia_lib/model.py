@@ -293,8 +293,9 @@ def fold_same_padding(module: nn.Module) -> int:
     the same numbers without writing a padded copy of the activation, forward and
     backward: an encoder step of B0 at 128 px (batch 8, 2 CPU cores) 3-8 % shorter in four
     runs (12 of its 81 convolutions; outputs identical), a gain the whole training step's
-    noise hides (``benchmarks/bench_training.py`` prints both). The asymmetric pads of the stride-2 convolutions stay. Nothing in the
-    ``state_dict`` changes, so weights load either way.
+    noise hides (``benchmarks/bench_training.py`` prints both). The asymmetric pads of the
+    stride-2 convolutions stay. Nothing in the ``state_dict`` changes, so weights load
+    either way.
     """
     try:
         from segmentation_models_pytorch.encoders._efficientnet import Conv2dStaticSamePadding
