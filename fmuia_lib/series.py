@@ -155,6 +155,7 @@ def _ensure_phantom(data: DataSettings) -> None:
 
 def _make_phantom_if_missing(data: DataSettings) -> None:
     from fmuia_lib.data.phantom import generate_phantom
+    from fmuia_lib.data.phantom.generate import VERSION
     from fmuia_lib.tasks import load_manifest
 
     defaults = inspect.signature(generate_phantom).parameters
@@ -164,11 +165,13 @@ def _make_phantom_if_missing(data: DataSettings) -> None:
     if record.is_file():
         made = json.loads(record.read_text(encoding="utf-8"))
         counts = made.get("counts", {})
-        if (made.get("seed") == data.data_seed and made.get("tasks") == list(load_manifest())
+        if (made.get("version") == VERSION and made.get("seed") == data.data_seed
+                and made.get("tasks") == list(load_manifest())
                 and set(counts.get("train", {}).values()) == {n_train}
                 and set(counts.get("val", {}).values()) == {n_val}):
             return
-        print(f"{data.dir} holds a phantom with other settings; regenerating it")
+        made_by = "another generator version" if made.get("version") != VERSION else "other settings"
+        print(f"{data.dir} holds a phantom made with {made_by}; regenerating it")
     print(f"generating the phantom (seed {data.data_seed}, {n_train} train + {n_val} val images "
           f"per subtask) in {data.dir}")
     generate_phantom(data.dir, seed=data.data_seed, n_train=n_train, n_val=n_val, overwrite=True)

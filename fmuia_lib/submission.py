@@ -57,7 +57,7 @@ import cv2
 import numpy as np
 
 from fmuia_lib.data.images import ImageReadError, Mask, mask_value_problem, read_mask
-from fmuia_lib.data.layout import contained_path
+from fmuia_lib.data.layout import contained_path, default_mask_path
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec
 
 #: The prediction file of each non-segmentation task type.
@@ -109,9 +109,7 @@ def mask_output_path(image_path: str, mask_path: str | None) -> str:
     by ``mask`` and ``IMG`` by ``MASK``. Either way the file lands at
     :func:`submission_relpath` of this path, inside the submission folder.
     """
-    if mask_path:
-        return mask_path
-    return image_path.replace("img", "mask").replace("IMG", "MASK")
+    return mask_path or default_mask_path(image_path)
 
 
 # --------------------------------------------------------------------------------------

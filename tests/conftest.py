@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from fmuia_lib.data.layout import rel_path, write_task_csv
+from fmuia_lib.data.layout import rel_path, sample_files, write_task_csv
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, load_manifest
 
 torch.set_num_threads(1)
@@ -66,14 +66,13 @@ def make_root(tmp_path: Path, tasks=DEFAULT_TASKS, n: int = 4, seed: int = 0, na
         for i in range(n):
             image, fields, mask = _synthetic_sample(task, i, rng, scale)
             ext = ".jpg" if (i % 3 == 2 and task.task_type != SEGMENTATION) else ".png"
-            image_file = root / task.folder / "images" / f"{task_id}_{i:03d}{ext}"
+            image_file, mask_file = sample_files(root, task, f"{task_id}_{i:03d}{ext}")
             image_file.parent.mkdir(parents=True, exist_ok=True)
             if i % 2:  # odd samples are RGB (stored as BGR by OpenCV), even ones grayscale
                 image = np.dstack([image, image // 2, image])
             cv2.imwrite(str(image_file), image)
             record = {"image_path": rel_path(root, image_file), **fields}
             if mask is not None:
-                mask_file = root / task.folder / "masks" / f"{task_id}_{i:03d}.png"
                 mask_file.parent.mkdir(parents=True, exist_ok=True)
                 cv2.imwrite(str(mask_file), mask)
                 record["mask_path"] = rel_path(root, mask_file)

@@ -118,7 +118,7 @@ def foreign_checkpoint(w: World) -> None:
 
 
 def delete_an_image(w: World) -> None:
-    next(w.data.rglob("images/*.png")).unlink()
+    next(w.data.rglob("imgs/*.png")).unlink()
 
 
 def out_is_a_file(w: World) -> None:
@@ -173,7 +173,7 @@ def image_linked_outside(w: World) -> None:
 
 
 def images_folder_linked_outside(w: World) -> None:
-    """The first image's whole ``images/`` folder moved out and linked back in."""
+    """The first image's whole ``imgs/`` folder moved out and linked back in."""
     folder = first_image(w).parent
     shutil.move(folder, w.outside)
     folder.symlink_to(w.outside, target_is_directory=True)

@@ -104,7 +104,7 @@ def test_missing_image_raises_with_line_and_file(make_root, tmp_path):
     root = make_root(tmp_path, tasks=["organ_cls"], n=3)
     ds = MultiTaskDataset(root)
     (root / "csv_files" / ds.frame.loc[1, "image_path"]).unlink()
-    with pytest.raises(LayoutError, match=r"csv_files/organ_cls.csv:3: \.\./Classification/organ_cls/images/"
+    with pytest.raises(LayoutError, match=r"csv_files/organ_cls.csv:3: \.\./Classification/organ_cls/imgs/"
                                           r"organ_cls_001.png: image file not found"):
         ds[1]
     assert ds[0]["target"].item() == 0 and ds[2]["target"].item() == 2  # others still load, none replaced

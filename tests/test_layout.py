@@ -128,7 +128,7 @@ def test_a_truncated_png_is_found_by_default_and_not_with_header_only(make_root,
     image_file = file_of(root, "organ_cls.csv", 2)
     image_file.write_bytes(image_file.read_bytes()[:200])  # the header survives, the pixels do not
     problems = validate_root(root)
-    assert [(p.line, p.path) for p in problems] == [(2, "../Classification/organ_cls/images/organ_cls_000.png")]
+    assert [(p.line, p.path) for p in problems] == [(2, "../Classification/organ_cls/imgs/organ_cls_000.png")]
     assert "truncated PNG" in problems[0].message
     assert check_main(argparse.Namespace(root=str(root), manifest=None, max_problems=200)) == 1
     assert str(problems[0]) in capsys.readouterr().out

@@ -43,9 +43,11 @@ def test_layout_is_valid_and_complete(phantom):
         assert validate_root(root) == []
         frame = read_root(root)
         assert Counter(frame["task_id"]) == {t.task_id: n for t in TASKS}
-        for task in TASKS:  # images sit in the task's challenge folder
+        for task in TASKS:  # images sit in the task's challenge folder, masks where img -> mask puts them
             rows = frame[frame["task_id"] == task.task_id]
-            assert all(p.startswith(f"../{task.folder}/images/") for p in rows["image_path"])
+            assert all(p.startswith(f"../{task.folder}/imgs/") for p in rows["image_path"])
+            if task.task_type == SEGMENTATION:
+                assert list(rows["mask_path"]) == [p.replace("/imgs/", "/masks/") for p in rows["image_path"]]
     summary = json.loads((phantom / "phantom.json").read_text())
     assert summary["seed"] == 7 and summary["counts"]["val"]["IUGC"] == 2
     assert summary["files"] == len(_files(phantom / "train")) + len(_files(phantom / "val"))

@@ -65,12 +65,16 @@ def test_without_mask_path_masks_go_where_the_challenge_docker_puts_them(tiny_ru
     bare = label_free_copy(val, tmp_path / "bare")
     counts = predict_to_submission(model, bare, tmp_path / "sub", size, progress=False)
     assert counts["segmentation"] == 4
+    labelled = read_root(val).query("task_name == 'segmentation'").set_index("image_path")["mask_path"]
     for row in read_root(bare, labels=False).query("task_name == 'segmentation'").itertuples():
-        # image_path with img -> mask (the phantom's names hold no "img": the image's own path)
-        relative = row.image_path.replace("img", "mask").replace("IMG", "MASK")[3:]
-        mask = cv2.imread(str(tmp_path / "sub" / relative), cv2.IMREAD_UNCHANGED)
+        # image_path with img -> mask (imgs/ -> masks/): the labelled root's mask_path
+        relative = row.image_path.replace("img", "mask").replace("IMG", "MASK")
+        assert relative == labelled[row.image_path]
+        mask = cv2.imread(str(tmp_path / "sub" / relative[3:]), cv2.IMREAD_UNCHANGED)
         assert mask is not None and mask.shape == images.image_size(row.image_file)
     assert check_submission(tmp_path / "sub", bare).ok  # a test set's CSVs are enough to check
+    scored = evaluate_submission(val, tmp_path / "sub")  # and the labelled root scores all of it
+    assert scored.complete
 
 
 def test_prediction_never_opens_a_mask(tiny_run, tmp_path, monkeypatch):

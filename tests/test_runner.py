@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import json
 from pathlib import Path
 
 import nbformat
@@ -20,6 +21,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from fmuia_lib import cli, profiles, series, suite
 from fmuia_lib.config import ConfigError, TrainConfig
+from fmuia_lib.data.phantom import generate
 from fmuia_lib.evaluate import validate_submission
 from fmuia_lib.switches import FMUIA_RECIPE
 from fmuia_lib.tasks import load_manifest
@@ -248,7 +250,7 @@ def test_missing_data_gives_a_short_explanation(tmp_path):
         series.prepare_data(profiles.run_settings(profiles.Profile(name="bare")))
 
 
-def test_the_phantom_is_made_when_missing_and_remade_at_another_size(tmp_path, capsys):
+def test_the_phantom_is_made_when_missing_and_remade_at_another_size_or_version(tmp_path, capsys):
     spec = tmp_path / "p.yaml"
     spec.write_text(f"name: p\ndata: {{source: phantom, dir: {tmp_path / 'ph'}, phantom_train: 1, phantom_val: 1}}\n")
     roots = series.prepare_data(profiles.run_settings(spec))
@@ -258,6 +260,11 @@ def test_the_phantom_is_made_when_missing_and_remade_at_another_size(tmp_path, c
     spec.write_text(spec.read_text().replace("phantom_val: 1", "phantom_val: 2"))
     series.prepare_data(profiles.run_settings(spec))
     assert "other settings; regenerating" in capsys.readouterr().out
+    record = tmp_path / "ph" / "phantom.json"  # one an earlier generator made: made again
+    record.write_text(json.dumps({**json.loads(record.read_text()), "version": 1}))
+    series.prepare_data(profiles.run_settings(spec))
+    assert "another generator version; regenerating" in capsys.readouterr().out
+    assert json.loads(record.read_text())["version"] == generate.VERSION
 
 
 def test_user_data_with_train_and_val_roots(tmp_path, make_root):

@@ -25,7 +25,7 @@ Three levels of trust:
 
 Reading stays inside the data root: a path a CSV writes must not climb out of it, and
 neither may the file it names once symbolic links are resolved (an image, or a folder
-such as ``images/``, that links elsewhere); :func:`contained_path` is the one rule.
+such as ``imgs/``, that links elsewhere); :func:`contained_path` is the one rule.
 Writing goes to an output folder that is not, does not contain and does not lie inside
 a data root (:func:`output_folder_problem`).
 """
@@ -96,7 +96,7 @@ def contained_path(relative: str, start: str = "", root: str | Path | None = Non
     climb above the folder. Without ``root`` it is judged on the text alone. With
     ``root`` (the folder on disk) the file it names must also lie inside ``root`` once
     symbolic links are resolved: the file itself, or a folder on the way such as
-    ``images/``, may link elsewhere inside the root but not outside it.
+    ``imgs/``, may link elsewhere inside the root but not outside it.
     """
     text = relative.replace("\\", "/")
     if not text or text.startswith("/") or ":" in text.split("/")[0]:
@@ -151,6 +151,24 @@ def rel_path(root: Path | str, file: Path | str) -> str:
     except ValueError:
         raise LayoutError(f"{file_abs} is not inside the data root {root_abs}") from None
     return "../" + inside.as_posix()
+
+
+def default_mask_path(image_path: str) -> str:
+    """The mask path that goes with ``image_path`` when a CSV names none: ``img`` -> ``mask``
+    and ``IMG`` -> ``MASK``, the rule the challenge's own Docker inference code names a
+    predicted mask by when a test CSV has no ``mask_path`` column."""
+    return image_path.replace("img", "mask").replace("IMG", "MASK")
+
+
+def sample_files(root: Path | str, task: TaskSpec, file_name: str) -> tuple[Path, Path]:
+    """Where a written data root (the phantom, the real-data converters) keeps one sample:
+    ``<task folder>/imgs/<file_name>`` and, for segmentation, the mask at
+    :func:`default_mask_path` of it (``<task folder>/masks/...``). So a copy of the root
+    without its ``mask_path`` column, as a test set may come, gets its predicted masks at
+    the paths its labelled original names, and can be scored against it."""
+    image = Path(root) / task.folder / "imgs" / file_name
+    inside = image.relative_to(root).as_posix()
+    return image, Path(root) / default_mask_path(inside)
 
 
 def _format_record(task: TaskSpec, record: dict, index: int) -> dict[str, str]:

@@ -25,12 +25,15 @@ import cv2
 import numpy as np
 
 from ...tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec, load_manifest, select_tasks
-from ..layout import BOX_COLUMNS, inside_data_root_problem, rel_path, write_task_csv
+from ..layout import BOX_COLUMNS, inside_data_root_problem, rel_path, sample_files, write_task_csv
 from .render import PhantomError, class_plan, image_rng, render
 
 SPLITS = ("train", "val")
 MARKER = "phantom.json"
 GENERATOR = "fmuia phantom"
+#: Which images and file names a seed gives; raised whenever that changes, so that the runner
+#: makes a phantom of an earlier version again instead of training on other data.
+VERSION = 2
 #: zlib level of the PNGs: fast to write, and part of what makes files byte-reproducible.
 PNG_COMPRESSION = 3
 
@@ -73,6 +76,7 @@ def generate_phantom(out: str | Path, seed: int = 0, n_train: int = 96, n_val: i
         digest.update(path.read_bytes())
     summary = {
         "generator": GENERATOR,
+        "version": VERSION,
         "seed": seed,
         "tasks": [t.task_id for t in specs],
         "counts": {split: {t.task_id: counts[split] for t in specs} for split in SPLITS},
@@ -175,11 +179,10 @@ def _write_sample(job: Job) -> dict:
     root = Path(root_str)
     sample = render(task, image_rng(seed, task_id, split, index), cls)
     name = f"{task_id}_{split}_{index:05d}.png"
-    image_file = root / task.folder / "images" / name
+    image_file, mask_file = sample_files(root, task, name)
     _write_png(image_file, sample.image)
     record: dict = {"image_path": rel_path(root, image_file)}
     if task.task_type == SEGMENTATION:
-        mask_file = root / task.folder / "masks" / name
         _write_png(mask_file, sample.target)
         record["mask_path"] = rel_path(root, mask_file)
     elif task.task_type == CLASSIFICATION:

@@ -33,8 +33,8 @@ import pandas as pd
 from PIL import Image
 from fmuia_lib.progress import tqdm
 
-from fmuia_lib.data.layout import (inside_data_root_problem, output_folder_problem, rel_path, validate_root,
-                                   write_task_csv)
+from fmuia_lib.data.layout import (inside_data_root_problem, output_folder_problem, rel_path, sample_files,
+                                   validate_root, write_task_csv)
 from fmuia_lib.data.real import busi, ccaui, ddti, hc18, pocus
 from fmuia_lib.data.real.common import (RealDataError, RealDataset, SourceImage, fill_outline,
                                         mask_box, read_binary_mask, read_image, safe_name)
@@ -185,6 +185,7 @@ def _convert_dataset(dataset: RealDataset, src: Path, out: Path, tasks: list[Tas
         file_name = f"{safe_name(item.key)}.png"
         for task in tasks:
             record: dict = {}
+            image_file, mask_file = sample_files(root, task, file_name)
             if task.task_type == CLASSIFICATION:
                 class_name = dataset.class_names[task.task_id][item.label]
                 if class_name is None:
@@ -204,11 +205,9 @@ def _convert_dataset(dataset: RealDataset, src: Path, out: Path, tasks: list[Tas
             else:
                 classes = np.where(mask, task.class_index(dataset.mask_class),
                                    task.class_index("background")).astype(np.uint8)
-                mask_file = root / task.folder / "masks" / file_name
                 writer.write(mask_file, _png_bytes(classes))
                 record["mask_path"] = rel_path(root, mask_file)
                 target = np.unique(classes).tolist()
-            image_file = root / task.folder / "images" / file_name
             writer.write(image_file, image_png)
             record["image_path"] = rel_path(root, image_file)
             key = (task.task_id, split[item.key])
