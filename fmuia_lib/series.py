@@ -165,12 +165,12 @@ def _make_phantom_if_missing(data: DataSettings) -> None:
     if record.is_file():
         made = json.loads(record.read_text(encoding="utf-8"))
         counts = made.get("counts", {})
-        if (made.get("version") == VERSION and made.get("seed") == data.data_seed
-                and made.get("tasks") == list(load_manifest())
+        same_version = made.get("version") == VERSION
+        if (same_version and made.get("seed") == data.data_seed and made.get("tasks") == list(load_manifest())
                 and set(counts.get("train", {}).values()) == {n_train}
                 and set(counts.get("val", {}).values()) == {n_val}):
             return
-        made_by = "another generator version" if made.get("version") != VERSION else "other settings"
+        made_by = "other settings" if same_version else "another generator version"
         print(f"{data.dir} holds a phantom made with {made_by}; regenerating it")
     print(f"generating the phantom (seed {data.data_seed}, {n_train} train + {n_val} val images "
           f"per subtask) in {data.dir}")

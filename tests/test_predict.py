@@ -15,7 +15,7 @@ from conftest import label_free_copy
 
 from fmuia_lib.data import images
 from fmuia_lib.data.dataset import MultiTaskDataset, PredictionDataset, collate
-from fmuia_lib.data.layout import LayoutError, read_root
+from fmuia_lib.data.layout import LayoutError, default_mask_path, read_root
 from fmuia_lib.data.transforms import build_transforms
 from fmuia_lib.evaluate import check_submission, evaluate_records, evaluate_submission
 from fmuia_lib.predict import (SubmissionError, load_model, predict_records, predict_to_submission,
@@ -68,7 +68,7 @@ def test_without_mask_path_masks_go_where_the_challenge_docker_puts_them(tiny_ru
     labelled = read_root(val).query("task_name == 'segmentation'").set_index("image_path")["mask_path"]
     for row in read_root(bare, labels=False).query("task_name == 'segmentation'").itertuples():
         # image_path with img -> mask (imgs/ -> masks/): the labelled root's mask_path
-        relative = row.image_path.replace("img", "mask").replace("IMG", "MASK")
+        relative = default_mask_path(row.image_path)
         assert relative == labelled[row.image_path]
         mask = cv2.imread(str(tmp_path / "sub" / relative[3:]), cv2.IMREAD_UNCHANGED)
         assert mask is not None and mask.shape == images.image_size(row.image_file)
