@@ -40,7 +40,7 @@ PNG_COMPRESSION = 3
 Job = tuple[str, str, int, int, str, int | None]  # (task_id, split, index, seed, split root, class)
 
 
-def generate_phantom(out: str | Path, seed: int = 0, n_train: int = 96, n_val: int = 16,
+def generate_phantom(out: str | Path, seed: int = 0, n_train: int = 96, n_val: int = 64,
                      tasks: list[str] | None = None, workers: int | None = None,
                      overwrite: bool = False, progress: bool = False) -> dict:
     """Write ``OUT/train`` and ``OUT/val`` (data roots) and ``OUT/phantom.json``.
