@@ -15,7 +15,9 @@ in [0, 1]) averaged over the type's tasks, its mean and seed-to-seed standard de
 seeds, and the difference from the official arm *paired by seed* (same seed: same
 initialisation of the shared layers and the same data order), with its mean and standard
 deviation. A difference counts as a finding only when its mean is larger in size than its
-spread (:func:`verdicts`).
+spread and every seed's difference has the mean's sign (:func:`is_finding`): with three seeds
+a mean just over one standard deviation can still hide a seed that went the other way or
+tied, and a learner should not read that as an effect (:func:`verdicts`).
 """
 from __future__ import annotations
 
@@ -155,8 +157,8 @@ def _limit_threads(threads: int) -> None:
 def type_table(results: pd.DataFrame, reference: str = OFFICIAL) -> pd.DataFrame:
     """Per dataset, arm and task type: quality (mean over the type's tasks, then mean and
     standard deviation over seeds, ``ddof=1``) and the difference from ``reference`` paired by
-    seed (mean, standard deviation, range), plus ``finding``: the mean difference is larger in
-    size than its standard deviation (``<NA>`` with one seed, and for the reference itself).
+    seed (mean, standard deviation, range), plus ``finding`` (:func:`is_finding`; ``<NA>`` with
+    one seed, and for the reference itself).
 
     Every arm must have the reference's seeds and tasks: a missing pairing is an error.
     """
@@ -181,10 +183,22 @@ def type_table(results: pd.DataFrame, reference: str = OFFICIAL) -> pd.DataFrame
                      "quality_std": float(values.std(ddof=1)) if n > 1 else float("nan"),
                      "diff": float(diff.mean()), "diff_std": diff_std,
                      "diff_min": float(diff.min()), "diff_max": float(diff.max()),
-                     "finding": pd.NA if (n < 2 or is_ref) else bool(abs(diff.mean()) > diff_std)})
+                     "finding": pd.NA if (n < 2 or is_ref) else is_finding(diff)})
     table = pd.DataFrame(rows, columns=list(TYPE_COLUMNS))
     table["finding"] = table["finding"].astype("boolean")
     return table
+
+
+def is_finding(diff: Sequence[float] | np.ndarray) -> bool:
+    """Whether paired per-seed differences make a finding: their mean is larger in size than
+    their standard deviation (``ddof=1``) and every one of them is strictly of the mean's sign
+    (no seed tied or went the other way). Needs at least two seeds."""
+    diff = np.asarray(diff, dtype=float)
+    if diff.size < 2:
+        raise ValueError(f"a finding needs at least 2 seeds, got {diff.size}")
+    mean = float(diff.mean())
+    one_sign = bool((diff > 0).all() or (diff < 0).all())
+    return bool(abs(mean) > float(diff.std(ddof=1)) and one_sign)
 
 
 def _check_same_tasks(results: pd.DataFrame, dataset: str, arm: str, reference: str, task_type: str) -> None:
@@ -200,7 +214,7 @@ def _check_same_tasks(results: pd.DataFrame, dataset: str, arm: str, reference: 
 
 def verdicts(table: pd.DataFrame, reference: str = OFFICIAL) -> list[str]:
     """One sentence per dataset, arm (but the reference) and task type, read off ``table``:
-    the paired difference ± its spread, and whether it is larger than the spread."""
+    the paired difference ± its spread, and whether it is a finding (:func:`is_finding`)."""
     lines = []
     for r in table[table["arm"] != reference].itertuples(index=False):
         what = _arm_words(r.arm)
@@ -209,8 +223,13 @@ def verdicts(table: pd.DataFrame, reference: str = OFFICIAL) -> list[str]:
             change = f"{r.diff:+.3f}"
         else:
             change = f"{r.diff:+.3f} ± {r.diff_std:.3f}"
-            reading = (f"{r.seeds} seeds, range [{r.diff_min:+.3f}, {r.diff_max:+.3f}]: "
-                       + ("larger than its spread" if r.finding else "within its spread, not a finding"))
+            if r.finding:
+                judged = "larger than its spread, of one sign in every seed"
+            elif abs(r.diff) > r.diff_std:
+                judged = "larger than its spread but not of one sign in every seed, not a finding"
+            else:
+                judged = "within its spread, not a finding"
+            reading = f"{r.seeds} seeds, range [{r.diff_min:+.3f}, {r.diff_max:+.3f}]: {judged}"
         lines.append(f"{r.dataset}: {what} changed {r.task_type} quality by {change} ({reading})")
     return lines
 

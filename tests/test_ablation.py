@@ -76,6 +76,25 @@ def test_a_difference_within_its_spread_is_not_a_finding_and_one_seed_has_no_spr
                     "(1 seed: no spread to compare with, not a finding)")
 
 
+def test_a_seed_against_the_mean_or_tied_keeps_a_difference_from_being_a_finding():
+    # mean +0.083, spread 0.081: larger than the spread, yet one seed tied (0.0)
+    assert not ablation.is_finding([0.0, 0.086, 0.163])
+    # mean -0.0110, spread 0.0106: larger than the spread, yet one seed went up
+    assert not ablation.is_finding([-0.019, -0.015, 0.001])
+    assert ablation.is_finding([-0.019, -0.015, -0.001])
+    assert ablation.is_finding([0.1, 0.1]) and not ablation.is_finding([0.0, 0.0])
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        ablation.is_finding([0.3])
+    results = _results({("official", 0): (0.5, 0.5), ("official", 1): (0.5, 0.5), ("official", 2): (0.5, 0.5),
+                        ("+x", 0): (0.481, 0.481), ("+x", 1): (0.485, 0.485), ("+x", 2): (0.501, 0.501)})
+    table = ablation.type_table(results)
+    row = table.set_index("arm").loc["+x"]
+    assert abs(row["diff"]) > row["diff_std"] and not bool(row["finding"])
+    (line,) = ablation.verdicts(table)
+    assert line == ("phantom: switch x alone changed segmentation quality by -0.011 ± 0.011 (3 seeds, range "
+                    "[-0.019, +0.001]: larger than its spread but not of one sign in every seed, not a finding)")
+
+
 def test_type_table_refuses_unpaired_arms():
     results = _results({("official", 0): (0.5, 0.5), ("official", 1): (0.5, 0.5), ("+x", 0): (0.7, 0.7)})
     with pytest.raises(ValueError, match=r"differ in seeds \[1\]"):
