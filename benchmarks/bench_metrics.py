@@ -1,7 +1,7 @@
 """Speed and memory of scoring a submission: ``fmuia evaluate``, and the challenge's evaluate.py.
 
-The workload is the phantom's validation root (``fmuia data phantom --out runs/phantom
---train 96 --val 16``: 27 subtasks, 432 images; generated here when missing) and a
+The workload is the default phantom's validation root (``fmuia data phantom --out
+runs/phantom``: 27 subtasks, 64 images each; generated here when missing) and a
 submission made from its ground truth with imperfect masks (shifted, grown, shrunk, a
 stray blob, or empty), so that every Hausdorff distance has work to do.
 
@@ -74,10 +74,10 @@ def imperfect(mask: np.ndarray, num_classes: int, rng: np.random.Generator) -> n
 def phantom_val(phantom: Path) -> Path:
     val = phantom / "val"
     if not (val / "csv_files").is_dir():
-        print(f"{val} not found: generating the phantom (96 + 16 images per subtask, about a minute)")
+        print(f"{val} not found: generating the default phantom (a minute or two)")
         from fmuia_lib.data.phantom import generate_phantom
 
-        generate_phantom(phantom, seed=0, n_train=96, n_val=16)
+        generate_phantom(phantom, seed=0)
     return val
 
 

@@ -1,12 +1,15 @@
-"""Time to write the default phantom (96 train + 16 val images per subtask, all subtasks)
-with 1 and 2 worker processes; prints wall and CPU seconds, files and megabytes.
+"""Time to write the default phantom with 1 and 2 worker processes.
 
-Usage: python benchmarks/bench_phantom.py [--train 96] [--val 16] [--workers 1 2] [--out DIR]
+Every subtask, with the generator's default train and val image counts; prints wall and CPU
+seconds, files and megabytes.
+
+Usage: python benchmarks/bench_phantom.py [--train N] [--val N] [--workers 1 2] [--out DIR]
 Target: the default phantom in under a minute on 2 cores.
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import resource
 import shutil
 import tempfile
@@ -25,9 +28,10 @@ def _cpu_seconds() -> float:
 
 
 def main() -> None:
+    defaults = inspect.signature(generate_phantom).parameters
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=int, default=96)
-    parser.add_argument("--val", type=int, default=16)
+    parser.add_argument("--train", type=int, default=defaults["n_train"].default)
+    parser.add_argument("--val", type=int, default=defaults["n_val"].default)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--out", default=None, help="scratch folder (default: a temporary one, removed)")
     args = parser.parse_args()
