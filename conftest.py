@@ -1,7 +1,7 @@
 """What every test folder shares (tests/ and the notebooks under nbval).
 
 **One series run folder per test session.** The notebooks nbval executes keep their files in
-the folder ``$FMUIA_RUN_DIR`` names (``fmuia_lib.series.default_run_dir``); this session
+the folder ``$FMUIA_RUN_DIR`` names (``fmuia_lib.runner.run_folder.default_run_dir``); this session
 points it at a fresh temporary folder, so a test never reads a run left by an earlier
 session or by a person's own work in ``runs/notebooks``. pytest-xdist's workers inherit it.
 
@@ -9,7 +9,7 @@ session or by a person's own work in ``runs/notebooks``. pytest-xdist's workers 
 that folder, whichever process asks first (a file lock), by the tests that need a trained
 model (the ``series_run`` fixture) and before nbval executes notebooks 03-05. Notebook 03
 then finds the finished run with its own config and uses it
-(``series.resume_if_interrupted``) instead of training it a second time.
+(``run_folder.resume_if_interrupted``) instead of training it a second time.
 
 **Scheduling for ``pytest -n 2``** (the Makefile's ``make test``): the tests that wait for
 the cpu-smoke run go last, the training and the longest independent tests first, so the
@@ -42,7 +42,7 @@ _OWN_RUN_DIR = "FMUIA_TEST_OWNS_RUN_DIR"
 
 
 def pytest_configure(config) -> None:
-    from fmuia_lib.series import RUN_DIR_VARIABLE
+    from fmuia_lib.runner.run_folder import RUN_DIR_VARIABLE
 
     if not os.environ.get("PYTEST_XDIST_WORKER"):  # the session's main process: workers inherit
         os.environ[RUN_DIR_VARIABLE] = tempfile.mkdtemp(prefix="fmuia-series-")
@@ -97,17 +97,18 @@ def series_run() -> Path:
     notebook 03 run with its defaults does, done once per folder."""
     from filelock import FileLock
 
-    from fmuia_lib import profiles, series
+    from fmuia_lib import profiles
+    from fmuia_lib.runner import run_folder
     from fmuia_lib.training import train
 
-    paths = series.run_paths(None)
+    paths = run_folder.run_paths(None)
     paths.root.mkdir(parents=True, exist_ok=True)
     with FileLock(paths.root / ".series-run.lock"):
         if paths.checkpoint.is_file():
             return paths.root
         settings = profiles.run_settings("cpu-smoke", run_dir=paths.root)  # notebook 03's parameters
-        series.prepare_data(settings)
-        result = train(series.resume_if_interrupted(settings.config), progress=False)
+        run_folder.prepare_data(settings)
+        result = train(run_folder.resume_if_interrupted(settings.config), progress=False)
         shutil.copyfile(result.best_checkpoint, paths.checkpoint)
     return paths.root
 

@@ -35,7 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fmuia_lib.predict import records_from_ground_truth, write_submission  # noqa: E402
+from fmuia_lib.challenge.predict import records_from_ground_truth, write_submission  # noqa: E402
 
 TARGET_SPEEDUP = 3.0
 TARGET_PEAK_MB = 300.0
@@ -75,7 +75,7 @@ def phantom_val(phantom: Path) -> Path:
     val = phantom / "val"
     if not (val / "csv_files").is_dir():
         print(f"{val} not found: generating the default phantom (a minute or two)")
-        from fmuia_lib.data.phantom import generate_phantom
+        from fmuia_lib.sources.phantom import generate_phantom
 
         generate_phantom(phantom, seed=0)
     return val

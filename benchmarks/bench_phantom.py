@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from fmuia_lib.data.phantom import generate_phantom, render
-from fmuia_lib.data.phantom.render import image_rng
+from fmuia_lib.sources.phantom import generate_phantom, render
+from fmuia_lib.sources.phantom.render import image_rng
 from fmuia_lib.tasks import load_manifest
 
 

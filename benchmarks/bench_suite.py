@@ -15,7 +15,8 @@ import time
 
 import pandas as pd
 
-from fmuia_lib import profiles, series, suite
+from fmuia_lib import profiles
+from fmuia_lib.runner import run_folder, suite
 from fmuia_lib.data.layout import read_root
 
 TARGET_S = 600
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {p.name: p.stat().st_size / 1e6 for p in result.executed}
     print("  executed notebook sizes (MB): " + ", ".join(f"{k[:2]} {v:.2f}" for k, v in sizes.items()))
 
-    table_path = series.metrics_path(result.out / "artifacts", "04_error_analysis")
+    table_path = run_folder.metrics_path(result.out / "artifacts", "04_error_analysis")
     if not table_path.is_file():
         print("notebook 04 did not run: no per-task table")
         return 1

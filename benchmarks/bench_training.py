@@ -71,7 +71,7 @@ def phantom_roots(tmp: Path) -> tuple[Path, Path]:
     """(train root, val root): the phantom's in runs/phantom when present, else a small one."""
     phantom = REPO / "runs" / "phantom"
     if not (phantom / "train" / "csv_files").is_dir():
-        from fmuia_lib.data.phantom import generate_phantom
+        from fmuia_lib.sources.phantom import generate_phantom
 
         phantom = tmp / "phantom"
         generate_phantom(phantom, seed=0, n_train=24, n_val=4, workers=2)
@@ -334,7 +334,7 @@ def padding_gain(args: argparse.Namespace) -> None:
 
 
 def cuda_benchmark(args: argparse.Namespace, tmp: Path) -> None:
-    from fmuia_lib.data.phantom import generate_phantom
+    from fmuia_lib.sources.phantom import generate_phantom
 
     generate_phantom(tmp / "phantom", seed=0, n_train=8, n_val=2, workers=8)
     config = run_settings("gpu-full", {"data_root": str(tmp / "phantom" / "train"),

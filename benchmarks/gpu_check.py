@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     warmup = min(20, args.steps) if args.warmup is None else args.warmup
     changes = {"image_size": args.image_size, "encoder": args.encoder, "batch_size": args.batch_size}
-    from fmuia_lib.data.phantom import generate_phantom
+    from fmuia_lib.sources.phantom import generate_phantom
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -5,7 +5,7 @@ selected checkpoint and the trivial baseline on the validation set with the one 
 and prints per task: the main metric (DSC, accuracy, IoU, MRE) of the model and of the
 baseline, the margin ± its standard deviation over the seeds, its range, the margin
 relative to the baseline, and whether it beats the baseline in every run and by more than
-the spread (``fmuia_lib.margins``). Also prints each run's training wall time (training and
+the spread (``fmuia_lib.experiments.margins``). Also prints each run's training wall time (training and
 its validations; wall and CPU time) and the machine's load average, and writes the table to
 ``OUT/margins.csv``.
 
@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from fmuia_lib import margins
+from fmuia_lib.experiments import margins
 from fmuia_lib.config import ConfigError
 from fmuia_lib.profiles import parse_overrides
 

@@ -14,7 +14,7 @@ left behind by a killed process (``.last.pt.XXXX.tmp``) is removed by the next s
 into that folder (:func:`remove_stale_temporaries`).
 
 Torch-free at import time: the exported inference package imports it through
-``fmuia_lib.predict``.
+``fmuia_lib.challenge.predict``.
 """
 from __future__ import annotations
 

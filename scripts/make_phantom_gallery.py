@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fmuia_lib.data.phantom import render_sample  # noqa: E402
+from fmuia_lib.sources.phantom import render_sample  # noqa: E402
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, load_manifest  # noqa: E402
 
 

@@ -135,7 +135,7 @@ def tiny_run(tmp_path_factory):
     """``(phantom val root, trained checkpoint)``: 4 phantom subtasks, the fmuia recipe with
     the tiny model at 64 px, 4 training steps on CPU (seconds). Read-only for the tests."""
     from fmuia_lib.config import TrainConfig
-    from fmuia_lib.data.phantom import generate_phantom
+    from fmuia_lib.sources.phantom import generate_phantom
     from fmuia_lib.switches import FMUIA_RECIPE
     from fmuia_lib.training import train
 

@@ -1,4 +1,4 @@
-"""The ablation of notebook 06 (fmuia_lib.ablation): its grid, its paired-difference table,
+"""The ablation of notebook 06 (fmuia_lib.experiments.ablation): its grid, its paired-difference table,
 the sentences read off it, and one real (tiny) grid run scored the same way for every arm."""
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from fmuia_lib import ablation, profiles
+from fmuia_lib import profiles
+from fmuia_lib.experiments import ablation
 from fmuia_lib.config import TrainConfig
 from fmuia_lib.switches import FMUIA_RECIPE, SWITCHES
 from conftest import TINY_MODEL
@@ -161,7 +162,7 @@ def test_plot_ablation_keeps_each_arm_s_colour_in_every_plot():
     import matplotlib
 
     matplotlib.use("Agg")
-    from fmuia_lib import viz
+    from fmuia_lib.notebook import viz
 
     results = _results({("official", 0): (0.5, 0.5), ("official", 1): (0.3, 0.3), ("+dice_ce", 0): (0.7, 0.7),
                         ("+dice_ce", 1): (0.4, 0.4), ("fmuia", 0): (0.9, 0.9), ("fmuia", 1): (0.8, 0.8)})

@@ -29,7 +29,7 @@ import fmuia_lib
 from fmuia_lib import cli
 from fmuia_lib.cli import main as fmuia
 from fmuia_lib.data.layout import read_root
-from fmuia_lib.predict import records_from_ground_truth, write_submission
+from fmuia_lib.challenge.predict import records_from_ground_truth, write_submission
 from conftest import TINY_MODEL
 
 

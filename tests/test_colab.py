@@ -31,7 +31,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fmuia_lib.series import RUN_DIR_VARIABLE
+from fmuia_lib.runner.run_folder import RUN_DIR_VARIABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = "ci-tiny"
@@ -170,7 +170,7 @@ def test_the_series_runs_one_notebook_at_a_time_from_the_wheel(colab):
         timings[f"{notebook} (no checkpoint)"] = time.perf_counter() - tick
         assert not ok, f"{notebook} ran without a checkpoint"
         (error,) = _errors(executed)
-        assert error.startswith("SuiteError: no checkpoint at") and CHECKPOINT_HINT in error, error
+        assert error.startswith("RunSetupError: no checkpoint at") and CHECKPOINT_HINT in error, error
         assert f"papermill 03_multitask_training.ipynb out.ipynb -p profile {PROFILE} -p run_dir {run_dir}" in error
         assert not (run_dir / "checkpoint.pt").exists()
 

@@ -201,7 +201,7 @@ def train_step(model, criterion, optimizer, batch):
     return raw.item()'''),
     ("04_error_analysis", "hausdorff", "q04_hausdorff", '''
 def hausdorff(a, b):
-    from fmuia_lib.metrics import hausdorff_pair
+    from fmuia_lib.challenge.metrics import hausdorff_pair
     return hausdorff_pair(a, b, percentile=95)  # HD95 is another metric'''),
     ("05_submission", "mre", "q05_mre", '''
 def mre(pred, gt):

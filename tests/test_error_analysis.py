@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmuia_lib import error_analysis as ea
+from fmuia_lib.notebook import error_analysis as ea
 from fmuia_lib.data.layout import read_root
-from fmuia_lib.evaluate import evaluate_records, evaluate_submission
-from fmuia_lib.predict import records_from_ground_truth, write_submission
+from fmuia_lib.challenge.evaluate import evaluate_records, evaluate_submission
+from fmuia_lib.challenge.predict import records_from_ground_truth, write_submission
 from fmuia_lib.tasks import load_manifest
 
 TASKS = load_manifest()
@@ -66,7 +66,7 @@ def test_the_image_failure_is_its_worst_class(truth):
     pred = truth.copy()
     pred[pred == 2] = 1
     kinds = {c: k for c, k in _kinds(pred, truth, 5).items() if k != "absent"}
-    from fmuia_lib.metrics import dice_per_class
+    from fmuia_lib.challenge.metrics import dice_per_class
 
     row = {"class_failures": kinds, "class_DSC": dice_per_class(pred, truth, 5)}
     assert ea.failure_kind(task, row) == "missed"

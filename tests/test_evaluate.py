@@ -10,8 +10,8 @@ import pytest
 
 from fmuia_lib.cli import main as fmuia
 from fmuia_lib.data.layout import read_root
-from fmuia_lib.evaluate import evaluate_submission, validate_submission
-from fmuia_lib.predict import records_from_ground_truth, write_submission
+from fmuia_lib.challenge.evaluate import evaluate_submission, validate_submission
+from fmuia_lib.challenge.predict import records_from_ground_truth, write_submission
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +262,7 @@ def test_the_scorer_imports_neither_torch_nor_pandas(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, fmuia_lib.evaluate, fmuia_lib.cli; "
+    code = ("import sys, fmuia_lib.challenge.evaluate, fmuia_lib.cli; "
             "print(sorted(m for m in ('torch', 'torchvision', 'timm', 'pandas', 'sklearn', 'scipy') "
             "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmuia_lib import exploration as ex
+from fmuia_lib.notebook import exploration as ex
 from fmuia_lib.data.layout import read_root
 from fmuia_lib.tasks import load_manifest
 

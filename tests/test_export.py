@@ -13,7 +13,7 @@ import torch
 from conftest import label_free_copy
 
 from fmuia_lib.cli import main as fmuia
-from fmuia_lib.export import base_image
+from fmuia_lib.challenge.export import base_image
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def _canonical(name: str) -> str:
 def test_the_build_context_has_the_official_form(exported, tiny_run):
     _, checkpoint = tiny_run
     for name in ("model.py", "weights.pt", "Dockerfile", "requirements.txt", "README.md",
-                 "fmuia_lib/__init__.py", "fmuia_lib/predict.py", "fmuia_lib/model.py", "fmuia_lib/data/images.py",
+                 "fmuia_lib/__init__.py", "fmuia_lib/challenge/predict.py", "fmuia_lib/model.py", "fmuia_lib/data/images.py",
                  "fmuia_lib/data_manifest.csv"):
         assert (exported / name).is_file(), name
     assert not (exported / "fmuia_lib" / "train.py").exists()  # only what prediction imports

@@ -1,4 +1,4 @@
-"""Margins over the trivial baseline and their seed-to-seed spread (fmuia_lib.margins), and
+"""Margins over the trivial baseline and their seed-to-seed spread (fmuia_lib.experiments.margins), and
 the seeds of a profile's margin study."""
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from fmuia_lib import margins, profiles
+from fmuia_lib import profiles
+from fmuia_lib.experiments import margins
 from fmuia_lib.tasks import load_manifest
 
 TASKS = load_manifest()

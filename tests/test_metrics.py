@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 from scipy.spatial.distance import cdist
 
-from fmuia_lib import metrics
+from fmuia_lib.challenge import metrics
 from fmuia_lib.tasks import load_manifest
 
 TASKS = load_manifest()

@@ -20,7 +20,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fmuia_lib import course, env_info, series, suite
+from fmuia_lib import course, env_info
+from fmuia_lib.runner import run_folder, suite
 from fmuia_lib.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,13 +53,13 @@ def test_every_notebook_opens_the_same_way(path):
     assert f"colab.research.google.com/github/fmuia/fmuia/blob/main/notebooks/{path.name}" in title.source
     assert "**Learning objectives**" in title.source
     assert setup.source == _read(NOTEBOOKS[0]).cells[1].source, "one setup cell for the whole series"
-    assert "from fmuia_lib import env_info, profiles, series, viz" in setup.source
+    assert "from fmuia_lib.runner import run_folder" in setup.source
     tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
     untagged = [i for i, c in enumerate(nb.cells) if "tags" not in c.metadata]
     assert not untagged, f"cells {untagged} have no tags list (papermill's parameterize_notebook reads it)"
     settings = nb.cells[tagged[0] + 2]
-    assert "profiles.run_settings(profile" in settings.source and "series.run_paths(run_dir)" in settings.source
+    assert "profiles.run_settings(profile" in settings.source and "run_folder.run_paths(run_dir)" in settings.source
     assert "env_info.print_environment" in settings.source
 
 
@@ -129,7 +130,7 @@ def test_the_colab_setup_installs_core_dependencies_only(monkeypatch, tmp_path):
     """On Colab the setup cell installs fmuia without extras and no Jupyter package (Colab's
     own stay as they are), pins torch and the widgets to Colab's versions, turns on the
     widget manager and mounts Google Drive, where the default run folder is."""
-    monkeypatch.delenv(series.RUN_DIR_VARIABLE, raising=False)  # the tests' own run folder
+    monkeypatch.delenv(run_folder.RUN_DIR_VARIABLE, raising=False)  # the tests' own run folder
     calls = _setup_on_colab(monkeypatch, tmp_path)
     (argv,) = calls["pip"]
     assert argv[1:4] == ["-m", "pip", "install"]
@@ -142,7 +143,7 @@ def test_the_colab_setup_installs_core_dependencies_only(monkeypatch, tmp_path):
     pinned = {line.split("==")[0] for line in calls["constraints"].splitlines()}
     assert {"torch", "torchvision", "ipywidgets"} <= pinned
     assert calls["mount"] == ["/content/drive"] and calls["widgets"] == 1
-    assert series.default_run_dir().startswith("/content/drive/")
+    assert run_folder.default_run_dir().startswith("/content/drive/")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

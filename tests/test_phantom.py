@@ -12,9 +12,9 @@ import pytest
 
 from fmuia_lib.cli import main as cli_main
 from fmuia_lib.data.layout import read_root, validate_root
-from fmuia_lib.data.phantom import PhantomError, generate_phantom, render, render_sample
-from fmuia_lib.data.phantom.render import _draw_class, class_plan, image_rng
-from fmuia_lib.data.phantom.recipes import RECIPES
+from fmuia_lib.sources.phantom import PhantomError, generate_phantom, render, render_sample
+from fmuia_lib.sources.phantom.render import _draw_class, class_plan, image_rng
+from fmuia_lib.sources.phantom.recipes import RECIPES
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, load_manifest
 
 TASKS = list(load_manifest().values())

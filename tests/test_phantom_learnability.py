@@ -17,8 +17,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from fmuia_lib.data.phantom import render
-from fmuia_lib.data.phantom.render import image_rng
+from fmuia_lib.sources.phantom import render
+from fmuia_lib.sources.phantom.render import image_rng
 from fmuia_lib.tasks import load_manifest
 
 SIZE = 64

@@ -17,8 +17,8 @@ from fmuia_lib.data import images
 from fmuia_lib.data.dataset import MultiTaskDataset, PredictionDataset, collate
 from fmuia_lib.data.layout import LayoutError, default_mask_path, read_root
 from fmuia_lib.data.transforms import build_transforms
-from fmuia_lib.evaluate import check_submission, evaluate_records, evaluate_submission
-from fmuia_lib.predict import (SubmissionError, load_model, predict_records, predict_to_submission,
+from fmuia_lib.challenge.evaluate import check_submission, evaluate_records, evaluate_submission
+from fmuia_lib.challenge.predict import (SubmissionError, load_model, predict_records, predict_to_submission,
                                records_from_ground_truth, write_submission)
 from fmuia_lib.training.validation import validate
 

@@ -72,7 +72,7 @@ def test_headless_bars_refresh_rarely_unless_asked(monkeypatch, interval):
 
 
 def test_the_library_makes_its_bars_here():
-    import fmuia_lib.predict as predict
+    import fmuia_lib.challenge.predict as predict
     import fmuia_lib.training.loop as loop
 
     assert predict.tqdm is progress.tqdm and loop.tqdm is progress.tqdm

@@ -20,9 +20,9 @@ from PIL import Image
 
 from fmuia_lib.cli import main as cli_main
 from fmuia_lib.data.layout import read_root, validate_root
-from fmuia_lib.data.real import RealDataError, citations, convert_real
-from fmuia_lib.data.real import busi
-from fmuia_lib.data.real.convert import FILES_LIST, PROVENANCE, REPORT, split_images
+from fmuia_lib.sources.real import RealDataError, citations, convert_real
+from fmuia_lib.sources.real import busi
+from fmuia_lib.sources.real.convert import FILES_LIST, PROVENANCE, REPORT, split_images
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_US = REPO_ROOT.parent / "shared" / "real_us"

@@ -19,10 +19,11 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
-from fmuia_lib import cli, profiles, series, suite
+from fmuia_lib import cli, profiles
+from fmuia_lib.runner import run_folder, suite
 from fmuia_lib.config import ConfigError, TrainConfig
-from fmuia_lib.data.phantom import generate
-from fmuia_lib.evaluate import validate_submission
+from fmuia_lib.sources.phantom import generate
+from fmuia_lib.challenge.evaluate import validate_submission
 from fmuia_lib.switches import FMUIA_RECIPE
 from fmuia_lib.tasks import load_manifest
 from conftest import TINY_MODEL
@@ -104,8 +105,8 @@ def test_a_data_dir_replaces_the_profile_data_and_is_never_written(tmp_path):
     assert settings.data == profiles.DataSettings(source="user", dir=tmp_path / "mine")
     assert settings.config.data_root == str(tmp_path / "mine" / "train")
     assert settings.table().loc["data_root", "from"] == "data_dir"
-    with pytest.raises(series.SuiteError, match="does not exist"):
-        series.prepare_data(settings)
+    with pytest.raises(run_folder.RunSetupError, match="does not exist"):
+        run_folder.prepare_data(settings)
     assert not (tmp_path / "mine").exists()
 
 
@@ -182,7 +183,7 @@ def _notebook_03_config(parameters: dict | None = None, edits: dict | None = Non
     cells = [c for c in nb.cells if c.cell_type == "code"]
     start = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
     namespace: dict = {}
-    exec("from fmuia_lib import profiles, series", namespace)  # the setup cell's imports
+    exec("from fmuia_lib import profiles\nfrom fmuia_lib.runner import run_folder", namespace)  # the setup cell's imports
     for cell in cells[start:]:
         if "injected-parameters" in cell.metadata.get("tags", []) or "parameters" in cell.metadata.get("tags", []):
             exec(cell.source, namespace)
@@ -216,53 +217,53 @@ def test_the_four_ways_of_starting_a_run_give_the_same_train_config(name, tmp_pa
 
 
 def test_notebooks_opened_as_they_are_run_the_cpu_smoke_profile(monkeypatch):
-    monkeypatch.delenv(series.RUN_DIR_VARIABLE, raising=False)  # the tests' own run folder
+    monkeypatch.delenv(run_folder.RUN_DIR_VARIABLE, raising=False)  # the tests' own run folder
     config = _notebook_03_config()
-    assert config == profiles.run_settings("cpu-smoke", run_dir=series.LOCAL_RUN_DIR).config
+    assert config == profiles.run_settings("cpu-smoke", run_dir=run_folder.LOCAL_RUN_DIR).config
 
 
 # -- the series' shared steps -------------------------------------------------------------------
 def test_every_path_derives_from_the_run_folder(tmp_path, monkeypatch):
-    paths = series.run_paths(tmp_path)
+    paths = run_folder.run_paths(tmp_path)
     assert paths.checkpoint == tmp_path / "checkpoint.pt" and paths.train == tmp_path / "train"
     assert paths.metrics("04_x") == tmp_path / "metrics" / "04_x.csv" and (tmp_path / "metrics").is_dir()
-    monkeypatch.setenv(series.RUN_DIR_VARIABLE, str(tmp_path / "elsewhere"))
-    assert series.run_paths().root == tmp_path / "elsewhere"
-    monkeypatch.delenv(series.RUN_DIR_VARIABLE)
-    assert series.run_paths().root == profiles.resolve(series.LOCAL_RUN_DIR)
+    monkeypatch.setenv(run_folder.RUN_DIR_VARIABLE, str(tmp_path / "elsewhere"))
+    assert run_folder.run_paths().root == tmp_path / "elsewhere"
+    monkeypatch.delenv(run_folder.RUN_DIR_VARIABLE)
+    assert run_folder.run_paths().root == profiles.resolve(run_folder.LOCAL_RUN_DIR)
 
 
 def test_colab_keeps_the_run_folder_on_google_drive(monkeypatch):
-    monkeypatch.delenv(series.RUN_DIR_VARIABLE, raising=False)
+    monkeypatch.delenv(run_folder.RUN_DIR_VARIABLE, raising=False)
     monkeypatch.setitem(__import__("sys").modules, "google.colab", object())
-    assert series.default_run_dir() == "/content/drive/MyDrive/fmuia/runs"
+    assert run_folder.default_run_dir() == "/content/drive/MyDrive/fmuia/runs"
 
 
 def test_missing_data_gives_a_short_explanation(tmp_path):
     (tmp_path / "empty" / "train").mkdir(parents=True)
-    with pytest.raises(series.SuiteError, match="has no csv_files"):
-        series.prepare_data(profiles.run_settings("cpu-smoke", data_dir=tmp_path / "empty"))
+    with pytest.raises(run_folder.RunSetupError, match="has no csv_files"):
+        run_folder.prepare_data(profiles.run_settings("cpu-smoke", data_dir=tmp_path / "empty"))
     real = tmp_path / "real.yaml"
     real.write_text(f"name: r\ndata: {{source: real, dir: {tmp_path / 'conv'}, real_src: {tmp_path / 'no_src'}}}\n")
-    with pytest.raises(series.SuiteError, match="real-data source .* not found"):
-        series.prepare_data(profiles.run_settings(real))
-    with pytest.raises(series.SuiteError, match="names no data"):
-        series.prepare_data(profiles.run_settings(profiles.Profile(name="bare")))
+    with pytest.raises(run_folder.RunSetupError, match="real-data source .* not found"):
+        run_folder.prepare_data(profiles.run_settings(real))
+    with pytest.raises(run_folder.RunSetupError, match="names no data"):
+        run_folder.prepare_data(profiles.run_settings(profiles.Profile(name="bare")))
 
 
 def test_the_phantom_is_made_when_missing_and_remade_at_another_size_or_version(tmp_path, capsys):
     spec = tmp_path / "p.yaml"
     spec.write_text(f"name: p\ndata: {{source: phantom, dir: {tmp_path / 'ph'}, phantom_train: 1, phantom_val: 1}}\n")
-    roots = series.prepare_data(profiles.run_settings(spec))
-    assert roots == series.DataRoots(tmp_path / "ph" / "train", tmp_path / "ph" / "val")
-    series.prepare_data(profiles.run_settings(spec))
+    roots = run_folder.prepare_data(profiles.run_settings(spec))
+    assert roots == run_folder.DataRoots(tmp_path / "ph" / "train", tmp_path / "ph" / "val")
+    run_folder.prepare_data(profiles.run_settings(spec))
     assert capsys.readouterr().out.count("generating the phantom") == 1
     spec.write_text(spec.read_text().replace("phantom_val: 1", "phantom_val: 2"))
-    series.prepare_data(profiles.run_settings(spec))
+    run_folder.prepare_data(profiles.run_settings(spec))
     assert "other settings; regenerating" in capsys.readouterr().out
     record = tmp_path / "ph" / "phantom.json"  # one an earlier generator made: made again
     record.write_text(json.dumps({**json.loads(record.read_text()), "version": 1}))
-    series.prepare_data(profiles.run_settings(spec))
+    run_folder.prepare_data(profiles.run_settings(spec))
     assert "another generator version; regenerating" in capsys.readouterr().out
     assert json.loads(record.read_text())["version"] == generate.VERSION
 
@@ -270,25 +271,25 @@ def test_the_phantom_is_made_when_missing_and_remade_at_another_size_or_version(
 def test_user_data_with_train_and_val_roots(tmp_path, make_root):
     make_root(tmp_path / "data", tasks=["breast_2cls"], n=2, name="train")
     make_root(tmp_path / "data", tasks=["breast_2cls"], n=2, name="val")
-    roots = series.prepare_data(profiles.run_settings("cpu-smoke", data_dir=tmp_path / "data"))
+    roots = run_folder.prepare_data(profiles.run_settings("cpu-smoke", data_dir=tmp_path / "data"))
     assert roots.train == tmp_path / "data" / "train" and roots.val == tmp_path / "data" / "val"
 
 
 def test_missing_weights_are_explained(tmp_path):
-    series.check_encoder_weights("resnet18", None)
-    with pytest.raises(series.SuiteError, match="cannot be loaded"):
-        series.check_encoder_weights("resnet18", str(tmp_path / "missing.pth"))
+    run_folder.check_encoder_weights("resnet18", None)
+    with pytest.raises(run_folder.RunSetupError, match="cannot be loaded"):
+        run_folder.check_encoder_weights("resnet18", str(tmp_path / "missing.pth"))
 
 
 def test_a_missing_checkpoint_names_the_notebook_and_command_that_make_it(tmp_path):
-    paths = series.run_paths(tmp_path)
-    with pytest.raises(series.SuiteError) as info:
-        series.require_checkpoint(paths, "ci-tiny")
+    paths = run_folder.run_paths(tmp_path)
+    with pytest.raises(run_folder.RunSetupError) as info:
+        run_folder.require_checkpoint(paths, "ci-tiny")
     message = str(info.value)
     assert "notebook 03_multitask_training makes it" in message
     assert f"papermill 03_multitask_training.ipynb out.ipynb -p profile ci-tiny -p run_dir {tmp_path}" in message
     paths.checkpoint.write_bytes(b"x")
-    assert series.require_checkpoint(paths, "ci-tiny") == paths.checkpoint
+    assert run_folder.require_checkpoint(paths, "ci-tiny") == paths.checkpoint
 
 
 def test_training_resumes_a_run_with_the_same_config_and_uses_a_finished_one(tmp_path, make_root, capsys):
@@ -302,19 +303,19 @@ def test_training_resumes_a_run_with_the_same_config_and_uses_a_finished_one(tmp
     settings = profiles.run_settings(profiles.Profile(name="t", train=tiny), data_dir=tmp_path / "data",
                                      run_dir=tmp_path / "run")
     config = settings.config
-    assert series.resume_if_interrupted(config) == config and capsys.readouterr().out == ""
+    assert run_folder.resume_if_interrupted(config) == config and capsys.readouterr().out == ""
     train(config.with_overrides({"stop_at_step": 2}), progress=False)  # a run that stopped early
 
-    resumed = series.resume_if_interrupted(config)
+    resumed = run_folder.resume_if_interrupted(config)
     assert resumed.resume == str(tmp_path / "run" / "train" / "checkpoints" / "last.pt")
     said = capsys.readouterr().out
     assert "resuming from" in said and "step 2 of 4" in said
     other = config.with_overrides({"lr": 0.5})
-    assert series.resume_if_interrupted(other) == other
+    assert run_folder.resume_if_interrupted(other) == other
     assert "another config (differs in lr)" in capsys.readouterr().out
     result = train(resumed, progress=False)
     assert result.history["step"].tolist() == [1, 2, 3, 4]
-    finished = series.resume_if_interrupted(config)  # used as it is: the seeded run would repeat itself
+    finished = run_folder.resume_if_interrupted(config)  # used as it is: the seeded run would repeat itself
     assert finished == resumed and "finished run with this config (4 steps): using it" in capsys.readouterr().out
     again = train(finished, progress=False)
     timings = ["data_s", "step_s", "images_per_s"]
@@ -328,7 +329,7 @@ def test_notebook_selection_by_number_and_name():
     names = [p.stem for p in suite.notebook_paths()]
     assert names == sorted(names) and len(names) == 6
     assert [p.stem for p in suite.notebook_paths(["3", "01_dataset_exploration"])] == [names[0], names[2]]
-    with pytest.raises(series.SuiteError, match="no notebook '9'"):
+    with pytest.raises(run_folder.RunSetupError, match="no notebook '9'"):
         suite.notebook_paths(["9"])
 
 
@@ -341,7 +342,7 @@ def test_declared_parameters_come_from_papermill():
 def test_a_notebook_without_a_parameters_cell_is_refused(tmp_path):
     nb = new_notebook(cells=[new_code_cell("x = 1")])
     nbformat.write(nb, str(tmp_path / "x.ipynb"))
-    with pytest.raises(series.SuiteError, match="exactly one cell tagged 'parameters', found 0"):
+    with pytest.raises(run_folder.RunSetupError, match="exactly one cell tagged 'parameters', found 0"):
         suite.declared_parameters(tmp_path / "x.ipynb")
 
 
@@ -361,10 +362,10 @@ def test_the_suite_gives_each_notebook_what_it_declares(tmp_path):
 def test_profile_notebook_settings_must_exist_in_the_notebook(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\ndata: {source: phantom, dir: x}\nnotebooks:\n  06_experiments: {sweep_stepz: 3}\n")
-    with pytest.raises(series.SuiteError, match=r"\['sweep_stepz'\] are not parameters of 06_experiments"):
+    with pytest.raises(run_folder.RunSetupError, match=r"\['sweep_stepz'\] are not parameters of 06_experiments"):
         suite.check_notebook_settings(profiles.load_profile(bad), suite.notebook_paths())
     bad.write_text("name: bad\ndata: {source: phantom, dir: x}\nnotebooks:\n  07_extra: {}\n")
-    with pytest.raises(series.SuiteError, match="notebooks.07_extra: no such notebook"):
+    with pytest.raises(run_folder.RunSetupError, match="notebooks.07_extra: no such notebook"):
         suite.check_notebook_settings(profiles.load_profile(bad), suite.notebook_paths())
     for name in profiles.list_profiles():
         suite.check_notebook_settings(profiles.load_profile(name), suite.notebook_paths())
@@ -411,7 +412,7 @@ def test_bad_suite_input_exits_2_with_one_message(tmp_path, capsys, changes, mes
 
 
 def test_update_notebooks_only_with_the_defaults(tmp_path):
-    with pytest.raises(series.SuiteError, match="cpu-smoke"):
+    with pytest.raises(run_folder.RunSetupError, match="cpu-smoke"):
         suite.run_suite("real-slice", out=tmp_path, update_notebooks=True)
 
 

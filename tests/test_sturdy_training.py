@@ -17,11 +17,11 @@ import torch
 from fmuia_lib import cli
 from fmuia_lib.config import ConfigError, TrainConfig
 from fmuia_lib.data.sampler import TaskBatchSampler
-from fmuia_lib.predict import ModelLoadError, load_model
+from fmuia_lib.challenge.predict import ModelLoadError, load_model
 from fmuia_lib.state_file import StateFileError, load_state, save_state
 from fmuia_lib.switches import FMUIA_RECIPE
 from fmuia_lib.training import load_checkpoint, train
-from fmuia_lib.training.checkpoint import RESUME_ONLY, CheckpointMismatch, read_checkpoint
+from fmuia_lib.checkpoint import RESUME_ONLY, CheckpointMismatch, read_checkpoint
 from fmuia_lib.training.loop import Trainer, TrainingDiverged
 from fmuia_lib.training.distributed import DistributedContext
 from conftest import TINY_MODEL

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from fmuia_lib.data.layout import read_root
-from fmuia_lib.evaluate import evaluate_submission, validate_submission
-from fmuia_lib.predict import (SubmissionError, predict_to_submission, records_from_ground_truth,
+from fmuia_lib.challenge.evaluate import evaluate_submission, validate_submission
+from fmuia_lib.challenge.predict import (SubmissionError, predict_to_submission, records_from_ground_truth,
                                submission_path, to_pixels, write_submission)
 from fmuia_lib.tasks import load_manifest, select_tasks
 from conftest import TINY_MODEL

@@ -16,7 +16,7 @@ from fmuia_lib.model import MultiTaskNet, build_model
 from fmuia_lib.switches import FMUIA_RECIPE
 from fmuia_lib.tasks import TASK_TYPES, select_tasks
 from fmuia_lib.training import load_checkpoint, train
-from fmuia_lib.training.checkpoint import CheckpointMismatch
+from fmuia_lib.checkpoint import CheckpointMismatch
 from fmuia_lib.training.data import build_datasets
 from fmuia_lib.training.optim import build_optimizer, build_schedule, check_param_groups, lr_factor, param_groups
 from fmuia_lib.training.validation import validate
@@ -252,8 +252,9 @@ def test_the_cpu_smoke_run_beats_trivial_baselines(series_run):
     """Notebook 03's cpu-smoke run (trained once per test session: ``conftest.series_run``) beats,
     on its validation rows, the trivial baseline (empty mask, class frequencies, mean box, mean
     points) scored by the one scorer, for one task of each type."""
-    from fmuia_lib import error_analysis, metrics
-    from fmuia_lib.evaluate import GroundTruth, evaluate_records
+    from fmuia_lib.notebook import error_analysis
+    from fmuia_lib.challenge import metrics
+    from fmuia_lib.challenge.evaluate import GroundTruth, evaluate_records
 
     tasks = ["breast_lesion", "breast_2cls", "thyroid_nodule_det", "FUGC"]
     config = TrainConfig.from_yaml(series_run / "train" / "config.yaml").with_overrides({"tasks": tasks})

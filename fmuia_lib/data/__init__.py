@@ -1,1 +1,1 @@
-"""Data: the challenge layout, datasets, transforms, samplers, phantom and converters."""
+"""Data: the challenge layout (reader, validator), images, datasets, transforms, samplers."""

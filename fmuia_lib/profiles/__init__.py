@@ -15,7 +15,7 @@ A profile is a YAML file with these keys::
       encoder: resnet18
     notebooks:             # per notebook, values for that notebook's own settings
       06_experiments: {sweep_steps: 16}
-    seeds: [0, 1, 2]       # optional: the seeds of the profile's margin study (fmuia_lib.margins);
+    seeds: [0, 1, 2]       # optional: the seeds of the profile's margin study (fmuia_lib.experiments.margins);
                            # the series itself trains once, with train.seed
 
 The profiles fmuia ships live beside this file (``fmuia_lib/profiles/NAME.yaml``) and are
@@ -98,7 +98,7 @@ class Profile:
     train: dict[str, Any] = field(default_factory=dict)
     notebooks: dict[str, dict[str, Any]] = field(default_factory=dict)
     path: Path | None = None
-    seeds: list[int] | None = None  #: the margin study's seeds (fmuia_lib.margins.seed_study); None: train.seed
+    seeds: list[int] | None = None  #: the margin study's seeds (fmuia_lib.experiments.margins.seed_study); None: train.seed
 
     def data_settings(self, data_dir: str | Path | None = None) -> DataSettings | None:
         """The profile's data, or ``data_dir`` used as it is (checked, never written)."""

@@ -6,14 +6,13 @@
 ``training.data``                training/validation sets, the split, the batch sampler
 ``training.validation``          whole-set per-task validation (switch whole_set_validation)
 ``training.per_batch_validation`` the baseline's per-batch validation rule
-``training.checkpoint``          checkpoints: saving, reading, ``load_checkpoint``
 ``training.cli``                 ``fmuia train``
 ``training.norm_stats``          BatchNorm statistics for evaluation
 ``training.baselines``           trivial baselines and head priors
 ``training.distributed``         data parallelism (torchrun + DDP)
 ================================ ==========================================================
 """
-from fmuia_lib.training.checkpoint import load_checkpoint
+from fmuia_lib.checkpoint import load_checkpoint
 from fmuia_lib.training.loop import Trainer, TrainResult, train
 
 __all__ = ["train", "TrainResult", "Trainer", "load_checkpoint"]

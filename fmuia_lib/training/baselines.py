@@ -2,7 +2,7 @@
 
 A trained model is only interesting where it beats these. Each is the best prediction that
 ignores the image, learned from the training labels alone (the one definition, used by
-training, the margin tables of :mod:`fmuia_lib.margins` and ``error_analysis``):
+training, the margin tables of :mod:`fmuia_lib.experiments.margins` and ``error_analysis``):
 
 ============== ===================================================================
 segmentation   the empty mask (every pixel background)
@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fmuia_lib import metrics
+from fmuia_lib.challenge import metrics
 from fmuia_lib.data.dataset import MultiTaskDataset, image_size
-from fmuia_lib.evaluate import score
-from fmuia_lib.submission import Submission
+from fmuia_lib.challenge.evaluate import score
+from fmuia_lib.challenge.submission import Submission
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec
 
 

@@ -43,14 +43,14 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from fmuia_lib.progress import tqdm
 
-from fmuia_lib import metrics
+from fmuia_lib.challenge import metrics
 from fmuia_lib.config import ConfigError, TrainConfig
 from fmuia_lib.data.transforms import build_transforms
 from fmuia_lib.heads import set_output_prior
 from fmuia_lib.losses import build_loss
 from fmuia_lib.model import MultiTaskNet, build_model
 from fmuia_lib.tasks import REGRESSION, manifest_hash
-from fmuia_lib.training import checkpoint as ckpt
+from fmuia_lib import checkpoint as ckpt
 from fmuia_lib.training import distributed
 from fmuia_lib.training.baselines import training_priors
 from fmuia_lib.state_file import remove_stale_temporaries, save_state

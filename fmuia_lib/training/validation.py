@@ -19,18 +19,18 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from fmuia_lib import metrics
+from fmuia_lib.challenge import metrics
 from fmuia_lib.data.dataset import MultiTaskDataset, PredictionDataset
-from fmuia_lib.evaluate import GroundTruth, score
-from fmuia_lib.predict import predict_records
-from fmuia_lib.submission import Submission
+from fmuia_lib.challenge.evaluate import GroundTruth, score
+from fmuia_lib.challenge.predict import predict_records
+from fmuia_lib.challenge.submission import Submission
 
 #: validation dataset -> (its frame, its GroundTruth): image sizes are read once per run
 _GROUND_TRUTH: "weakref.WeakKeyDictionary[Any, tuple[Any, GroundTruth]]" = weakref.WeakKeyDictionary()
 
 
 def ground_truth(dataset: MultiTaskDataset) -> GroundTruth:
-    """The :class:`~fmuia_lib.evaluate.GroundTruth` of a labelled dataset's rows, kept for reuse."""
+    """The :class:`~fmuia_lib.challenge.evaluate.GroundTruth` of a labelled dataset's rows, kept for reuse."""
     frame, truth = _GROUND_TRUTH.get(dataset, (None, None))
     if truth is None or frame is not dataset.frame:
         truth = GroundTruth(dataset.frame, dataset.specs)

@@ -102,7 +102,7 @@ def plot_image_sizes(sizes: pd.DataFrame, hue: str = "task_type") -> Figure:
 def plot_class_shares(counts: pd.DataFrame, tasks: Mapping[str, TaskSpec]) -> Figure:
     """Share of each class per task, one bar per data source side by side.
 
-    ``counts`` is :func:`fmuia_lib.exploration.class_counts` (columns data, task_id,
+    ``counts`` is :func:`fmuia_lib.notebook.exploration.class_counts` (columns data, task_id,
     class_name, images, share); one panel per task, in manifest order.
     """
     ids = [t for t in tasks if t in set(counts["task_id"])]
@@ -354,7 +354,7 @@ def plot_roc(y_true: Sequence[int], probs: np.ndarray, class_names: Sequence[str
 
 
 def classification_panels(per_image: pd.DataFrame, tasks: Mapping[str, TaskSpec], kind: str) -> Figure:
-    """One panel per classification task of ``per_image`` (:func:`fmuia_lib.error_analysis.per_image_errors`
+    """One panel per classification task of ``per_image`` (:func:`fmuia_lib.notebook.error_analysis.per_image_errors`
     rows): ``kind`` ``"confusion"`` (:func:`plot_confusion`) or ``"roc"`` (:func:`plot_roc`).
     Confusion panels grow with the number of classes, so that 8 class names stay legible."""
     ids = list(dict.fromkeys(per_image["task_id"]))
@@ -452,7 +452,7 @@ def plot_iou_vs_size(per_image: pd.DataFrame) -> Figure:
 def plot_landmark_positions(per_image: pd.DataFrame, tasks: Mapping[str, TaskSpec]) -> Figure:
     """Where the landmarks are and where the model puts them, in fractions of the image's
     width and height: one panel per Regression task of ``per_image``
-    (:func:`fmuia_lib.error_analysis.per_image_errors` rows), true positions as dots and
+    (:func:`fmuia_lib.notebook.error_analysis.per_image_errors` rows), true positions as dots and
     predictions as crosses, one colour per landmark. Predictions bunched in a small cloud
     while the truth is spread out is a collapse toward the mean position."""
     ids = list(dict.fromkeys(per_image["task_id"]))
@@ -483,7 +483,7 @@ def plot_landmark_positions(per_image: pd.DataFrame, tasks: Mapping[str, TaskSpe
 def plot_ablation(table: pd.DataFrame, value: str = "quality") -> Figure:
     """One panel per dataset: ``value`` (``quality`` or ``diff``) of each arm per task type,
     as bars of the mean over seeds with the seed-to-seed standard deviation as error bars
-    (``fmuia_lib.ablation.type_table``'s columns ``value`` and ``value_std``).
+    (``fmuia_lib.experiments.ablation.type_table``'s columns ``value`` and ``value_std``).
 
     An arm keeps its colour in every plot, whichever arms a table holds: the official arm
     grey, the fmuia recipe black, ``+X`` and ``-X`` the colour of switch X (``-X`` hatched).

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec
+from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec
 from .physics import make_probe, simulate_bmode
 from .recipes import RECIPES
 from .shapes import Scene

@@ -11,12 +11,12 @@ One path from model outputs to a score, used by ``fmuia predict``, the exported 
 The model works in its own frame (every image resized to ``image_size``). The
 evaluation transform resizes the *whole* image, so a normalised coordinate maps back to
 the original image by multiplying with its width (x) or height (y)
-(:func:`~fmuia_lib.submission.to_pixels`), and mask probabilities are resized back to
+(:func:`~fmuia_lib.challenge.submission.to_pixels`), and mask probabilities are resized back to
 the original size before the arg-max.
 
 *Prediction records* are plain dicts, so the format can be tested without a model (see
 :func:`write_submission`). The submission format itself is described in
-:mod:`fmuia_lib.submission`.
+:mod:`fmuia_lib.challenge.submission`.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import numpy as np
 from fmuia_lib.data.layout import lies_inside
 from fmuia_lib.progress import tqdm
 from fmuia_lib.state_file import StateFileError, load_state
-from fmuia_lib.submission import (PREDICTION_FILES, SubmissionError, encode_mask, entry_from_record, iter_records,
+from fmuia_lib.challenge.submission import (PREDICTION_FILES, SubmissionError, encode_mask, entry_from_record, iter_records,
                                   mask_from_record, mask_output_path, submission_path,
                                   to_pixels)
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, SEGMENTATION, TaskSpec, load_manifest
@@ -326,7 +326,7 @@ def load_model(path: str | Path, device: "str | torch.device" = "cpu") -> tuple[
         if state["format"] == WEIGHTS_FORMAT:
             model, size = _model_from_weights(state, path)
         else:
-            from fmuia_lib.training import load_checkpoint
+            from fmuia_lib.checkpoint import load_checkpoint
 
             model, config, _ = load_checkpoint(path, map_location=device)
             size = config.image_size

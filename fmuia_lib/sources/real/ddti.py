@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from fmuia_lib.data.real.common import Collection, RealDataError, RealDataset, SourceImage, check_pairs
+from fmuia_lib.sources.real.common import Collection, RealDataError, RealDataset, SourceImage, check_pairs
 
 IMAGE_DIR = "cropped"
 MASK_DIR = "mask"

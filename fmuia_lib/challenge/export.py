@@ -39,8 +39,8 @@ import fmuia_lib
 TEMPLATES = Path(__file__).with_name("export_templates")
 WEIGHTS_NAME = "weights.pt"
 #: The modules an exported ``Model`` runs (their imports are followed).
-ENTRY_MODULES = ("fmuia_lib.predict", "fmuia_lib.model", "fmuia_lib.data.dataset", "fmuia_lib.data.transforms",
-                 "fmuia_lib.data.layout", "fmuia_lib.data.images", "fmuia_lib.submission", "fmuia_lib.tasks")
+ENTRY_MODULES = ("fmuia_lib.challenge.predict", "fmuia_lib.model", "fmuia_lib.data.dataset", "fmuia_lib.data.transforms",
+                 "fmuia_lib.data.layout", "fmuia_lib.data.images", "fmuia_lib.challenge.submission", "fmuia_lib.tasks")
 #: Files the copied package needs besides its modules.
 PACKAGE_DATA = ("data_manifest.csv",)
 
@@ -131,7 +131,7 @@ def base_image(versions: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _running_versions() -> dict[str, Any]:
-    from fmuia_lib.training.checkpoint import library_versions
+    from fmuia_lib.checkpoint import library_versions
 
     return library_versions()
 
@@ -193,10 +193,10 @@ def export_submission(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
     """Write the Docker build context for ``checkpoint`` into ``out_dir`` (see the module docstring).
 
     Raises :class:`ExportError` for an ``out_dir`` it cannot use (see
-    :func:`check_export_folder`) and :class:`~fmuia_lib.predict.ModelLoadError` for an
+    :func:`check_export_folder`) and :class:`~fmuia_lib.challenge.predict.ModelLoadError` for an
     unusable checkpoint; nothing is removed or written before both are checked.
     """
-    from fmuia_lib.predict import inference_state, load_model
+    from fmuia_lib.challenge.predict import inference_state, load_model
     from fmuia_lib.state_file import save_state
 
     out_dir, checkpoint = Path(out_dir), Path(checkpoint)
@@ -256,7 +256,7 @@ def export_weights(checkpoint: str | Path, out_dir: str | Path, overwrite: bool 
     """Write only ``out_dir/weights.pt``: the checkpoint's weights in the weights-only inference
     format (``predict.inference_state``: no optimiser state, no history), for sharing a model;
     ``fmuia predict`` and an exported ``model.py`` read it. Returns its path."""
-    from fmuia_lib.predict import inference_state, load_model
+    from fmuia_lib.challenge.predict import inference_state, load_model
     from fmuia_lib.state_file import save_state
 
     out_dir, checkpoint = Path(out_dir), Path(checkpoint)

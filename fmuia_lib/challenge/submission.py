@@ -12,7 +12,7 @@ A challenge submission is a folder ``DIR`` holding
 :class:`Submission` holds the same content in memory, read from such a folder
 (:meth:`Submission.from_folder`) or made from prediction records without writing
 anything (:meth:`Submission.from_records`, through :func:`entry_from_record`, the very
-conversion the writer uses). The scorer (``fmuia_lib.evaluate``) only ever sees a
+conversion the writer uses). The scorer (``fmuia_lib.challenge.evaluate``) only ever sees a
 ``Submission``, so files and records are scored by one code path.
 
 The rules for one prediction (:func:`entry_findings`, :func:`mask_findings`) return
@@ -295,7 +295,7 @@ class Submission:
 
     @classmethod
     def from_records(cls, records: Iterable[Mapping[str, Any]], tasks: Mapping[str, TaskSpec]) -> "Submission":
-        """What :func:`fmuia_lib.predict.write_submission` would write for ``records``, in memory."""
+        """What :func:`fmuia_lib.challenge.predict.write_submission` would write for ``records``, in memory."""
         items: dict[str, list] = {kind: [] for kind in PREDICTION_FILES}
         masks: dict[str, bytes] = {}
         for _, task, record, where in iter_records(records, tasks):

@@ -1,11 +1,11 @@
 """Scoring a submission against ground truth, and checking a submission's form.
 
 One scorer, :func:`score`, takes the ground truth of a data root (:class:`GroundTruth`)
-and a :class:`~fmuia_lib.submission.Submission` (read from a folder, or made in memory
+and a :class:`~fmuia_lib.challenge.submission.Submission` (read from a folder, or made in memory
 from prediction records). ``fmuia evaluate`` (:func:`evaluate_submission`), training-time
 validation (``training.validation.validate``, through :func:`evaluate_records`) and the
 error analysis all go through it, so a number means the same everywhere. It reproduces
-the challenge's scoring (see :mod:`fmuia_lib.metrics` for the definitions) and adds what
+the challenge's scoring (see :mod:`fmuia_lib.challenge.metrics` for the definitions) and adds what
 the challenge leaves out:
 
 * **coverage**: per task, how many predictions were expected, found, missing, unusable
@@ -45,10 +45,10 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 
-from fmuia_lib import metrics
+from fmuia_lib.challenge import metrics
 from fmuia_lib.data.images import ImageReadError, Mask, image_size, mask_value_problem, read_mask
 from fmuia_lib.data.layout import CSV_DIR, LayoutError, Problem, lies_inside, read_rows, resolve_tasks
-from fmuia_lib.submission import (PREDICTION_FILES, SCORED_KEYS, EntryIndex, Submission, SubmissionError,
+from fmuia_lib.challenge.submission import (PREDICTION_FILES, SCORED_KEYS, EntryIndex, Submission, SubmissionError,
                                   entry_findings, load_json_list, mask_output_path, number_list,
                                   read_mask_findings, submission_folder, submission_relpath)
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, TaskSpec
@@ -467,7 +467,7 @@ def evaluate_submission(data_root: str | Path, pred_dir: str | Path,
     """Score the submission folder ``pred_dir`` against the ground truth of ``data_root``.
 
     Raises :class:`~fmuia_lib.data.layout.LayoutError` when the ground truth is unusable
-    and :class:`~fmuia_lib.submission.SubmissionError` when the folder does not exist, is
+    and :class:`~fmuia_lib.challenge.submission.SubmissionError` when the folder does not exist, is
     the data root itself, or a prediction JSON cannot be read.
     """
     submission = Submission.from_folder(pred_dir)
@@ -509,7 +509,7 @@ def check_submission(pred_dir: str | Path, data_root: str | Path,
     The data root needs only the four common CSV columns (a test set will do): no label
     is read. Each image header is read once. A submission passes (no errors) exactly
     when ``fmuia evaluate`` would score every prediction; the rules are
-    :mod:`fmuia_lib.submission`'s. Also reported: missing files and entries, duplicates,
+    :mod:`fmuia_lib.challenge.submission`'s. Also reported: missing files and entries, duplicates,
     entries for unknown tasks or images, unreadable JSON.
     Raises :class:`SubmissionError` when ``pred_dir`` is not a folder.
     """

@@ -15,8 +15,8 @@ mean mask       segmentation only: every pixel of the model frame gets the
                 the structure *usually is*
 ==============  ===========================================================
 
-Both are prediction records (:func:`fmuia_lib.predict.write_submission`'s format),
-scored by the one scorer (:mod:`fmuia_lib.evaluate`), so model and baselines come from
+Both are prediction records (:func:`fmuia_lib.challenge.predict.write_submission`'s format),
+scored by the one scorer (:mod:`fmuia_lib.challenge.evaluate`), so model and baselines come from
 one code path. :func:`compare_to_baselines` puts them side by side, with the margin
 to the strongest baseline of every task metric.
 
@@ -39,9 +39,9 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
-from fmuia_lib import metrics
+from fmuia_lib.challenge import metrics
 from fmuia_lib.data.dataset import image_size, load_image, load_mask
-from fmuia_lib.predict import PREDICTION_FILES, submission_path
+from fmuia_lib.challenge.predict import PREDICTION_FILES, submission_path
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, TaskSpec
 from fmuia_lib.training.baselines import trivial_baseline_records
 
@@ -556,7 +556,7 @@ def _box_group(group: pd.Series, which: str, first: bool) -> str:
 
 # -- drawing one image -------------------------------------------------------------------------------
 def overlay_item(row: pd.Series | Mapping[str, Any], tasks: Mapping[str, TaskSpec]) -> dict[str, Any]:
-    """What :func:`fmuia_lib.viz.overlay` draws for one row of :func:`per_image_errors`."""
+    """What :func:`fmuia_lib.notebook.viz.overlay` draws for one row of :func:`per_image_errors`."""
     task = tasks[row["task_id"]]
     item: dict[str, Any] = {"image": load_image(row["image_file"]), "title": f"{task.task_id}\nerror {row['error']:.3g}"}
     if task.task_type == SEGMENTATION:

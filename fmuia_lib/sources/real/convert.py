@@ -35,8 +35,8 @@ from fmuia_lib.progress import tqdm
 
 from fmuia_lib.data.layout import (inside_data_root_problem, output_folder_problem, rel_path, sample_files,
                                    validate_root, write_task_csv)
-from fmuia_lib.data.real import busi, ccaui, ddti, hc18, pocus
-from fmuia_lib.data.real.common import (RealDataError, RealDataset, SourceImage, fill_outline,
+from fmuia_lib.sources.real import busi, ccaui, ddti, hc18, pocus
+from fmuia_lib.sources.real.common import (RealDataError, RealDataset, SourceImage, fill_outline,
                                         mask_box, read_binary_mask, read_image, safe_name)
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, SEGMENTATION, TaskSpec, load_manifest
 

@@ -1,7 +1,7 @@
 """The challenge metrics, defined exactly as the FM_UIA 2026 evaluator defines them.
 
 Plain numpy / scipy / scikit-learn, so that training-time validation, the submission
-scorer (:mod:`fmuia_lib.evaluate`) and the notebooks all compute the same numbers.
+scorer (:mod:`fmuia_lib.challenge.evaluate`) and the notebooks all compute the same numbers.
 
 Segmentation (per image, per class ``c``, masks at ground-truth resolution)
     * **DSC** ``2|P∩G| / (|P|+|G|)``; both masks empty: 1.

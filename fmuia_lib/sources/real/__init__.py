@@ -6,7 +6,7 @@ One module per dataset reads its original layout (:mod:`.busi`, :mod:`.hc18`,
 :mod:`.convert` splits, writes and reports. See ``docs/real_data.md`` for the class
 mappings, split rules, citations and licences.
 """
-from fmuia_lib.data.real.common import RealDataError
-from fmuia_lib.data.real.convert import DATASETS, citations, convert_real, real_main
+from fmuia_lib.sources.real.common import RealDataError
+from fmuia_lib.sources.real.convert import DATASETS, citations, convert_real, real_main
 
 __all__ = ["DATASETS", "RealDataError", "citations", "convert_real", "real_main"]

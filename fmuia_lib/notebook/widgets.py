@@ -9,7 +9,7 @@ image of every task below it.
 Inputs: ``records``, a DataFrame with one row per image and at least ``task_id`` and
 ``error`` (higher is worse, e.g. ``1 - DSC``, ``1 - IoU``, MRE in pixels, ``1 - p(true
 class)``), and ``load_item(row) -> dict`` returning ``image`` plus ``truth``,
-``prediction`` and ``title`` in the form :func:`fmuia_lib.viz.overlay` draws.
+``prediction`` and ``title`` in the form :func:`fmuia_lib.notebook.viz.overlay` draws.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from fmuia_lib.tasks import TaskSpec
-from fmuia_lib.viz import MAX_WIDTH, _grid, overlay, show_jpeg
+from fmuia_lib.notebook.viz import MAX_WIDTH, _grid, overlay, show_jpeg
 
 LoadItem = Callable[[pd.Series], Mapping[str, Any]]
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from fmuia_lib import metrics
+from fmuia_lib.challenge import metrics
 from fmuia_lib.tasks import TaskSpec
 
 PerTask = Mapping[str, Mapping[str, Any]]  #: task id -> {metric: value}, as ``training.validation.validate`` returns
@@ -136,7 +136,7 @@ def seed_study(profile: str | Path, seeds: Sequence[int] | None = None,
     checkpoint the series carries on, :func:`best_results`); the trivial baseline is scored
     on the same validation set. ``on_run(seed, wall_seconds)`` is called after each run.
     """
-    from fmuia_lib.series import prepare_data
+    from fmuia_lib.runner.run_folder import prepare_data
     from fmuia_lib.training import train
 
     loaded, chosen = _profile_and_seeds(profile, seeds)

@@ -24,7 +24,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from fmuia_lib.data.real.common import Collection, RealDataError, RealDataset, SourceImage
+from fmuia_lib.sources.real.common import Collection, RealDataError, RealDataset, SourceImage
 
 LABELS = "labels.csv"
 METADATA = "dataset_metadata.csv"

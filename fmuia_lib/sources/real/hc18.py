@@ -7,7 +7,7 @@ Original layout::
     HC18/training_set_pixel_size_and_HC.csv    pixel size and head circumference (not needed here)
 
 The official release draws each annotation as a thin ellipse OUTLINE; some copies ship
-it already filled. :func:`~fmuia_lib.data.real.common.fill_outline` tells them apart and
+it already filled. :func:`~fmuia_lib.sources.real.common.fill_outline` tells them apart and
 fills outlines, so the segmentation target is always the whole head. Images sharing the
 number ``NNN`` (``NNN_HC``, ``NNN_2HC``) are kept in one split. ``test_set/`` has no
 annotations and is not converted.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fmuia_lib.data.real.common import Collection, RealDataError, RealDataset, SourceImage, check_pairs
+from fmuia_lib.sources.real.common import Collection, RealDataError, RealDataset, SourceImage, check_pairs
 
 _IMAGE = re.compile(r"^(?P<number>\d+)_\d*HC\.png$")
 _ANNOTATION = re.compile(r"^(?P<stem>\d+_\d*HC)_Annotation\.png$")

@@ -24,8 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ...tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec, load_manifest, select_tasks
-from ..layout import BOX_COLUMNS, inside_data_root_problem, rel_path, sample_files, write_task_csv
+from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec, load_manifest, select_tasks
+from fmuia_lib.data.layout import BOX_COLUMNS, inside_data_root_problem, rel_path, sample_files, write_task_csv
 from .render import PhantomError, class_plan, image_rng, render
 
 SPLITS = ("train", "val")

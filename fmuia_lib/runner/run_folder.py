@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from fmuia_lib.config import TrainConfig
     from fmuia_lib.profiles import DataSettings, RunSettings
 
-__all__ = ["SuiteError", "RunPaths", "DataRoots", "in_colab", "default_run_dir", "run_paths", "metrics_path",
+__all__ = ["RunSetupError", "RunPaths", "DataRoots", "in_colab", "default_run_dir", "run_paths", "metrics_path",
            "prepare_data", "make_data", "check_data_root", "check_encoder_weights", "require_checkpoint",
            "resume_if_interrupted", "show_settings", "project_root", "resolve"]
 
@@ -48,7 +48,7 @@ METRICS_DIR = "metrics"
 TRAINING_NOTEBOOK = "03_multitask_training"
 
 
-class SuiteError(RuntimeError):
+class RunSetupError(RuntimeError):
     """A short, explained problem of the series (missing data, weights or checkpoint)."""
 
 
@@ -124,7 +124,7 @@ def prepare_data(settings: RunSettings) -> DataRoots:
     if data is not None:
         make_data(data)
     if config.data_root is None:
-        raise SuiteError(f"profile {settings.profile.name} names no data: give data_dir (notebooks), "
+        raise RunSetupError(f"profile {settings.profile.name} names no data: give data_dir (notebooks), "
                          "--data (fmuia suite) or --set data_root=... (fmuia train)")
     train = check_data_root(config.data_root, "training data root")
     val = check_data_root(config.val_root, "validation data root") if config.val_root is not None else None
@@ -137,9 +137,9 @@ def make_data(data: DataSettings) -> None:
         _ensure_phantom(data)
     elif data.source == "real" and not (data.dir / "train" / "csv_files").is_dir():
         if data.real_src is None or not data.real_src.is_dir():
-            raise SuiteError(f"real-data source {data.real_src} not found: it should hold the public "
+            raise RunSetupError(f"real-data source {data.real_src} not found: it should hold the public "
                              "slices (BUSI/, HC18/, ...); see the README's data section.")
-        from fmuia_lib.data.real import convert_real
+        from fmuia_lib.sources.real import convert_real
 
         print(f"converting the real slice {data.real_src} -> {data.dir}")
         convert_real(data.real_src, data.dir, seed=data.data_seed)
@@ -154,8 +154,8 @@ def _ensure_phantom(data: DataSettings) -> None:
 
 
 def _make_phantom_if_missing(data: DataSettings) -> None:
-    from fmuia_lib.data.phantom import generate_phantom
-    from fmuia_lib.data.phantom.generate import VERSION
+    from fmuia_lib.sources.phantom import generate_phantom
+    from fmuia_lib.sources.phantom.generate import VERSION
     from fmuia_lib.tasks import load_manifest
 
     defaults = inspect.signature(generate_phantom).parameters
@@ -178,20 +178,20 @@ def _make_phantom_if_missing(data: DataSettings) -> None:
 
 
 def check_data_root(root: str | Path, what: str = "data root") -> Path:
-    """Return ``root`` if it holds ``csv_files/*.csv``; else raise an explained SuiteError."""
+    """Return ``root`` if it holds ``csv_files/*.csv``; else raise an explained RunSetupError."""
     root = resolve(root)
     if not root.exists():
-        raise SuiteError(f"{what} {root} does not exist. Pass --data (fmuia suite) or data_dir "
+        raise RunSetupError(f"{what} {root} does not exist. Pass --data (fmuia suite) or data_dir "
                          "(notebooks) pointing at a folder with train/ and val/ data roots, or "
                          "use a profile whose data is the phantom (e.g. cpu-smoke).")
     if not any((root / "csv_files").glob("*.csv")):
-        raise SuiteError(f"{what} {root} has no csv_files/*.csv, so it is not in the challenge "
+        raise RunSetupError(f"{what} {root} has no csv_files/*.csv, so it is not in the challenge "
                          "layout (see docs/architecture.md); `fmuia data check ROOT` explains more.")
     return root
 
 
 def check_encoder_weights(encoder: str, weights: str | None) -> None:
-    """Raise an explained SuiteError when ``weights`` for ``encoder`` cannot be loaded.
+    """Raise an explained RunSetupError when ``weights`` for ``encoder`` cannot be loaded.
 
     ``None`` (random initialisation) always passes. Otherwise the encoder is built once
     with those weights (from a local file, the local cache or the internet), so that a
@@ -205,16 +205,16 @@ def check_encoder_weights(encoder: str, weights: str | None) -> None:
     try:
         build_encoder(encoder, str(resolve(weights)) if weights != "imagenet" else weights)
     except (PretrainedWeightsUnavailable, FileNotFoundError, ValueError) as exc:
-        raise SuiteError(f"encoder weights {weights!r} for {encoder!r} cannot be loaded: "
+        raise RunSetupError(f"encoder weights {weights!r} for {encoder!r} cannot be loaded: "
                          f"{str(exc).splitlines()[0]}") from None
 
 
 # -- the checkpoint ---------------------------------------------------------------------------
 def require_checkpoint(paths: RunPaths, profile: str) -> Path:
-    """``paths.checkpoint``, or a SuiteError that says which notebook or command makes it."""
+    """``paths.checkpoint``, or a RunSetupError that says which notebook or command makes it."""
     if paths.checkpoint.is_file():
         return paths.checkpoint
-    raise SuiteError(
+    raise RunSetupError(
         f"no checkpoint at {paths.checkpoint}: notebook {TRAINING_NOTEBOOK} makes it. Run "
         f"{TRAINING_NOTEBOOK}.ipynb first with the same run_dir ({paths.root}), e.g. `papermill "
         f"{TRAINING_NOTEBOOK}.ipynb out.ipynb -p profile {profile} -p run_dir {paths.root}`"
@@ -231,7 +231,7 @@ def resume_if_interrupted(config: TrainConfig) -> TrainConfig:
     Says what it found: nothing, an interrupted run (resumed), a finished run (used) or a
     run with another config (trained again from step 0, overwriting it).
     """
-    from fmuia_lib.training import checkpoint as ckpt
+    from fmuia_lib import checkpoint as ckpt
 
     last = Path(config.out_dir) / "checkpoints" / "last.pt"
     if config.resume is not None or not last.is_file():

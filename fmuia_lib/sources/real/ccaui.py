@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fmuia_lib.data.real.common import Collection, RealDataError, RealDataset, SourceImage, check_pairs
+from fmuia_lib.sources.real.common import Collection, RealDataError, RealDataset, SourceImage, check_pairs
 
 IMAGE_DIR = "US images"
 MASK_DIR = "Expert mask images"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fmuia_lib.data.real.common import Collection, RealDataError, RealDataset, SourceImage, check_pairs
+from fmuia_lib.sources.real.common import Collection, RealDataError, RealDataset, SourceImage, check_pairs
 
 CLASSES = ("benign", "malignant", "normal")
 _MASK = re.compile(r"^(?P<stem>.+?)_mask(?:_\d+)?\.png$", re.IGNORECASE)

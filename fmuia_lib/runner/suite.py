@@ -9,7 +9,7 @@ The suite
    with ``papermill.inspect_notebook``); each notebook builds its settings from them with
    :func:`fmuia_lib.profiles.run_settings`, as it does when opened by hand,
 3. hands artefacts between notebooks through one run folder (``OUT/artifacts``, see
-   :mod:`fmuia_lib.series`),
+   :mod:`fmuia_lib.runner.run_folder`),
 4. writes the executed notebooks, an HTML export of each and ``summary_metrics.csv``,
 5. stops at the first failing cell and says which notebook and cell failed.
 """
@@ -29,14 +29,14 @@ import yaml
 
 from fmuia_lib.config import ConfigError, check_runnable
 from fmuia_lib.profiles import SHIPPED_DIR, Profile, load_profile, project_root, run_settings
-from fmuia_lib.series import (LOCAL_RUN_DIR, METRICS_DIR, SuiteError, check_data_root, in_colab,
+from fmuia_lib.runner.run_folder import (LOCAL_RUN_DIR, METRICS_DIR, RunSetupError, check_data_root, in_colab,
                               prepare_data)
 
 #: Where a notebook of the series is fetched from on Colab, where only the open notebook is on disk.
 NOTEBOOKS_URL = "https://raw.githubusercontent.com/fmuia/fmuia/main/notebooks/"
 
 
-class NotebookFailed(SuiteError):
+class NotebookFailed(RunSetupError):
     """A cell of a notebook raised; the message names the notebook, the cell and the error."""
 
 
@@ -44,7 +44,7 @@ class NotebookFailed(SuiteError):
 def notebooks_dir() -> Path:
     folder = project_root() / "notebooks"
     if not folder.is_dir():
-        raise SuiteError(f"no notebooks/ folder under {project_root()}: run the suite from an fmuia checkout")
+        raise RunSetupError(f"no notebooks/ folder under {project_root()}: run the suite from an fmuia checkout")
     return folder
 
 
@@ -57,7 +57,7 @@ def notebook_paths(selection: list[str] | None = None) -> list[Path]:
     for item in selection:
         hits = [p for p in paths if _matches(p, item)]
         if not hits:
-            raise SuiteError(f"no notebook {item!r}; the series is: {', '.join(p.stem for p in paths)}")
+            raise RunSetupError(f"no notebook {item!r}; the series is: {', '.join(p.stem for p in paths)}")
         chosen.extend(h for h in hits if h not in chosen)
     return sorted(chosen)
 
@@ -88,7 +88,7 @@ def find_notebook(key: str, download_to: str | Path | None = None) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         urllib.request.urlretrieve(NOTEBOOKS_URL + name, target)
         return target
-    raise SuiteError(f"notebook {key!r} not found in {', '.join(map(str, folders))}: put the series' "
+    raise RunSetupError(f"notebook {key!r} not found in {', '.join(map(str, folders))}: put the series' "
                      "notebooks in the working folder, or run from an fmuia checkout")
 
 
@@ -101,7 +101,7 @@ def declared_parameters(notebook: str | Path) -> dict[str, dict[str, Any]]:
     nb = nbformat.read(str(notebook), as_version=4)
     tagged = sum("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells)
     if tagged != 1:
-        raise SuiteError(f"{notebook}: expected exactly one cell tagged 'parameters', found {tagged}")
+        raise RunSetupError(f"{notebook}: expected exactly one cell tagged 'parameters', found {tagged}")
     return dict(pm.inspect_notebook(str(notebook)))
 
 
@@ -125,11 +125,11 @@ def check_notebook_settings(profile: Profile, paths: list[Path]) -> None:
     stems = {p.stem: p for p in notebook_paths()}
     for stem, values in profile.notebooks.items():
         if stem not in stems:
-            raise SuiteError(f"{profile.path}: notebooks.{stem}: no such notebook; the series is "
+            raise RunSetupError(f"{profile.path}: notebooks.{stem}: no such notebook; the series is "
                              f"{', '.join(stems)}")
         unknown = sorted(set(values) - set(declared_parameters(stems[stem])))
         if unknown:
-            raise SuiteError(f"{profile.path}: notebooks.{stem}: {unknown} are not parameters of {stem}")
+            raise RunSetupError(f"{profile.path}: notebooks.{stem}: {unknown} are not parameters of {stem}")
 
 
 # -- the suite -------------------------------------------------------------------------------
@@ -149,7 +149,7 @@ def run_suite(profile: str | Path = "cpu-smoke", data: str | Path | None = None,
     """Execute the series under ``profile``; see the module docstring.
 
     Raises :class:`fmuia_lib.profiles.ProfileError` (a ConfigError) for a bad profile or
-    override, SuiteError for missing data, :class:`NotebookFailed` for a failing cell.
+    override, RunSetupError for missing data, :class:`NotebookFailed` for a failing cell.
     ``update_notebooks`` runs the notebooks with their own defaults (the cpu-smoke profile)
     and writes the executed notebooks back over the sources, so that the committed notebooks
     carry the outputs of a real run.
@@ -159,7 +159,7 @@ def run_suite(profile: str | Path = "cpu-smoke", data: str | Path | None = None,
     run_dir = out / "artifacts"
     if update_notebooks:
         if prof.name != "cpu-smoke" or data is not None or overrides:
-            raise SuiteError("--update-notebooks runs the notebooks with their defaults, which are the "
+            raise RunSetupError("--update-notebooks runs the notebooks with their defaults, which are the "
                              "cpu-smoke profile: use it with --profile cpu-smoke, without --data or --set")
         run_dir = project_root() / LOCAL_RUN_DIR
     paths = notebook_paths(notebooks)
@@ -222,7 +222,7 @@ def _check_kernel(kernel: str) -> None:
 
     installed = sorted(KernelSpecManager().find_kernel_specs())
     if kernel not in installed:
-        raise SuiteError(f"--kernel {kernel!r}: no such Jupyter kernel; installed: {', '.join(installed) or 'none'}")
+        raise RunSetupError(f"--kernel {kernel!r}: no such Jupyter kernel; installed: {', '.join(installed) or 'none'}")
 
 
 def _check_out(out: Path, settings) -> None:
@@ -235,7 +235,7 @@ def _check_out(out: Path, settings) -> None:
     for folder, what in folders:
         problem = output_folder_problem(out, folder, name="--out", what=what)
         if problem:
-            raise SuiteError(problem)
+            raise RunSetupError(problem)
 
 
 def _validate_roots(roots) -> None:
@@ -246,7 +246,7 @@ def _validate_roots(roots) -> None:
         problems = validate_root(check_data_root(root))
         if problems:
             shown = "\n  ".join(map(str, problems[:10]))
-            raise SuiteError(f"data root {root} has {len(problems)} problem(s) "
+            raise RunSetupError(f"data root {root} has {len(problems)} problem(s) "
                              f"(`fmuia data check {root}` lists them all):\n  {shown}")
 
 
@@ -340,7 +340,7 @@ def suite_main(args) -> int:
     except NotebookFailed as exc:
         print(f"fmuia suite: {exc}", file=sys.stderr)
         return 1
-    except (SuiteError, ConfigError) as exc:
+    except (RunSetupError, ConfigError) as exc:
         print(f"fmuia suite: error: {exc}", file=sys.stderr)
         return 2
     return 0
