@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from fmuia_lib import switches as switch_registry
-from fmuia_lib.tasks import TASK_TYPES
+from fmuia_lib.tasks import DETECTION, REGRESSION, TASK_TYPES
 
 #: ``sampler`` values: the baseline's task sampler, then fmuia's strategies (data.sampler.STRATEGIES).
 SAMPLERS = ("official", "uniform", "proportional", "temperature")
@@ -119,9 +119,9 @@ class TrainConfig:
     encoder: str = "efficientnet-b4"  #: any smp encoder name, or "tu-<timm model>"
     encoder_weights: str | None = "imagenet"  #: "imagenet", a local .pth/.safetensors file, or None
     freeze_fpn: bool = True  #: the baseline's FPN decoder is in no optimiser group (switch trained_fpn)
-    det_head: str = "grid"  #: detection head: "grid" (the baseline's) | "centernet" (heads.DETECTION_HEADS)
+    det_head: str = "grid"  #: detection head: "grid" (the baseline's) | "centernet" (heads.HEAD_TYPES)
     landmark_head: str = "linear"  #: Regression head: "linear" (the baseline's) | "sigmoid" | "heatmap"
-    #: (heads.LANDMARK_HEADS; "heatmap" reads the FPN map, heads.reads_fpn)
+    #: (heads.HEAD_TYPES; "heatmap" reads the FPN map, heads.reads_fpn)
     fpn_pyramid_channels: int = 256  #: FPN decoder width: its pyramid levels (smp.FPN's default, the baseline's)
     fpn_segmentation_channels: int = 128  #: channels of the FPN map the dense heads read (smp.FPN's default)
     head_priors: bool = False  #: start Regression heads at the training set's mean landmarks
@@ -186,7 +186,7 @@ class TrainConfig:
         and the relations between fields (run length, warm-up, LR floor, switches).
         """
         from fmuia_lib.data.transforms import AUGMENT_LEVELS
-        from fmuia_lib.heads import DETECTION_HEADS, LANDMARK_HEADS
+        from fmuia_lib.heads import HEAD_TYPES
 
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
@@ -205,8 +205,8 @@ class TrainConfig:
         choice("sampler", SAMPLERS)
         choice("split", SPLITS)
         choice("augment", AUGMENT_LEVELS)
-        choice("det_head", DETECTION_HEADS)
-        choice("landmark_head", LANDMARK_HEADS)
+        choice("det_head", HEAD_TYPES[DETECTION])
+        choice("landmark_head", HEAD_TYPES[REGRESSION])
         choice("validation", VALIDATIONS)
         choice("schedule", SCHEDULES)
         choice("seg_loss", SEG_LOSSES)

@@ -64,7 +64,7 @@ class MultiTaskNet(nn.Module):
             model as ``tu-<name>`` (``tu-mobilenetv3_small_100``).
         encoder_weights: ``"imagenet"`` (downloaded, needs internet or a cache), the
             path of a local encoder state-dict file, or None (random initialisation).
-        det_head, landmark_head: head types (``heads.DETECTION_HEADS``, ``heads.LANDMARK_HEADS``;
+        det_head, landmark_head: head types (``heads.HEAD_TYPES``;
             default: the baseline's ``grid`` and ``linear``).
         task_norm_stats: keep per-task BatchNorm statistics for evaluation
             (:class:`TaskNormStats`; ``TrainConfig.norm_stats="per_task"``).
@@ -94,7 +94,7 @@ class MultiTaskNet(nn.Module):
         initialize_decoder(self.fpn_decoder)
         self.det_head, self.landmark_head = det_head, landmark_head
         #: task id -> True when its head reads the FPN map (heads.reads_fpn), else the deepest map
-        self.reads_fpn = {t.task_id: reads_fpn(t, landmark_head) for t in tasks}
+        self.reads_fpn = {t.task_id: reads_fpn(t, landmark_head, det_head) for t in tasks}
         self.heads = nn.ModuleDict({
             t.task_id: build_head(t, self.fpn_decoder.out_channels, channels[-1], dropout=head_dropout,
                                   det_head=det_head, landmark_head=landmark_head)

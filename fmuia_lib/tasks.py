@@ -20,8 +20,9 @@ CLASSIFICATION = "classification"
 DETECTION = "detection"
 REGRESSION = "Regression"
 TASK_TYPES: tuple[str, ...] = (SEGMENTATION, CLASSIFICATION, DETECTION, REGRESSION)
-#: Task types whose head reads the FPN (dense) features; the others read the
-#: deepest encoder feature map.
+#: Task types whose targets are dense maps (segmentation masks, a box on the map). Which
+#: features a head reads is the head type's (``heads.reads_fpn``): the heat-map landmark head
+#: reads the FPN map too.
 DENSE_TYPES: frozenset[str] = frozenset({SEGMENTATION, DETECTION})
 
 #: Image folder of each task type in the challenge layout.
@@ -70,7 +71,7 @@ class TaskSpec:
 
     @property
     def is_dense(self) -> bool:
-        """True when the head reads FPN features (segmentation, detection)."""
+        """True for segmentation and detection (dense targets); routing is ``heads.reads_fpn``."""
         return self.task_type in DENSE_TYPES
 
     @property

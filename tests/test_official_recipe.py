@@ -170,7 +170,7 @@ def test_type_weights_are_one_and_head_types_pick_the_losses():
     assert isinstance(official.losses["Regression"].loss, torch.nn.MSELoss)
     assert type(fmuia.losses["Regression"]).__name__ == "HeatmapLandmarkLoss"
     assert isinstance(fmuia.losses["Regression"].points.loss, torch.nn.SmoothL1Loss)
-    with pytest.raises(ValueError, match="no loss for detection head 'yolo'"):
+    with pytest.raises(ValueError, match="unknown detection head 'yolo'"):
         MultiTaskLoss(det_head="yolo")
 
 

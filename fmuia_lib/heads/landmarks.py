@@ -1,34 +1,6 @@
-"""One small head per subtask, the head types each task type can use, and the function
-that builds the right one for a TaskSpec.
+"""Landmarks (Regression): the baseline's linear head, fmuia's sigmoid head and its heat-map
+head, their losses, their decoding, and the mean-landmark prior.
 
-Which features a head reads follows its task type and, for Regression, its head type
-(:func:`reads_fpn`, the one routing rule ``MultiTaskNet`` applies):
-
-============== ====================================== ==========================================
-task type      input                                  output of ``head(x)``
-============== ====================================== ==========================================
-segmentation   FPN map ``B x F x H/4 x W/4``          logits ``B x C x H x W``
-classification deepest encoder map ``B x D x h x w``  logits ``B x C``
-Regression     deepest encoder map (``linear``,       points ``B x K x 2`` (x, y), normalised;
-               ``sigmoid``); FPN map (``heatmap``)    ``heatmap``: a dict, below
-detection      FPN map                                the head type's dense map(s), below
-============== ====================================== ==========================================
-
-Detection and Regression have more than one head type (``TrainConfig.det_head``,
-``TrainConfig.landmark_head``), registered in :data:`DETECTION_HEADS` and
-:data:`LANDMARK_HEADS`; a new head type is one class with ``forward`` and ``decode``
-added there (and, when it needs one, its loss in ``losses``):
-
-* ``grid`` (the official baseline's detection head): two 3x3 conv-BN-ReLU blocks of 128
-  channels and a 1x1 conv to 5 channels on the FPN map; channels 0-3 (after a sigmoid)
-  are a normalised xyxy box, channel 4 an objectness logit. The baseline trains
-  objectness only at the true centre cell, always towards 1, and reads the box at the
-  cell of highest objectness.
-* ``centernet`` (fmuia): CenterNet (Zhou et al. 2019, "Objects as Points"): a heat map
-  whose peak is the box centre, with box size and sub-cell centre offset at every cell.
-  Training supervises *every* cell of the heat map (a Gaussian bump around the true
-  centre, zero elsewhere), so the cell with the highest score at inference is the cell
-  that was trained to carry the box.
 * ``linear`` (the baseline's landmark head): average pool, one linear layer to ``2K``
   unbounded coordinates.
 * ``sigmoid`` (fmuia): average pool, dropout, linear layer, sigmoid: points stay in [0, 1].
@@ -38,29 +10,17 @@ added there (and, when it needs one, its loss in ``losses``):
   is differentiable, stays in the image and is finer than the map's cells. Returns
   ``{"heatmap": B x K x H/4 x W/4 logits, "points": B x K x 2}``. Prediction reads each map's
   spatial median instead (the point of least expected distance, what MRE scores).
-
-**Precision.** Each head computes its last layer and activation in float32, even under
-autocast (:func:`float32_layer`): their outputs become probabilities and coordinates,
-and bf16 keeps 8 bits of mantissa (steps of 0.004 near 0.7, a pixel at 256 px).
 """
 from __future__ import annotations
 
-import math
-from typing import Callable
-
 import torch
-from segmentation_models_pytorch.base import ClassificationHead, SegmentationHead
+from segmentation_models_pytorch.base import ClassificationHead
 from torch import nn
+from torch.nn import functional as F
 
-from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec
+from fmuia_lib.heads.common import cell_centres, float32_layer
+from fmuia_lib.tasks import REGRESSION, TaskSpec
 
-#: Initial heat-map probability (CenterNet's focal-loss prior): almost every cell is
-#: background, so starting near 0.1 keeps the first focal-loss steps stable.
-HEATMAP_PRIOR = 0.1
-#: Stride of the FPN map relative to the input image.
-FPN_STRIDE = 4
-#: Landmark head types that read the FPN map; the others read the deepest encoder map.
-FPN_LANDMARK_HEADS = frozenset({"heatmap"})
 #: Factor on the heat-map head's logits. Adam moves each weight by about the learning rate per
 #: step, and the head's last layer starts at zero: unscaled, its 64-channel logits need hundreds
 #: of steps to reach the ~10 nats of contrast of a map peaked on one cell, while a landmark
@@ -69,50 +29,6 @@ HEATMAP_LOGIT_SCALE = 5.0
 #: Spread of the heat-map head's mean-landmark prior (``HeatmapLandmarkHead.set_prior``), as a
 #: fraction of the image side: wide enough that the image overrides it wherever it shows the point.
 HEATMAP_PRIOR_SIGMA = 0.25
-
-
-def reads_fpn(task: TaskSpec, landmark_head: str = "linear") -> bool:
-    """The routing rule: True when ``task``'s head reads the FPN map, False when it reads the
-    deepest encoder map. Dense tasks (segmentation, detection) read the FPN map; Regression
-    reads it with a landmark head type of :data:`FPN_LANDMARK_HEADS` (``heatmap``);
-    classification and the other Regression heads read the deepest map (the baseline's rule)."""
-    return task.is_dense or (task.task_type == REGRESSION and landmark_head in FPN_LANDMARK_HEADS)
-
-
-def float32_layer(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """``layer(x)`` in float32 with autocast off: for the layers whose outputs become
-    probabilities or coordinates."""
-    with torch.autocast(x.device.type, enabled=False):
-        return layer(x.float())
-
-
-class SegmentationTaskHead(nn.Module):
-    """smp's SegmentationHead on the FPN map, upsampled to the input size."""
-
-    def __init__(self, in_channels: int, num_classes: int) -> None:
-        super().__init__()
-        self.head = SegmentationHead(in_channels, num_classes, kernel_size=1, upsampling=FPN_STRIDE)
-
-    def forward(self, fpn: torch.Tensor) -> torch.Tensor:
-        return float32_layer(self.head, fpn)  # a 1x1 conv and a bilinear upsampling
-
-    def decode(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"probs": out.float().softmax(dim=1)}
-
-
-class ClassificationTaskHead(nn.Module):
-    """Global average pooling, dropout, linear layer (smp's ClassificationHead)."""
-
-    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.2) -> None:
-        super().__init__()
-        self.head = ClassificationHead(in_channels, num_classes, pooling="avg", dropout=dropout)
-
-    def forward(self, deepest: torch.Tensor) -> torch.Tensor:
-        pool, flatten, dropout, linear, activation = self.head
-        return float32_layer(lambda x: activation(linear(x)), dropout(flatten(pool(deepest))))
-
-    def decode(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"probs": out.float().softmax(dim=1)}
 
 
 class LinearLandmarkHead(nn.Module):
@@ -137,7 +53,7 @@ class LinearLandmarkHead(nn.Module):
         return prior
 
 
-class LandmarkRegressionHead(nn.Module):
+class SigmoidLandmarkHead(nn.Module):
     """fmuia's landmark head: pooled deepest feature -> dropout -> linear -> ``K`` points; a
     sigmoid keeps coordinates in [0, 1]."""
 
@@ -226,15 +142,6 @@ class HeatmapLandmarkHead(nn.Module):
         return {"points": spatial_median(out["heatmap"])}
 
 
-def cell_centres(height: int, width: int,
-                 device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised x of the ``width`` column centres and y of the ``height`` row centres of a
-    map that covers the image: ``(j + 0.5) / width``, ``(i + 0.5) / height``."""
-    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
-    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
-    return xs, ys
-
-
 #: Newton steps of :func:`gaussian_centres_for_mean`: from the target itself as the first
 #: guess, the error shrinks quadratically; 8 steps reach float32 precision on any map.
 _CENTRE_NEWTON_STEPS = 8
@@ -276,6 +183,7 @@ def soft_argmax(logits: torch.Tensor) -> torch.Tensor:
 #: image) in one Weiszfeld step, or after :data:`_MEDIAN_MAX_STEPS` steps. On random maps of
 #: 16 x 16 to 64 x 64 cells its expected distance is then within 1e-4 of the least one.
 _MEDIAN_TOLERANCE = 1e-6
+
 _MEDIAN_MAX_STEPS = 100
 
 
@@ -315,93 +223,6 @@ def spatial_median(logits: torch.Tensor) -> torch.Tensor:
         return torch.where(at_centre[..., None], centre, point)
 
 
-class GridDetectionHead(nn.Module):
-    """The baseline's detection head on the FPN map.
-
-    Two 3x3 conv (no bias) - BatchNorm - ReLU blocks of ``mid_channels``, then a 1x1 conv to
-    5 channels: returns ``B x 5 x h x w`` where channels 0-3 are ``sigmoid``-ed box corners
-    (normalised xyxy) and channel 4 is the objectness logit.
-    """
-
-    def __init__(self, in_channels: int, mid_channels: int = 128) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, mid_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(mid_channels),
-            nn.ReLU(),
-            nn.Conv2d(mid_channels, mid_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(mid_channels),
-            nn.ReLU(),
-        )
-        self.out = nn.Conv2d(mid_channels, 5, 1)
-
-    def forward(self, fpn: torch.Tensor) -> torch.Tensor:
-        raw = float32_layer(self.out, self.stem(fpn))
-        return torch.cat([torch.sigmoid(raw[:, :4]), raw[:, 4:]], dim=1)
-
-    def decode(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The box at the cell of highest objectness, as the baseline reads it (corners as
-        predicted, not reordered): ``{"boxes": B x 4, "scores": B}``."""
-        out = out.float()
-        b, _, h, w = out.shape
-        best, flat = out[:, 4].reshape(b, -1).max(dim=1)
-        batch = torch.arange(b, device=out.device)
-        return {"boxes": out[batch, :4, flat // w, flat % w], "scores": torch.sigmoid(best)}
-
-
-class CenterNetHead(nn.Module):
-    """Dense single-box detection on the FPN map.
-
-    Returns ``{"heatmap": B x 1 x h x w logits, "size": B x 2 x h x w (box width,
-    height as fractions of the image), "offset": B x 2 x h x w (centre position inside
-    its cell, in [0, 1])}``.
-    """
-
-    def __init__(self, in_channels: int, mid_channels: int = 64) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, mid_channels, 3, padding=1, bias=False),
-            nn.GroupNorm(8, mid_channels),
-            nn.ReLU(inplace=True),
-        )
-        self.heatmap = nn.Conv2d(mid_channels, 1, 1)
-        self.size = nn.Conv2d(mid_channels, 2, 1)
-        self.offset = nn.Conv2d(mid_channels, 2, 1)
-        nn.init.constant_(self.heatmap.bias, -math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR))
-
-    def forward(self, fpn: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.stem(fpn)
-        return {
-            "heatmap": float32_layer(self.heatmap, x),
-            "size": torch.sigmoid(float32_layer(self.size, x)),
-            "offset": torch.sigmoid(float32_layer(self.offset, x)),
-        }
-
-    def decode(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        boxes, scores = decode_centernet(out)
-        return {"boxes": boxes, "scores": scores}
-
-
-def decode_centernet(outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The box at the heat map's peak: ``(boxes B x 4 normalised xyxy, scores B)``.
-
-    Centre = (peak cell + predicted offset) / map size; width and height are read at
-    the same cell. Boxes are clipped to the image.
-    """
-    heat = outputs["heatmap"][:, 0].float()
-    b, h, w = heat.shape
-    scores, flat = heat.view(b, -1).max(dim=1)
-    rows, cols = flat // w, flat % w
-    batch = torch.arange(b, device=heat.device)
-    offset = outputs["offset"].float()[batch, :, rows, cols]
-    size = outputs["size"].float()[batch, :, rows, cols]
-    cx = (cols.float() + offset[:, 0]) / w
-    cy = (rows.float() + offset[:, 1]) / h
-    boxes = torch.stack([cx - size[:, 0] / 2, cy - size[:, 1] / 2,
-                         cx + size[:, 0] / 2, cy + size[:, 1] / 2], dim=1).clamp(0.0, 1.0)
-    return boxes, torch.sigmoid(scores)
-
-
 def set_output_prior(head: nn.Module, task: TaskSpec, prior: torch.Tensor) -> None:
     """Start a landmark head at its trivial baseline: shrink the last linear layer's weights
     (x0.1) and set its bias so the head outputs about ``prior`` (``K x 2`` mean normalised
@@ -427,36 +248,60 @@ def set_output_prior(head: nn.Module, task: TaskSpec, prior: torch.Tensor) -> No
         linear.bias.copy_(bias)
 
 
-#: Detection head types: name -> builder(fpn_channels) (each type keeps its own width:
-#: the baseline's grid head 128 channels, CenterNet 64).
-DETECTION_HEADS: dict[str, Callable[[int], nn.Module]] = {"grid": GridDetectionHead, "centernet": CenterNetHead}
-#: Regression (landmark) head types: name -> builder(in_channels, num_points, dropout), where
-#: ``in_channels`` is the FPN map's for the types of :data:`FPN_LANDMARK_HEADS`, else the
-#: deepest encoder map's.
-LANDMARK_HEADS: dict[str, Callable[[int, int, float], nn.Module]] = {
-    "linear": lambda channels, points, dropout: LinearLandmarkHead(channels, points),  # the baseline's: no dropout
-    "sigmoid": LandmarkRegressionHead,
-    "heatmap": lambda channels, points, dropout: HeatmapLandmarkHead(channels, points),  # dense: no dropout
-}
+class RegressionLoss(nn.Module):
+    """Point loss on normalised coordinates: MSE, or SmoothL1 (L1 beyond ``beta``)."""
+
+    def __init__(self, kind: str = "mse", beta: float = 0.05) -> None:
+        super().__init__()
+        self.loss = nn.MSELoss() if kind == "mse" else nn.SmoothL1Loss(beta=beta)
+
+    def forward(self, points: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.loss(points, target)
 
 
-def build_head(task: TaskSpec, fpn_channels: int, deepest_channels: int, dropout: float = 0.2,
-               det_head: str = "grid", landmark_head: str = "linear") -> nn.Module:
-    """The head for one subtask, sized from its TaskSpec, of the given head types."""
-    if task.task_type == SEGMENTATION:
-        return SegmentationTaskHead(fpn_channels, task.num_classes)
-    if task.task_type == CLASSIFICATION:
-        return ClassificationTaskHead(deepest_channels, task.num_classes, dropout)
-    if task.task_type == REGRESSION:
-        channels = fpn_channels if reads_fpn(task, landmark_head) else deepest_channels
-        return _registered(LANDMARK_HEADS, landmark_head, "landmark")(channels, task.num_points, dropout)
-    if task.task_type == DETECTION:
-        return _registered(DETECTION_HEADS, det_head, "detection")(fpn_channels)
-    raise ValueError(f"{task.task_id}: no head for task type {task.task_type!r}")
+#: Spread, in FPN cells, of the Gaussian a heat-map landmark head's probability map is pulled
+#: towards (:class:`HeatmapLandmarkLoss`).
+LANDMARK_SIGMA_CELLS = 1.0
 
 
-def _registered(registry: dict[str, Callable[..., nn.Module]], name: str, kind: str) -> Callable[..., nn.Module]:
-    try:
-        return registry[name]
-    except KeyError:
-        raise ValueError(f"unknown {kind} head {name!r}; known: {', '.join(registry)}") from None
+def landmark_heatmap(points: torch.Tensor, height: int, width: int,
+                     sigma_cells: float = LANDMARK_SIGMA_CELLS) -> torch.Tensor:
+    """``B x K x h x w`` target probability maps: an isotropic Gaussian of ``sigma_cells``
+    around each normalised (x, y) point of ``points`` (``B x K x 2``), normalised to sum 1."""
+    points = points.float()
+    xs, ys = cell_centres(height, width, points.device)
+    dx = (xs[None, None, :] - points[..., 0, None]) * width  # B x K x w, in cells
+    dy = (ys[None, None, :] - points[..., 1, None]) * height  # B x K x h
+    logits = -(dy[..., :, None] ** 2 + dx[..., None, :] ** 2) / (2 * sigma_cells ** 2)
+    b, k = points.shape[:2]
+    return logits.reshape(b, k, -1).softmax(dim=-1).reshape(b, k, height, width)
+
+
+class HeatmapLandmarkLoss(nn.Module):
+    """Loss of the heat-map landmark head (``heads.HeatmapLandmarkHead``):
+    the point loss (``RegressionLoss``) on its soft-argmax points +
+    ``heatmap_weight`` * the KL divergence of each heat map's softmax from a Gaussian of
+    :data:`LANDMARK_SIGMA_CELLS` around the true point (mean over landmarks).
+
+    The point loss alone only constrains each map's mean, so two peaks either side of the
+    true point cost nothing; the KL term (DSNT's regulariser, Nibali et al. 2018) asks for
+    one compact peak at the point and gives every cell a gradient from the first step.
+    """
+
+    def __init__(self, kind: str = "mse", heatmap_weight: float = 1.0) -> None:
+        super().__init__()
+        self.points = RegressionLoss(kind)
+        self.heatmap_weight = heatmap_weight
+
+    def forward(self, outputs: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        return sum(self.parts(outputs, target).values())
+
+    def parts(self, outputs: dict[str, torch.Tensor], target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The two weighted terms, for logging."""
+        logits = outputs["heatmap"].float()
+        b, k, h, w = logits.shape
+        log_probs = logits.reshape(b, k, -1).log_softmax(dim=-1)
+        wanted = landmark_heatmap(target, h, w).reshape(b, k, -1)
+        kl = F.kl_div(log_probs, wanted, reduction="sum") / (b * k)
+        return {"points": self.points(outputs["points"].float(), target.float()),
+                "heatmap": self.heatmap_weight * kl}
