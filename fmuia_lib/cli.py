@@ -24,7 +24,7 @@ COMMANDS = {
     "data phantom": ("fmuia_lib.sources.phantom", "phantom_main"),
     "data real": ("fmuia_lib.sources.real", "real_main"),
     "data check": ("fmuia_lib.data.layout", "check_main"),
-    "train": ("fmuia_lib.training.cli", "train_main"),
+    "train": ("fmuia_lib.runner.train_command", "train_main"),
     "predict": ("fmuia_lib.challenge.predict", "predict_main"),
     "evaluate": ("fmuia_lib.challenge.evaluate", "evaluate_main"),
     "validate-submission": ("fmuia_lib.challenge.evaluate", "validate_submission_main"),

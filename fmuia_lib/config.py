@@ -35,7 +35,6 @@ from fmuia_lib import switches as switch_registry
 from fmuia_lib.tasks import DETECTION, REGRESSION, TASK_TYPES
 
 #: ``sampler`` values: the baseline's task sampler, then fmuia's strategies (data.sampler.STRATEGIES).
-SAMPLERS = ("official", "uniform", "proportional", "temperature")
 SPLITS = ("random", "stratified")
 SEG_LOSSES = ("dice", "dice_ce")
 REG_LOSSES = ("mse", "smooth_l1")
@@ -186,6 +185,7 @@ class TrainConfig:
         and the relations between fields (run length, warm-up, LR floor, switches).
         """
         from fmuia_lib.data.transforms import AUGMENT_LEVELS
+        from fmuia_lib.data.sampler import STRATEGIES
         from fmuia_lib.heads import HEAD_TYPES
 
         hints = typing.get_type_hints(type(self))
@@ -202,7 +202,7 @@ class TrainConfig:
             if getattr(self, name) not in options:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: expected one of {tuple(options)}")
 
-        choice("sampler", SAMPLERS)
+        choice("sampler", ("official", *STRATEGIES))
         choice("split", SPLITS)
         choice("augment", AUGMENT_LEVELS)
         choice("det_head", HEAD_TYPES[DETECTION])

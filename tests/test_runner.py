@@ -197,7 +197,7 @@ def _notebook_03_config(parameters: dict | None = None, edits: dict | None = Non
 def test_the_four_ways_of_starting_a_run_give_the_same_train_config(name, tmp_path):
     run_dir = tmp_path / "run"
     args = cli.build_parser().parse_args(["train", "--config", name, "--set", f"out_dir={run_dir / 'train'}"])
-    from fmuia_lib.training.cli import config_from_args
+    from fmuia_lib.runner.train_command import config_from_args
 
     ways = {
         "fmuia train --config": config_from_args(args),

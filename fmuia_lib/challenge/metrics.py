@@ -47,16 +47,35 @@ from typing import Any, Mapping, Sequence
 import cv2
 import numpy as np
 
-from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, TaskSpec
+from fmuia_lib.tasks import (CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, ManifestError,
+                             TaskSpec, load_manifest)
 
-#: The challenge's metrics of each task type, and whether higher is better.
-CHALLENGE_METRICS: dict[str, tuple[tuple[str, bool], ...]] = {
-    SEGMENTATION: (("DSC", True), ("HD", False)),
-    CLASSIFICATION: (("Accuracy", True), ("AUC", True), ("F1_macro", True), ("F1_weighted", True),
-                     ("MCC", True)),
-    DETECTION: (("IoU", True),),
-    REGRESSION: (("MRE", False),),
-}
+#: Every challenge metric the manifest may name, and whether higher is better.
+HIGHER_IS_BETTER: dict[str, bool] = {"DSC": True, "HD": False, "Accuracy": True, "AUC": True, "F1_macro": True,
+                                     "F1_weighted": True, "MCC": True, "IoU": True, "MRE": False}
+
+
+def _challenge_metrics() -> dict[str, tuple[tuple[str, bool], ...]]:
+    """The manifest's ``metrics`` column by task type (the challenge scores every task of a type
+    alike, so the manifest's tasks of one type must agree), with each metric's direction."""
+    per_type: dict[str, tuple[str, ...]] = {}
+    for task in load_manifest().values():
+        names = per_type.setdefault(task.task_type, task.metrics)
+        unknown = [n for n in task.metrics if n not in HIGHER_IS_BETTER]
+        if names != task.metrics or unknown:
+            raise ManifestError(f"data_manifest.csv, task {task.task_id}: metrics {';'.join(task.metrics)} "
+                                + (f"names unknown metrics {unknown}" if unknown else
+                                   f"differ from its type's {';'.join(names)}"))
+    return {t: tuple((n, HIGHER_IS_BETTER[n]) for n in per_type.get(t, ())) for t in TASK_TYPES}
+
+
+#: The challenge's metrics of each task type (from the manifest), and whether higher is better.
+CHALLENGE_METRICS: dict[str, tuple[tuple[str, bool], ...]] = _challenge_metrics()
+#: The one headline number of a task, by type: the first metric the manifest lists
+#: (``(name, higher_is_better)``). Margins over baselines and rankings of tasks use it;
+#: model selection uses :func:`task_quality`, which combines the type's metrics in [0, 1].
+MAIN_METRIC: dict[str, tuple[str, bool]] = {t: m[0] for t, m in CHALLENGE_METRICS.items() if m}
+
 #: What fmuia reports beside them: HD95 (95th percentile of the surface distances) and
 #: NMRE (each image's MRE divided by its diagonal, averaged).
 EXTRA_METRICS: dict[str, tuple[tuple[str, bool], ...]] = {

@@ -43,11 +43,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Sampler, random_split
 
-from fmuia_lib.config import SAMPLERS
-
-#: fmuia's task-sampling strategies (:class:`TaskBatchSampler`): every ``TrainConfig.sampler``
-#: but the baseline's. The names live in the (torch-free) config module.
-STRATEGIES = tuple(s for s in SAMPLERS if s != "official")
+#: fmuia's task-sampling strategies (:class:`TaskBatchSampler`); ``TrainConfig.sampler`` is
+#: one of these or ``"official"`` (:class:`OfficialTaskSampler`).
+STRATEGIES = ("uniform", "proportional", "temperature")
 
 
 class _ResumableTaskSampler(Sampler[list[int]]):

@@ -5,7 +5,7 @@ luck: the same recipe with another seed starts from other weights and draws othe
 A margin means something when it is larger than that spread. This module turns several
 runs of one recipe (one per seed, same data) into a table, per task:
 
-* the task's **main metric** (the first challenge metric of its type, ``metrics.CHALLENGE_METRICS``:
+* the task's **main metric** (``metrics.MAIN_METRIC``, the first challenge metric of its type:
   DSC, Accuracy, IoU, MRE) of the model and of the trivial baseline, averaged over the runs;
 * the **margin**: how much better the model is, in the metric's unit (model - baseline, or
   baseline - model for MRE, where lower is better), so a positive margin is a win; its mean,
@@ -40,11 +40,6 @@ TABLE_COLUMNS = ("task_id", "task_type", "metric", "higher_is_better", "runs", "
                  "margin_exceeds_spread")
 
 
-def main_metric(task_type: str) -> tuple[str, bool]:
-    """``(metric, higher_is_better)``: the first challenge metric of ``task_type``."""
-    return metrics.CHALLENGE_METRICS[task_type][0]
-
-
 def margin_table(runs: Sequence[PerTask], baselines: PerTask | Sequence[PerTask],
                  tasks: Mapping[str, TaskSpec]) -> pd.DataFrame:
     """Per task: main metric of the model and of the trivial baseline, margin and its spread.
@@ -64,7 +59,7 @@ def margin_table(runs: Sequence[PerTask], baselines: PerTask | Sequence[PerTask]
     rows = []
     for task_id in task_ids:
         task = tasks[task_id]
-        metric, higher = main_metric(task.task_type)
+        metric, higher = metrics.MAIN_METRIC[task.task_type]
         model = np.array([_value(run, task_id, metric, f"run {i}") for i, run in enumerate(runs)])
         base = np.array([_value(b, task_id, metric, f"baseline {i}") for i, b in enumerate(per_run_baselines)])
         margins = model - base if higher else base - model

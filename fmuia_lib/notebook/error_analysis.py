@@ -48,9 +48,6 @@ from fmuia_lib.training.baselines import trivial_baseline_records
 #: A class with a DSC (or F1) below this is *near 0*; a task's other class at or above GOOD is *high*.
 NEAR_ZERO = 0.1
 GOOD = 0.5
-#: Per-task quality used to rank tasks of one type: (metric, higher is better).
-QUALITY = {SEGMENTATION: ("DSC", True), CLASSIFICATION: ("F1_macro", True), DETECTION: ("IoU", True),
-           REGRESSION: ("NMRE", False)}
 #: Fewest images for a rank correlation to be reported.
 MIN_RANKED = 5
 #: Order of the per-class failure kinds, worst first.
@@ -380,14 +377,14 @@ def classification_classes(per_class: pd.DataFrame, per_image: pd.DataFrame,
 
 def weakest_findings(per_task: pd.DataFrame, seg_classes: pd.DataFrame, cls_classes: pd.DataFrame,
                      k: int = 3) -> list[str]:
-    """Sentences: the weakest task of each type (by :data:`QUALITY`), against the type's
+    """Sentences: the weakest task of each type (by its headline metric, ``metrics.MAIN_METRIC``), against the type's
     mean, with its classes' scores; the ``k`` lowest per-class DSC and F1."""
     lines = []
     for kind in TASK_TYPES:
         part = per_task[(per_task["task_type"] == kind) & (per_task["num_samples"] > 0)]
         if part.empty:
             continue
-        metric, higher = QUALITY[kind]
+        metric, higher = metrics.MAIN_METRIC[kind]
         worst = part.sort_values(metric, ascending=higher, kind="stable").iloc[0]
         line = (f"Weakest {kind} task by {metric}: {worst['task_id']} at {worst[metric]:.3g} "
                 + (f"(the only {kind} task)" if len(part) == 1 else

@@ -6,7 +6,6 @@
 ``training.data``                training/validation sets, the split, the batch sampler
 ``training.validation``          whole-set per-task validation (switch whole_set_validation)
 ``training.per_batch_validation`` the baseline's per-batch validation rule
-``training.cli``                 ``fmuia train``
 ``training.norm_stats``          BatchNorm statistics for evaluation
 ``training.baselines``           trivial baselines and head priors
 ``training.distributed``         data parallelism (torchrun + DDP)
