@@ -136,6 +136,19 @@ def check_compatible(state: dict[str, Any], path: str | Path, task_ids: list[str
 RESUME_MAY_CHANGE = (*SPEED_SETTINGS, "out_dir", "resume", "stop_at_step", "data_root", "val_root", "manifest")
 
 
+def resume_differences(state: dict[str, Any], config: TrainConfig) -> list[str]:
+    """The settings of ``config`` that differ from the checkpoint ``state``'s and may not change
+    on resume (every field but :data:`RESUME_MAY_CHANGE`), as ``"key (checkpoint: a, now: b)"``,
+    sorted. ``fmuia train --resume`` refuses a checkpoint with any; the notebooks' run folder
+    resumes an interrupted run when there are none (``runner.run_folder.resume_if_interrupted``)."""
+    # a field added after the checkpoint was written holds its default there (defaults keep
+    # what earlier versions did), so such a checkpoint resumes under its own settings
+    before, now = {**TrainConfig().to_dict(), **state["config"]}, config.to_dict()
+    return sorted(f"{key} (checkpoint: {before.get(key)!r}, now: {now.get(key)!r})"
+                  for key in now.keys() | before.keys()
+                  if key not in RESUME_MAY_CHANGE and before.get(key) != now.get(key))
+
+
 def check_resumable(state: dict[str, Any], path: str | Path, config: TrainConfig) -> None:
     """Refuse to resume from ``state`` with settings that break exactness (see
     :data:`RESUME_MAY_CHANGE`), or from a file that holds no optimiser state (a ``best.pt``)."""
@@ -143,15 +156,10 @@ def check_resumable(state: dict[str, Any], path: str | Path, config: TrainConfig
     if missing:
         raise CheckpointMismatch(f"{path}: holds the model only ({', '.join(missing)} left out, as in best.pt): "
                                  "resume from the run's last.pt")
-    # a field added after the checkpoint was written holds its default there (defaults keep
-    # what earlier versions did), so such a checkpoint resumes under its own settings
-    before, now = {**TrainConfig().to_dict(), **state["config"]}, config.to_dict()
-    changed = [f"{key} (checkpoint: {before.get(key)!r}, now: {now.get(key)!r})"
-               for key in now.keys() | before.keys()
-               if key not in RESUME_MAY_CHANGE and before.get(key) != now.get(key)]
+    changed = resume_differences(state, config)
     if changed:
         raise CheckpointMismatch(f"{path}: cannot resume with other settings than the checkpoint's, which would "
-                                 f"change the batches, the model or the schedule: {'; '.join(sorted(changed))}. "
+                                 f"change the batches, the model or the schedule: {'; '.join(changed)}. "
                                  "Resume with the checkpoint's values, or train from step 0 without resume")
 
 

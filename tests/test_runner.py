@@ -312,7 +312,12 @@ def test_training_resumes_a_run_with_the_same_config_and_uses_a_finished_one(tmp
     assert "resuming from" in said and "step 2 of 4" in said
     other = config.with_overrides({"lr": 0.5})
     assert run_folder.resume_if_interrupted(other) == other
-    assert "another config (differs in lr)" in capsys.readouterr().out
+    assert "another config (differs in lr (checkpoint: " in capsys.readouterr().out
+    # a speed setting may change on resume (checkpoint.RESUME_MAY_CHANGE): `fmuia train --resume`
+    # accepts the checkpoint, and so does the run folder
+    faster = config.with_overrides({"num_workers": 1})
+    assert run_folder.resume_if_interrupted(faster).resume == resumed.resume
+    assert "resuming from" in capsys.readouterr().out
     result = train(resumed, progress=False)
     assert result.history["step"].tolist() == [1, 2, 3, 4]
     finished = run_folder.resume_if_interrupted(config)  # used as it is: the seeded run would repeat itself

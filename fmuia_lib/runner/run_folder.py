@@ -237,13 +237,10 @@ def resume_if_interrupted(config: TrainConfig) -> TrainConfig:
     if config.resume is not None or not last.is_file():
         return config
     state = ckpt.read_checkpoint(last)
-    ignore = {"resume", "stop_at_step"}
-    before = {k: v for k, v in state["config"].items() if k not in ignore}
-    now = {k: v for k, v in config.to_dict().items() if k not in ignore}
     step = int(state["step"])
-    if before != now:
-        changed = sorted(k for k in now.keys() | before.keys() if before.get(k) != now.get(k))
-        print(f"{last} is from a run with another config (differs in {', '.join(changed)}): "
+    changed = ckpt.resume_differences(state, config)  # the rule `fmuia train --resume` applies
+    if changed:
+        print(f"{last} is from a run with another config (differs in {'; '.join(changed)}): "
               "training from step 0 and replacing it")
         return config
     total = state.get("total_steps", config.max_steps)
