@@ -59,6 +59,12 @@ VERSIONED_PACKAGES = (*PACKAGES, "pillow", "tqdm", "pyyaml", "huggingface-hub", 
 FORMAT_VERSION = 2
 
 
+#: A run's checkpoints: ``out_dir/CHECKPOINT_DIR/{LAST_CHECKPOINT, BEST_CHECKPOINT}``.
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+
+
 class CheckpointMismatch(ValueError):
     """The checkpoint was made for other tasks, task definitions, encoder or settings."""
 

@@ -35,7 +35,7 @@ from fmuia_lib import switches as switch_registry
 from fmuia_lib.tasks import DETECTION, REGRESSION, TASK_TYPES
 
 #: ``sampler`` values: the baseline's task sampler, then fmuia's strategies (data.sampler.STRATEGIES).
-SPLITS = ("random", "stratified")
+SPLIT_RULES = ("random", "stratified")  #: how training splits one data root (TrainConfig.split)
 SEG_LOSSES = ("dice", "dice_ce")
 REG_LOSSES = ("mse", "smooth_l1")
 AMP_DTYPES = ("auto", "bf16", "fp16")
@@ -203,7 +203,7 @@ class TrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: expected one of {tuple(options)}")
 
         choice("sampler", ("official", *STRATEGIES))
-        choice("split", SPLITS)
+        choice("split", SPLIT_RULES)
         choice("augment", AUGMENT_LEVELS)
         choice("det_head", HEAD_TYPES[DETECTION])
         choice("landmark_head", HEAD_TYPES[REGRESSION])

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fmuia_lib.data.layout import CSV_DIR
+
 #: Packages whose versions change results.
 PACKAGES = ("fmuia", "torch", "torchvision", "timm", "segmentation-models-pytorch",
             "numpy", "pandas", "scikit-learn", "scipy", "opencv-python-headless")
@@ -59,7 +61,7 @@ def device_info() -> dict[str, Any]:
 
 def data_fingerprint(root: str | Path) -> str:
     """A 16-hex-digit hash of ``ROOT/csv_files/*.csv`` (names and bytes, in name order)."""
-    csv_dir = Path(root) / "csv_files"
+    csv_dir = Path(root) / CSV_DIR
     files = sorted(csv_dir.glob("*.csv"))
     if not files:
         raise FileNotFoundError(f"{csv_dir}: no CSV files, so {root} is not a data root")
@@ -83,7 +85,7 @@ def data_record(root: str | Path) -> dict[str, Any]:
     """Source, fingerprint and number of CSV rows of one data root."""
     root = Path(root)
     rows = sum(max(0, len(f.read_text(encoding="utf-8").splitlines()) - 1)
-               for f in sorted((root / "csv_files").glob("*.csv")))
+               for f in sorted((root / CSV_DIR).glob("*.csv")))
     return {"root": str(root), "source": data_source(root),
             "fingerprint": data_fingerprint(root), "csv_rows": rows}
 

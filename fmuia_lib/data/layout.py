@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 CSV_DIR = "csv_files"
+#: The data roots a source (the phantom, a converter) writes under its output folder.
+SPLIT_FOLDERS = ("train", "val")
 COMMON_COLUMNS = ("image_path", "task_id", "task_name", "num_classes")
 BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
 

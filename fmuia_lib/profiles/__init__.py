@@ -42,6 +42,8 @@ import yaml
 
 from fmuia_lib.config import ConfigError, TrainConfig, _split_override
 
+#: The training run inside a run folder (``run_dir/TRAINING_FOLDER`` is ``out_dir``).
+TRAINING_FOLDER = "train"
 PROFILE_KEYS = ("name", "description", "data", "train", "notebooks", "seeds")
 DATA_KEYS = ("source", "dir", "data_seed", "phantom_train", "phantom_val", "real_src")
 DATA_SOURCES = ("phantom", "real", "user")
@@ -289,7 +291,9 @@ def run_settings(profile: str | Path | Profile, overrides: Mapping[str, Any] | N
         values["device"], sources["device"] = device, "device"
     data = prof.data_settings(data_dir)
     if data is not None:
-        for name, split in (("data_root", "train"), ("val_root", "val")):
+        from fmuia_lib.data.layout import SPLIT_FOLDERS
+
+        for name, split in zip(("data_root", "val_root"), SPLIT_FOLDERS):
             if sources.get(name) == "override":
                 continue
             # the profile's own path stands unless a data_dir is given; its `val_root: null`
@@ -299,7 +303,7 @@ def run_settings(profile: str | Path | Profile, overrides: Mapping[str, Any] | N
             values[name] = str(data.dir / split)
             sources[name] = "data_dir" if data_dir is not None else f"{origin} (data.dir)"
     if run_dir is not None and sources.get("out_dir") != "override":
-        values["out_dir"], sources["out_dir"] = str(resolve(run_dir) / "train"), "run_dir"
+        values["out_dir"], sources["out_dir"] = str(resolve(run_dir) / TRAINING_FOLDER), "run_dir"
     for name in PATH_FIELDS:  # only real paths: anything else is left for TrainConfig.validate to name
         if isinstance(values.get(name), str) and values[name].strip():
             values[name] = str(resolve(values[name]))

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from fmuia_lib.env_info import in_colab
-from fmuia_lib.profiles import project_root, resolve
+from fmuia_lib.data.layout import CSV_DIR, SPLIT_FOLDERS
+from fmuia_lib.profiles import TRAINING_FOLDER, project_root, resolve
 
 if TYPE_CHECKING:
     from fmuia_lib.config import TrainConfig
@@ -72,7 +73,7 @@ class RunPaths:
     @property
     def train(self) -> Path:
         """Notebook 03's training run (TrainConfig.out_dir)."""
-        return self.root / "train"
+        return self.root / TRAINING_FOLDER
 
     @property
     def submission(self) -> Path:
@@ -135,7 +136,7 @@ def make_data(data: DataSettings) -> None:
     """Generate the phantom or convert the real slice into ``data.dir`` when missing."""
     if data.source == "phantom":
         _ensure_phantom(data)
-    elif data.source == "real" and not (data.dir / "train" / "csv_files").is_dir():
+    elif data.source == "real" and not (data.dir / SPLIT_FOLDERS[0] / CSV_DIR).is_dir():
         if data.real_src is None or not data.real_src.is_dir():
             raise RunSetupError(f"real-data source {data.real_src} not found: it should hold the public "
                              "slices (BUSI/, HC18/, ...); see the README's data section.")
@@ -184,7 +185,7 @@ def check_data_root(root: str | Path, what: str = "data root") -> Path:
         raise RunSetupError(f"{what} {root} does not exist. Pass --data (fmuia suite) or data_dir "
                          "(notebooks) pointing at a folder with train/ and val/ data roots, or "
                          "use a profile whose data is the phantom (e.g. cpu-smoke).")
-    if not any((root / "csv_files").glob("*.csv")):
+    if not any((root / CSV_DIR).glob("*.csv")):
         raise RunSetupError(f"{what} {root} has no csv_files/*.csv, so it is not in the challenge "
                          "layout (see docs/architecture.md); `fmuia data check ROOT` explains more.")
     return root
@@ -233,7 +234,7 @@ def resume_if_interrupted(config: TrainConfig) -> TrainConfig:
     """
     from fmuia_lib import checkpoint as ckpt
 
-    last = Path(config.out_dir) / "checkpoints" / "last.pt"
+    last = Path(config.out_dir) / ckpt.CHECKPOINT_DIR / ckpt.LAST_CHECKPOINT
     if config.resume is not None or not last.is_file():
         return config
     state = ckpt.read_checkpoint(last)

@@ -60,8 +60,6 @@ from fmuia_lib.training.optim import build_optimizer, build_schedule
 from fmuia_lib.training.per_batch_validation import per_batch_selection_score, validate_per_batch
 from fmuia_lib.training.validation import validate
 
-LAST_CHECKPOINT = "last.pt"
-BEST_CHECKPOINT = "best.pt"
 #: On a GPU, the steps whose logged numbers are read back from the device together.
 CUDA_LOG_EVERY = 25
 #: The logged numbers of a step that live on the device until they are read.
@@ -204,7 +202,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.sampler = build_sampler(config, self.train_set)
         self.out_dir = Path(config.out_dir)
-        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.ckpt_dir = self.out_dir / ckpt.CHECKPOINT_DIR
         #: steps whose logged numbers are read from the device together (see the module docstring)
         self.log_every = CUDA_LOG_EVERY if device.type == "cuda" else 1
         self.step = 0
@@ -255,19 +253,19 @@ class Trainer:
             seed_everything(self.config.seed + self.context.rank + self.step)
         self.last_path = Path(path)
         if self.context.is_main:
-            self._carry_best_checkpoint(Path(path).parent / BEST_CHECKPOINT)
+            self._carry_best_checkpoint(Path(path).parent / ckpt.BEST_CHECKPOINT)
 
     def _carry_best_checkpoint(self, interrupted_best: Path) -> None:
         """The best checkpoint so far, in this run's folder: the one there, or the interrupted
         run's (copied, when resuming into another folder). Without either, selection starts
         again from this run's next validation."""
-        here = self.ckpt_dir / BEST_CHECKPOINT
+        here = self.ckpt_dir / ckpt.BEST_CHECKPOINT
         if not here.is_file() and interrupted_best.is_file():
             save_state(ckpt.read_checkpoint(interrupted_best), here)  # checksums verified on the way
         if here.is_file():
             self.best_path = here
         elif self.best_score > -math.inf:
-            warnings.warn(f"no {BEST_CHECKPOINT} beside {self.config.resume} nor in {self.ckpt_dir}: the best "
+            warnings.warn(f"no {ckpt.BEST_CHECKPOINT} beside {self.config.resume} nor in {self.ckpt_dir}: the best "
                           f"checkpoint so far (score {self.best_score:.4f}) is gone, so the next validation "
                           "writes a new one", stacklevel=3)
             self.best_score = -math.inf
@@ -369,8 +367,8 @@ class Trainer:
                 self.best_score = score
             state = self._state()
             if improved:  # first, so that a last.pt never refers to a best.pt not yet written
-                self.best_path = save_state(ckpt.model_state(state), self.ckpt_dir / BEST_CHECKPOINT)
-            self.last_path = save_state(state, self.ckpt_dir / LAST_CHECKPOINT)
+                self.best_path = save_state(ckpt.model_state(state), self.ckpt_dir / ckpt.BEST_CHECKPOINT)
+            self.last_path = save_state(state, self.ckpt_dir / ckpt.LAST_CHECKPOINT)
             pd.DataFrame(self.history).to_csv(self.out_dir / "history.csv", index=False)
             pd.DataFrame(self.val_history).to_csv(self.out_dir / "val_history.csv", index=False)
         self.context.barrier()

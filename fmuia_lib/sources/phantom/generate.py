@@ -25,10 +25,9 @@ import cv2
 import numpy as np
 
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec, load_manifest, select_tasks
-from fmuia_lib.data.layout import BOX_COLUMNS, inside_data_root_problem, rel_path, sample_files, write_task_csv
+from fmuia_lib.data.layout import SPLIT_FOLDERS, BOX_COLUMNS, inside_data_root_problem, rel_path, sample_files, write_task_csv
 from .render import PhantomError, class_plan, image_rng, render
 
-SPLITS = ("train", "val")
 MARKER = "phantom.json"
 GENERATOR = "fmuia phantom"
 #: Which images and file names a seed gives; raised whenever that changes, so that the runner
@@ -59,17 +58,17 @@ def generate_phantom(out: str | Path, seed: int = 0, n_train: int = 96, n_val: i
 
     counts = {"train": n_train, "val": n_val}
     plans = {(t.task_id, split): class_plan(t, seed, split, counts[split])
-             for split in SPLITS for t in specs if t.task_type == CLASSIFICATION}
+             for split in SPLIT_FOLDERS for t in specs if t.task_type == CLASSIFICATION}
     jobs: list[Job] = [(t.task_id, split, i, seed, str(out / split),
                         plans[t.task_id, split][i] if (t.task_id, split) in plans else None)
-                       for split in SPLITS for t in specs for i in range(counts[split])]
+                       for split in SPLIT_FOLDERS for t in specs for i in range(counts[split])]
     records = _run_jobs(jobs, workers, progress)
-    for split in SPLITS:
+    for split in SPLIT_FOLDERS:
         for task in specs:
             write_task_csv(out / split, task, [r for job, r in zip(jobs, records)
                                                if job[0] == task.task_id and job[1] == split])
 
-    files = sorted(p for split in SPLITS for p in (out / split).rglob("*") if p.is_file())
+    files = sorted(p for split in SPLIT_FOLDERS for p in (out / split).rglob("*") if p.is_file())
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.relative_to(out).as_posix().encode() + b"\0")
@@ -79,7 +78,7 @@ def generate_phantom(out: str | Path, seed: int = 0, n_train: int = 96, n_val: i
         "version": VERSION,
         "seed": seed,
         "tasks": [t.task_id for t in specs],
-        "counts": {split: {t.task_id: counts[split] for t in specs} for split in SPLITS},
+        "counts": {split: {t.task_id: counts[split] for t in specs} for split in SPLIT_FOLDERS},
         "files": len(files),
         "bytes": sum(p.stat().st_size for p in files),
         "fingerprint": digest.hexdigest(),
@@ -118,7 +117,7 @@ def _prepare_output(out: Path, overwrite: bool) -> None:
     problem = inside_data_root_problem(out, "the phantom")
     if problem:
         raise PhantomError(problem)
-    linked = [out / name for name in (*SPLITS, MARKER) if (out / name).is_symlink()]
+    linked = [out / name for name in (*SPLIT_FOLDERS, MARKER) if (out / name).is_symlink()]
     if linked:
         raise PhantomError(f"--out {out}: {linked[0].name} is a symbolic link (to {os.path.realpath(linked[0])}); "
                            "the phantom writes only into its own folders")
@@ -127,7 +126,7 @@ def _prepare_output(out: Path, overwrite: bool) -> None:
             raise PhantomError(f"--out {out} is not empty; pass --overwrite to replace a phantom "
                                "written there earlier")
         marker = out / MARKER
-        owned = [out / split for split in SPLITS if (out / split).exists()]
+        owned = [out / split for split in SPLIT_FOLDERS if (out / split).exists()]
         if owned and not _is_phantom_marker(marker):
             raise PhantomError(f"--out {out} holds {', '.join(p.name for p in owned)} but no {MARKER} "
                                "written by the phantom; refusing to delete data the phantom did not write")

@@ -33,7 +33,7 @@ import pandas as pd
 from PIL import Image
 from fmuia_lib.progress import tqdm
 
-from fmuia_lib.data.layout import (inside_data_root_problem, output_folder_problem, rel_path, sample_files,
+from fmuia_lib.data.layout import (CSV_DIR, SPLIT_FOLDERS, inside_data_root_problem, output_folder_problem, rel_path, sample_files,
                                    validate_root, write_task_csv)
 from fmuia_lib.sources.real import busi, ccaui, ddti, hc18, pocus
 from fmuia_lib.sources.real.common import (RealDataError, RealDataset, SourceImage, fill_outline,
@@ -43,7 +43,6 @@ from fmuia_lib.tasks import CLASSIFICATION, DETECTION, SEGMENTATION, TaskSpec, l
 #: The datasets this converter knows, in the order they are converted.
 DATASETS: tuple[RealDataset, ...] = (busi.DATASET, hc18.DATASET, ccaui.DATASET, ddti.DATASET,
                                      pocus.DATASET)
-SPLITS = ("train", "val")
 PROVENANCE = "provenance.csv"
 REPORT = "real_conversion.json"
 FILES_LIST = "real_files.txt"
@@ -223,7 +222,7 @@ def _convert_dataset(dataset: RealDataset, src: Path, out: Path, tasks: list[Tas
     for task in tasks:
         entry = {"dataset": dataset.name, "type": task.task_type,
                  "class_mapping": {str(i): name for i, name in enumerate(task.class_names)}}
-        for split_name in SPLITS:
+        for split_name in SPLIT_FOLDERS:
             rows = records.get((task.task_id, split_name), [])
             if rows:
                 writer.files.append(write_task_csv(out / split_name, task, rows))
@@ -233,7 +232,7 @@ def _convert_dataset(dataset: RealDataset, src: Path, out: Path, tasks: list[Tas
             entry["excluded_labels"] = dict(sorted(excluded[task.task_id].items()))
         task_report[task.task_id] = entry
 
-    groups = {s: sorted({i.group for i in items if split[i.key] == s}) for s in SPLITS}
+    groups = {s: sorted({i.group for i in items if split[i.key] == s}) for s in SPLIT_FOLDERS}
     dataset_report = {
         "folder": dataset.folder, "images": len(items),
         "groups": {s: len(g) for s, g in groups.items()},
@@ -243,7 +242,7 @@ def _convert_dataset(dataset: RealDataset, src: Path, out: Path, tasks: list[Tas
     if any(i.label for i in items):
         dataset_report["labels"] = {
             s: dict(sorted(Counter(i.label or NO_LABEL for i in items if split[i.key] == s).items()))
-            for s in SPLITS}
+            for s in SPLIT_FOLDERS}
     if dataset.annotations_may_be_outlines:
         dataset_report["outlines_filled"] = outlines_filled
     return dataset_report, task_report
@@ -288,8 +287,8 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
             raise RealDataError(f"{out}: not empty and holds no previous conversion ({FILES_LIST} "
                                 f"missing); refusing to delete anything in it")
         _remove_previous(out)
-        for split_name in SPLITS:
-            leftover = out / split_name / "csv_files"
+        for split_name in SPLIT_FOLDERS:
+            leftover = out / split_name / CSV_DIR
             if leftover.is_dir() and any(leftover.glob("*.csv")):
                 raise RealDataError(f"{leftover}: holds CSV files this converter did not write; "
                                     f"move them away first")
@@ -344,7 +343,7 @@ def convert_real(src: str | Path, out: str | Path, seed: int = 0, val_fraction: 
         _write_provenance(out, writer, manifest)
         report["tasks"] = dict(sorted(report["tasks"].items(), key=lambda kv: manifest[kv[0]].index))
         report["validation"] = {s: [str(p) for p in validate_root(out / s, manifest)]
-                                for s in SPLITS if (out / s / "csv_files").is_dir()}
+                                for s in SPLIT_FOLDERS if (out / s / CSV_DIR).is_dir()}
         writer.files.append(out / REPORT)
         (out / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     finally:  # even after an error, so that --overwrite can clean up what was written
@@ -370,7 +369,7 @@ def citations(root_or_provenance: str | Path) -> list[str]:
         table = path
     elif (path / PROVENANCE).is_file():
         table = path / PROVENANCE
-    elif (path.parent / PROVENANCE).is_file() and path.name in SPLITS:
+    elif (path.parent / PROVENANCE).is_file() and path.name in SPLIT_FOLDERS:
         table, split = path.parent / PROVENANCE, path.name
     else:
         raise FileNotFoundError(f"{path}: no {PROVENANCE} here or in its parent folder")
@@ -385,7 +384,7 @@ def format_summary(report: dict) -> str:
              f"not found: {', '.join(report['missing']) or '-'}", ""]
     lines.append(f"{'task':<20} {'split':<6} {'images':>6}  classes")
     for task_id, entry in report["tasks"].items():
-        for split_name in SPLITS:
+        for split_name in SPLIT_FOLDERS:
             counts = ", ".join(f"{k}={v}" for k, v in entry[split_name]["classes"].items())
             lines.append(f"{task_id:<20} {split_name:<6} {entry[split_name]['images']:>6}  {counts}")
         if "excluded_labels" in entry:
