@@ -8,11 +8,9 @@ decoded in both modes. Prints figures only::
 
     python benchmarks/bench_data_check.py [--root ROOT] [--repeats 3] [--workers N]
 
-Measured on the phantom (``fmuia data phantom --out runs/phantom``, train root: 2592 rows,
-329 x 421 PNGs) on a shared 2-core machine: header-only 2178 rows/s, default 354 rows/s,
-6.2x the time. Before ``data check`` decoded images its default was the header-only pass
-(1100-3500 rows/s in the same session, the machine's load moving it): decoding, which is
-what finds a cut-off or corrupt image, costs about 6x on this data.
+Decoding, which is what finds a cut-off or corrupt image, costs several times the
+header-only pass; the figures measured when it became the default are in
+``results/history.md``.
 """
 from __future__ import annotations
 
