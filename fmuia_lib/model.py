@@ -290,9 +290,9 @@ def fold_same_padding(module: nn.Module) -> int:
     followed by an unpadded convolution. Where the pad is the same on both sides (every
     stride-1 3x3 and 5x5 depthwise convolution) the convolution's own zero padding gives
     the same numbers without writing a padded copy of the activation, forward and
-    backward: an encoder step of B0 at 128 px (batch 8, 2 CPU cores) 3-8 % shorter in four
-    runs (12 of its 81 convolutions; outputs identical), a gain the whole training step's
-    noise hides (``benchmarks/bench_training.py`` prints both). The asymmetric pads of the
+    backward (12 of B0's 81 convolutions; outputs identical): a small gain,
+    ``benchmarks/bench_training.py`` times the encoder step and the whole training step
+    (``results/bench_training.md``). The asymmetric pads of the
     stride-2 convolutions stay. Nothing in the ``state_dict`` changes, so weights load
     either way.
     """
