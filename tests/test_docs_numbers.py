@@ -12,7 +12,9 @@ must either
   default ``TrainConfig``, a transform's parameters): a setting, not a measurement.
 
 Anything else fails, naming the file, the line and the figure: move the figure into the
-record its script writes and link that, or let the notebook print it.
+record its script writes and link that, or let the notebook print it. The comments of the
+shipped profiles (``fmuia_lib/profiles/*.yaml``) may restate settings as ratios or
+percentages, nothing measured.
 """
 from __future__ import annotations
 
@@ -189,6 +191,38 @@ def test_every_record_a_doc_names_exists(path):
     assert missing == [], f"{path} names records that do not exist: {missing}"
 
 
+def _settings(config) -> set[float]:
+    """Every number a TrainConfig holds (dict values included), and each fraction as a percentage."""
+    import dataclasses
+
+    values: set[float] = set()
+    for value in dataclasses.asdict(config).values():
+        for v in (value.values() if isinstance(value, dict) else [value]):
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                values |= {float(v), round(100 * float(v), 6)}
+    return values
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in (REPO / "fmuia_lib" / "profiles").glob("*.yaml")))
+def test_a_profile_s_comments_restate_settings_only(path):
+    """In a profile's comments a ratio or a percentage may restate a setting (heads at 3x, a
+    seeded 20 %: a value of the profile's effective TrainConfig or of the defaults); a time,
+    a memory size, a spread or a metric value is a measurement and belongs in a record."""
+    from fmuia_lib.config import TrainConfig
+    from fmuia_lib.profiles import load_profile
+
+    allowed = _settings(TrainConfig()) | _settings(TrainConfig.from_dict(load_profile(REPO / path).train))
+    wrong = comment_problems(path, (REPO / path).read_text(encoding="utf-8"), allowed)
+    assert wrong == [], "measured-looking figures in profile comments (link the record instead): " + "; ".join(wrong)
+
+
+def comment_problems(path: str, text: str, allowed: set[float]) -> list[str]:
+    comments = "\n".join(line.split("#", 1)[1] if "#" in line else "" for line in text.splitlines())
+    return [f"{path}:{f.line}: {f.text!r}" for f in figures(path, comments)
+            if not (MEASURED.match(f.text).lastgroup in ("ratio", "percent")
+                    and float(f.number.replace(",", "")) in allowed)]
+
+
 def test_every_fixed_fact_holds_and_is_used():
     for fact in FACTS:
         assert fact.check(), f"{fact.path}: {fact.phrase!r} no longer matches {fact.why}"
@@ -241,6 +275,11 @@ def test_the_rule_catches_a_retyped_or_unbacked_figure(tmp_path):
     # settings and counts are not measurements
     for text in ("27 subtasks", "256 px, batch 20, 50 epochs", "lr 1e-4", "3x3 conv", "B x C x H x W", "3 seeds"):
         assert check(text + "\n") == [], text
+    # in a profile's comments: settings restated pass, measurements do not
+    yaml = ("lr: 0.001  # heads at 3x\nx: 1  # a seeded 20 %\neval_every: 9  # ~10 s each\n"
+            "a: 1  # 0.5x faster\nb: 2  # IoU 0.78\n")
+    assert comment_problems("p.yaml", yaml, {3.0, 20.0}) == ["p.yaml:3: '10 s'", "p.yaml:4: '0.5x'",
+                                                             "p.yaml:5: 'IoU 0.78'"]
     # a fact on the allow-list is accepted only inside its phrase
     fact = Fact("README.md", "heads at 10x the encoder", lambda: True, "test")
     assert problems("README.md", "heads at 10x the encoder\n", facts=(fact,), root=tmp_path) == []
