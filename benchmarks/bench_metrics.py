@@ -38,6 +38,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from fmuia_lib.data.layout import read_root  # noqa: E402
 from fmuia_lib.predict import records_from_ground_truth, write_submission  # noqa: E402
 from record import recorded  # noqa: E402  (benchmarks/record.py)
 
@@ -175,7 +176,9 @@ def run(args: argparse.Namespace, val: Path) -> int:
         sub = work / "submission"
         make_submission(val, sub, args.seed)
         shown = val.relative_to(REPO) if val.is_relative_to(REPO) else val
-        print(f"scoring {sub.name} against {shown} ({sum(1 for _ in (val / 'csv_files').glob('*.csv'))} CSV files)")
+        rows = len(read_root(val, labels=False))
+        print(f"scoring {sub.name} against {shown} ({sum(1 for _ in (val / 'csv_files').glob('*.csv'))} CSV files, "
+              f"{rows} images)")
         ours_json = work / "fmuia.json"
         ours_wall, ours_peak = measure("fmuia evaluate", [sys.executable, "-m", "fmuia_lib.cli", "evaluate",
                                                           "--data", str(val), "--pred", str(sub),
@@ -195,8 +198,12 @@ def run(args: argparse.Namespace, val: Path) -> int:
                   f"{ours_peak:.0f} MB vs {theirs_peak:.0f} MB ({ours_peak / theirs_peak:.2f}x)")
             print(f"  largest difference between the two scorers' per-task and per-class numbers: {difference:.1e}")
             ok = ok and speedup >= TARGET_SPEEDUP and difference <= 1e-6
-        print(f"{'meets' if ok else 'MISSES'} the targets (>= {TARGET_SPEEDUP:.0f}x faster when compared, "
-              f"< {TARGET_PEAK_MB:.0f} MB peak, numbers equal to 1e-6)")
+        targets = f"< {TARGET_PEAK_MB:.0f} MB peak"
+        if args.official is not None:
+            targets = f">= {TARGET_SPEEDUP:.0f}x faster, {targets}, numbers equal to 1e-6"
+        else:
+            targets += "; without --official nothing was compared with the challenge's scorer"
+        print(f"{'meets' if ok else 'MISSES'} the targets ({targets})")
     return 0 if ok else 1
 
 
