@@ -5,6 +5,9 @@ Targets (printed next to the measurements, never asserted):
 * notebook 04's table shows every subtask of the data against its trivial baseline.
 
     python benchmarks/bench_suite.py [--profile cpu-smoke] [--out runs/bench_suite]
+
+What it prints is also written, with the command and the machine, to
+``results/bench_suite_<profile>.md`` (``--record PATH`` elsewhere, ``--no-record`` not at all).
 """
 from __future__ import annotations
 
@@ -12,12 +15,14 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 
 from fmuia_lib import profiles
 from fmuia_lib.runner import run_folder, suite
 from fmuia_lib.data.layout import read_root
+from record import RESULTS, recorded  # benchmarks/record.py
 
 TARGET_S = 600
 
@@ -27,8 +32,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="cpu-smoke")
     parser.add_argument("--out", default="runs/bench_suite")
     parser.add_argument("--kernel", default="python3")
+    parser.add_argument("--record", default="",
+                        help="where to write the record (default: results/bench_suite_<profile>.md)")
+    parser.add_argument("--no-record", dest="record", action="store_const", const=None, help="write no record")
     args = parser.parse_args(argv)
+    record = args.record if args.record != "" else RESULTS / f"bench_suite_{Path(args.profile).stem}.md"
+    with recorded("bench_suite", record, f"The notebook series timed: {args.profile}",
+                  [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]):
+        status = run(args)
+        if status:
+            raise SystemExit(status)  # no record of a series that did not run through
+    return status
 
+
+def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = suite.run_suite(args.profile, out=args.out, kernel=args.kernel, html=True, progress=False)
     wall = time.perf_counter() - start

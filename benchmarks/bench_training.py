@@ -39,6 +39,9 @@ them inside the convolutions (``model.fold_same_padding``).
 CUDA part (when a GPU is present): the ``gpu-full`` profile (EfficientNet-B4, 256 px, batch
 20, AMP, channels_last) with random weights: plain loop vs the trainer, images/s, peak GPU
 memory and the data pipeline (``gpu_check.py`` times a few hundred steps of it).
+
+What it prints is also written, with the command and the machine, to
+``results/bench_training.md`` (``--record PATH`` elsewhere, ``--no-record`` not at all).
 """
 from __future__ import annotations
 
@@ -63,6 +66,7 @@ from fmuia_lib.tasks import DETECTION, REGRESSION
 from fmuia_lib.training.data import SeededItems, loader
 from fmuia_lib.training.distributed import DistributedContext
 from fmuia_lib.training.loop import StepBatches, Trainer
+from record import recorded  # benchmarks/record.py
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -274,12 +278,14 @@ def cpu_benchmark(args: argparse.Namespace, tmp: Path) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     train_root, val_root = (Path(args.root) / "train", Path(args.root) / "val") if args.root else phantom_roots(tmp)
+    shown = (train_root if args.root else train_root.relative_to(REPO) if train_root.is_relative_to(REPO)
+             else "a small phantom generated for the run")
     base = TrainConfig.from_dict(dict(
         data_root=str(train_root), val_root=str(val_root), encoder=args.encoder, encoder_weights=None,
         image_size=args.size, batch_size=args.batch, epochs=None, max_steps=1000, eval_every=1000,
         num_workers=args.workers, device="cpu", out_dir=str(tmp / "run")))
     print(f"CPU: {args.encoder}, {args.size} px, batch {args.batch}, {args.workers} loader workers, torch threads "
-          f"{torch.get_num_threads()}; official recipe, random weights; data {train_root}")
+          f"{torch.get_num_threads()}; official recipe, random weights; data {shown}")
     nchw = base.with_overrides({"channels_last": False})
     trainers = {"plain": Trainer(base, DistributedContext(), torch.device("cpu"), progress=False),
                 "official-style": Trainer(nchw, DistributedContext(), torch.device("cpu"), progress=False),
@@ -369,8 +375,11 @@ def main() -> None:
     parser.add_argument("--official", default=None, help="folder of the official repository (model_factory.py, "
                                                          "utils.py): also time its own network")
     parser.add_argument("--skip-cpu", action="store_true")
+    parser.add_argument("--record", default="", help="where to write the record (default: results/bench_training.md)")
+    parser.add_argument("--no-record", dest="record", action="store_const", const=None, help="write no record")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with recorded("bench_training", args.record, "Training throughput: benchmarks/bench_training.py"), \
+            tempfile.TemporaryDirectory() as tmp:
         if not args.skip_cpu:
             cpu_benchmark(args, Path(tmp))
         if torch.cuda.is_available():

@@ -10,7 +10,7 @@ full), and times, on the same pre-loaded batches and after a warm-up:
 * a plain loop: forward, the same loss, backward and one AdamW over all parameters.
 
 It prints images/s of each, their ratio and the peak GPU memory. Figures only, nothing is
-asserted. On one H200-class GPU the default 300 steps take well under 5 minutes.
+asserted.
 
     python benchmarks/gpu_check.py [--steps 300]
     python benchmarks/gpu_check.py --device cpu --steps 3 --image-size 64 --encoder resnet18  # smoke run

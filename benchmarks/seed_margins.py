@@ -7,7 +7,9 @@ baseline, the margin ± its standard deviation over the seeds, its range, the ma
 relative to the baseline, and whether it beats the baseline in every run and by more than
 the spread (``fmuia_lib.experiments.margins``). Also prints each run's training wall time (training and
 its validations; wall and CPU time) and the machine's load average, and writes the table to
-``OUT/margins.csv``.
+``OUT/margins.csv``. The record of the run goes to ``results/``: the table as
+``results/margins_<profile>.csv`` and what the run printed, with the command and the machine,
+as ``results/margins_<profile>.md`` (``--record PATH.md`` elsewhere, ``--no-record`` not at all).
 
     python benchmarks/seed_margins.py --profile cpu-smoke
     python benchmarks/seed_margins.py --profile real-slice --seeds 0 1 2
@@ -23,9 +25,12 @@ import os
 import sys
 from pathlib import Path
 
-from fmuia_lib.experiments import margins
-from fmuia_lib.config import ConfigError
-from fmuia_lib.profiles import parse_overrides
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fmuia_lib.experiments import margins  # noqa: E402
+from fmuia_lib.config import ConfigError  # noqa: E402
+from fmuia_lib.profiles import parse_overrides  # noqa: E402
+from record import RESULTS, recorded  # noqa: E402  (benchmarks/record.py)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +47,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rescore", action="store_true",
                         help="train nothing: score each run's selected checkpoint in OUT/seed<N> again with "
                              "this code (a change of decoding or scoring on the same models)")
+    parser.add_argument("--record", default="",
+                        help="the record's .md path; the table goes beside it as .csv "
+                             "(default: results/margins_<profile>.md)")
+    parser.add_argument("--no-record", dest="record", action="store_const", const=None, help="write no record")
     args = parser.parse_args(argv)
+    record = args.record
+    if record == "":
+        record = RESULTS / f"margins_{Path(args.profile).stem}.md"
+    with recorded("margins", record, f"Margins over the trivial baseline: {Path(args.profile).stem}",
+                  [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]):
+        run(args)
+    if record is not None:
+        Path(record).with_suffix(".csv").write_bytes((Path(args.out) / "margins.csv").read_bytes())
+    return 0
+
+
+def run(args: argparse.Namespace) -> None:
+    """Train (or read) the runs and print the table; bad input exits 2 before any record is written."""
 
     def report(seed: int, seconds: float) -> None:
         print(f"seed {seed}: training and its validations took {seconds:.1f} s wall "
@@ -60,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                                        device=args.device, on_run=report)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise SystemExit(2) from None
     table = study.table()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -73,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"training and its validations, per seed: wall {wall} s; CPU {cpu} s (with OMP_NUM_THREADS=1 the "
               f"CPU time bounds the wall time on an idle machine)")
     print(f"table: {out / 'margins.csv'}")
-    return 0
 
 
 def _load() -> str:

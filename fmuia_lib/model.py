@@ -235,10 +235,9 @@ def build_model(config: "TrainConfig", tasks: Sequence[TaskSpec]) -> MultiTaskNe
     return model
 
 
-#: Encoder families whose convolutions run slower in channels_last on CPU. One training step
-#: of the official recipe on a batch of 8, channels_last vs contiguous, on 2 CPU cores:
-#: ResNet-18 at 64 px 0.89x; EfficientNet-B0 and -B4 at 128 px 1.32x and 1.47x, timm's
-#: LCNet-0.5 at 64 px 1.64x (the depthwise convolutions gain most).
+#: Encoder families whose convolutions run slower in channels_last on CPU (a training step of
+#: the official recipe timed both ways: the depthwise convolutions of EfficientNet and LCNet
+#: gain most; the timings are in results/history.md).
 CPU_CONTIGUOUS_ENCODERS = ("resnet", "resnext")
 
 
@@ -291,9 +290,9 @@ def fold_same_padding(module: nn.Module) -> int:
     followed by an unpadded convolution. Where the pad is the same on both sides (every
     stride-1 3x3 and 5x5 depthwise convolution) the convolution's own zero padding gives
     the same numbers without writing a padded copy of the activation, forward and
-    backward: an encoder step of B0 at 128 px (batch 8, 2 CPU cores) 3-8 % shorter in four
-    runs (12 of its 81 convolutions; outputs identical), a gain the whole training step's
-    noise hides (``benchmarks/bench_training.py`` prints both). The asymmetric pads of the
+    backward (12 of B0's 81 convolutions; outputs identical): a small gain,
+    ``benchmarks/bench_training.py`` times the encoder step and the whole training step
+    (``results/bench_training.md``). The asymmetric pads of the
     stride-2 convolutions stay. Nothing in the ``state_dict`` changes, so weights load
     either way.
     """
@@ -334,7 +333,7 @@ def _hub_access(name: str, weights: str) -> Iterator[None]:
     """Turn the hub's "not downloadable and not cached" errors into one clear sentence.
 
     smp and timm fetch pretrained weights through ``huggingface_hub``, which falls back to
-    its local cache when the hub cannot be reached. Offline it retries for about 25 s
+    its local cache when the hub cannot be reached. Offline it retries for a while
     first; its offline mode (``HF_HUB_OFFLINE=1``) goes to the cache at once.
     """
     from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled

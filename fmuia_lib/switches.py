@@ -98,13 +98,9 @@ _SWITCHES = (
            "Landmark head on the FPN map: one heat map per landmark; loss: the point loss on its "
            "soft-argmax plus a KL term towards a Gaussian at the true point; prediction: the map's "
            "spatial median.",
-           "The pooled deepest feature keeps little of where a structure lies; the FPN map keeps it. "
-           "Measured on the phantom (cpu-smoke at 600 steps, every task drawn alike; seeds 0-2; "
-           "16 validation images per subtask), mean MRE in px, trivial "
-           "baseline (mean landmarks) FUGC 66.3, IUGC 40.5, fetal_femur 65.9: heat-map head 64.7, 29.3, "
-           "56.8 (read at the soft-argmax: 64.7, 32.9, 59.6), below the baseline in every run; `sigmoid` "
-           "head 64.7, 39.6, 86.7 in an earlier 3-seed study, above it in 1, 1 and 2 of the 3 runs "
-           "(Regression loss weight 1 for the heat-map head, 10 for the sigmoid head)."),
+           "The pooled deepest feature keeps little of where a structure lies; the FPN map keeps it "
+           "(what each landmark head is worth: the `+heatmap_landmarks` and `+sigmoid_landmarks` arms "
+           "of `results/06_ablation.csv`; the study that chose it: `results/history.md`)."),
 )
 
 #: Every switch by name, in the order of the docs table.

@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from fmuia_lib import viz  # noqa: E402
+from fmuia_lib.notebook import viz  # noqa: E402
 from fmuia_lib.tasks import load_manifest  # noqa: E402
 
 TASKS = load_manifest()

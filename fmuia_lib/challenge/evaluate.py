@@ -29,8 +29,9 @@ before it is scored or uploaded: errors (what the scorer cannot use, missing or
 duplicated predictions, paths outside the submission) apart from warnings (what is
 scored, but differently than it may look, or differently by the challenge's scorer).
 
-This module imports neither torch nor pandas (tables are made when asked for): the whole
-``fmuia evaluate`` of the phantom's 432 validation images takes 1-2 s (``benchmarks/bench_metrics.py``).
+This module imports neither torch nor pandas (tables are made when asked for), so that
+``fmuia evaluate`` starts at once; ``benchmarks/bench_metrics.py`` times it and writes
+``results/bench_metrics.md``.
 """
 from __future__ import annotations
 

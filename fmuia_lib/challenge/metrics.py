@@ -36,7 +36,8 @@ and ``sqrt(n)`` taken in float64: the values are identical, bit for bit, to Simp
 (the tests check this). HD95 uses the same transform between the two boundaries.
 
 Only numpy and OpenCV are used: the scorer is imported by ``fmuia evaluate``, whose
-whole run is shorter than importing scikit-learn (about 1.5 s) or torch. The
+whole run should not wait for importing scikit-learn or torch
+(``benchmarks/bench_metrics.py`` times it). The
 classification metrics are therefore written out below, by the definitions
 scikit-learn implements (the tests check them against scikit-learn on random inputs).
 """

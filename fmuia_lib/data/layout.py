@@ -128,7 +128,7 @@ def _resolves_outside(root_real: str, root: Path, joined: str, folders: dict[str
 
 def _within(path: str, folder: str) -> bool:
     """Whether ``path`` is ``folder`` or lies inside it (both absolute and resolved, so
-    comparing the text is enough; ``os.path.commonpath`` costs ~10x more per row)."""
+    comparing the text is enough, and cheaper per row than ``os.path.commonpath``)."""
     return path == folder or path.startswith(folder if folder.endswith(os.sep) else folder + os.sep)
 
 

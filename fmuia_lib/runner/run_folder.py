@@ -139,7 +139,7 @@ def make_data(data: DataSettings) -> None:
     elif data.source == "real" and not (data.dir / SPLIT_FOLDERS[0] / CSV_DIR).is_dir():
         if data.real_src is None or not data.real_src.is_dir():
             raise RunSetupError(f"real-data source {data.real_src} not found: it should hold the public "
-                             "slices (BUSI/, HC18/, ...); see the README's data section.")
+                             "slices (BUSI/, HC18/, ...); see docs/real_data.md.")
         from fmuia_lib.sources.real import convert_real
 
         print(f"converting the real slice {data.real_src} -> {data.dir}")
