@@ -445,7 +445,7 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
 
     A float field takes an integer (``10``) and YAML 1.1's spelling of numbers that
     PyYAML leaves as text (``1e-4``); ``tasks`` and ``switches`` take one name for a
-    one-item list. Nothing else is converted: ``true`` is no integer, ``1.5`` or ``2.0``
+    one-item list, and ``switches`` a recipe's name (``fmuia``: ``switches.RECIPES``). Nothing else is converted: ``true`` is no integer, ``1.5`` or ``2.0``
     no integer, ``"yes"`` no boolean; :meth:`TrainConfig.validate` refuses them by name.
     """
     hint = typing.get_type_hints(cls)[name]
@@ -461,6 +461,8 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
             raise ConfigError(f"{name}={value!r}: expected a number") from None
     if float in args and isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return float(value)
+    if name == "switches" and isinstance(value, str) and value in switch_registry.RECIPES:
+        return list(switch_registry.RECIPES[value])  # `switches: fmuia`: the whole recipe
     if name in ("tasks", "switches") and isinstance(value, str):
         return [value]
     return value

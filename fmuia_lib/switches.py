@@ -113,6 +113,9 @@ ALTERNATIVES: tuple[tuple[str, ...], ...] = (("sigmoid_landmarks", "heatmap_land
 #: The fmuia recipe: the official recipe with every fix switched on (of alternatives, the one
 #: the measurements chose: ``heatmap_landmarks``, see its "why").
 FMUIA_RECIPE: tuple[str, ...] = tuple(n for n in SWITCHES if n != "sigmoid_landmarks")
+#: Names a config may give instead of a list of switches (``switches: fmuia`` in a profile,
+#: ``--set switches=fmuia``): the recipe, spelled out in one place.
+RECIPES: dict[str, tuple[str, ...]] = {"fmuia": FMUIA_RECIPE, "official": ()}
 
 #: Fields that change speed or memory, not what is learned; a profile sets them freely.
 SPEED_SETTINGS: tuple[str, ...] = ("amp", "amp_dtype", "channels_last", "num_workers", "device",

@@ -106,3 +106,35 @@ def test_cpu_smoke_trains_with_what_it_trained_with_before():
     config = effective("cpu-smoke").to_dict()
     assert {k: config[k] for k in CPU_SMOKE_BEFORE} == CPU_SMOKE_BEFORE | CPU_SMOKE_RETUNED
     assert {k: v for k, v in config.items() if k not in CPU_SMOKE_BEFORE} == CPU_SMOKE_NEW_FIELDS
+
+
+def test_switches_fmuia_names_the_whole_recipe_in_profiles_and_overrides(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\ntrain:\n  switches: fmuia\n  image_size: 64\n", encoding="utf-8")
+    assert profiles.run_settings(path).config.switches == list(FMUIA_RECIPE)
+    official = profiles.run_settings("official-baseline", {"switches": "fmuia"}).config
+    assert official.active_switches() == list(FMUIA_RECIPE)
+    assert profiles.run_settings(path, {"switches": "official"}).config.switches == []
+
+
+def test_a_profile_extends_another_key_by_key(tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text("name: child\nextends: cpu-smoke\ntrain:\n  max_steps: 40\n  eval_every: 40\n"
+                     "notebooks:\n  06_experiments:\n    jobs: 1\n", encoding="utf-8")
+    base, mine = profiles.load_profile("cpu-smoke"), profiles.load_profile(child)
+    assert mine.train == {**base.train, "max_steps": 40, "eval_every": 40}
+    assert mine.data == base.data and mine.seeds == base.seeds
+    assert mine.notebooks["06_experiments"] == {**base.notebooks.get("06_experiments", {}), "jobs": 1}
+    grandchild = tmp_path / "grandchild.yaml"  # a path is read beside the extending profile
+    grandchild.write_text("name: gc\nextends: child.yaml\ntrain:\n  lr: 0.002\n", encoding="utf-8")
+    assert profiles.load_profile(grandchild).train == {**mine.train, "lr": 0.002}
+
+
+def test_a_profile_that_extends_itself_or_a_missing_one_is_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("name: a\nextends: b.yaml\n", encoding="utf-8")
+    (tmp_path / "b.yaml").write_text("name: b\nextends: a.yaml\n", encoding="utf-8")
+    with pytest.raises(profiles.ProfileError, match="extends itself"):
+        profiles.load_profile(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("name: c\nextends: no-such-profile\n", encoding="utf-8")
+    with pytest.raises(profiles.ProfileError, match="c.yaml: extends no-such-profile: profile 'no-such-profile' not found"):
+        profiles.load_profile(tmp_path / "c.yaml")

@@ -44,7 +44,7 @@ from fmuia_lib.config import ConfigError, TrainConfig, _split_override
 
 #: The training run inside a run folder (``run_dir/TRAINING_FOLDER`` is ``out_dir``).
 TRAINING_FOLDER = "train"
-PROFILE_KEYS = ("name", "description", "data", "train", "notebooks", "seeds")
+PROFILE_KEYS = ("name", "description", "extends", "data", "train", "notebooks", "seeds")
 DATA_KEYS = ("source", "dir", "data_seed", "phantom_train", "phantom_val", "real_src")
 DATA_SOURCES = ("phantom", "real", "user")
 #: TrainConfig fields holding paths; relative values are read from :func:`project_root`.
@@ -141,18 +141,28 @@ def profile_path(name_or_path: str | Path) -> Path:
 def load_profile(name_or_path: str | Path | Profile) -> Profile:
     """Read a profile by name (``cpu-smoke``) or path and check every section.
 
-    Raises :class:`ProfileError` naming the file and the key on anything unknown or invalid.
+    ``extends: OTHER`` (a shipped name or a path) starts from profile OTHER: its ``data``,
+    ``train`` and each notebook's settings are updated key by key with this profile's, and
+    its ``seeds`` stand unless this profile gives its own. Raises :class:`ProfileError`
+    naming the file and the key on anything unknown or invalid.
     """
+    return _load_profile(name_or_path, ())
+
+
+def _load_profile(name_or_path: str | Path | Profile, extending: tuple[Path, ...]) -> Profile:
     if isinstance(name_or_path, Profile):
         return name_or_path
     path = profile_path(name_or_path)
+    if path in extending:
+        chain = " -> ".join(str(p) for p in (*extending, path))
+        raise ProfileError(f"{path}: extends itself ({chain})")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ProfileError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ProfileError(f"{path}: expected a mapping, got {type(raw).__name__}")
-    if not {"data", "train", "notebooks"} & set(raw):  # a plain mapping of TrainConfig fields
+    if not {"data", "train", "notebooks", "extends"} & set(raw):  # a plain mapping of TrainConfig fields
         raw = {"name": path.stem, "train": raw}
     unknown = sorted(set(raw) - set(PROFILE_KEYS))
     if unknown:
@@ -161,14 +171,27 @@ def load_profile(name_or_path: str | Path | Profile) -> Profile:
     for key, value in sections.items():
         if not isinstance(value, dict):
             raise ProfileError(f"{path}: {key}: expected a mapping, got {type(value).__name__}")
+    for notebook, values in sections["notebooks"].items():
+        if values is not None and not isinstance(values, dict):
+            raise ProfileError(f"{path}: notebooks.{notebook}: expected a mapping of settings")
+    if raw.get("extends") is not None:
+        if not isinstance(raw["extends"], str):
+            raise ProfileError(f"{path}: extends={raw['extends']!r}: expected a profile name or path")
+        beside = path.parent / raw["extends"]  # a path is read beside this profile first
+        try:
+            base = _load_profile(beside if beside.suffix in (".yaml", ".yml") and beside.is_file()
+                                 else raw["extends"], (*extending, path))
+        except ProfileError as exc:
+            raise ProfileError(f"{path}: extends {raw['extends']}: {exc}") from None
+        sections = {"data": {**base.data, **sections["data"]}, "train": {**base.train, **sections["train"]},
+                    "notebooks": {k: {**base.notebooks.get(k, {}), **(sections["notebooks"].get(k) or {})}
+                                  for k in (*base.notebooks, *sections["notebooks"])}}
+        raw.setdefault("seeds", base.seeds)
     profile = Profile(name=str(raw.get("name", path.stem)), description=str(raw.get("description", "")),
                       data=dict(sections["data"]), train=dict(sections["train"]), path=path,
                       notebooks={k: dict(v or {}) for k, v in sections["notebooks"].items()},
                       seeds=_check_seeds(raw.get("seeds"), path))
     _check_data(profile)
-    for notebook, values in sections["notebooks"].items():
-        if values is not None and not isinstance(values, dict):
-            raise ProfileError(f"{path}: notebooks.{notebook}: expected a mapping of settings")
     try:
         TrainConfig.from_dict(profile.train)
     except (ConfigError, TypeError) as exc:
