@@ -52,9 +52,8 @@ import yaml
 
 EXERCISES_HEADING = "## Exercises"
 IGNORE_TAG = "otter_ignore"
-#: The setup cell's install target; the student version installs the course extra with it.
-PACKAGE = '"fmuia @ git+https://github.com/fmuia/fmuia"'
-COURSE_PACKAGE = '"fmuia[course] @ git+https://github.com/fmuia/fmuia"'
+#: The extra the student version's setup cell installs with fmuia (otter, for the checks).
+COURSE_EXTRAS = "[course]"
 #: What a student notebook may keep of the master's metadata.
 NOTEBOOK_METADATA = {"kernelspec", "language_info", "otter"}
 CELL_METADATA = {"tags", "editable", "deletable", "otter"}
@@ -187,8 +186,12 @@ def student_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     keeps only the cell tags a student needs; moves otter's init cell from the top of the
     notebook to the exercises (the series opens the same way in every version); tags the
     cells before the exercises ``otter_ignore`` (grading runs the exercises only); makes
-    the Colab setup install the ``course`` extra, which brings otter for the checks.
+    the Colab setup install the ``course`` extra, which brings otter for the checks
+    (``fmuia_lib.publishing`` writes that cell).
     """
+    from fmuia_lib import publishing
+
+    name = f"{nb.metadata.get('otter', {}).get('assignment_name') or ''}.ipynb"
     nb = nbformat.from_dict(nb)
     nb.metadata = nbformat.from_dict({k: v for k, v in nb.metadata.items() if k in NOTEBOOK_METADATA})
     init = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith(_INIT_CELL)]
@@ -204,7 +207,8 @@ def student_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         cell.pop("attachments", None)
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-            cell.source = cell.source.replace(PACKAGE, COURSE_PACKAGE)
+            if cell.source == publishing.setup_cell(name):
+                cell.source = publishing.setup_cell(name, extras=COURSE_EXTRAS)
     return nb
 
 

@@ -20,7 +20,7 @@ import nbformat
 import pytest
 from otter.test_files import ExceptionTestFile
 
-from fmuia_lib import cli, course
+from fmuia_lib import cli, course, publishing
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -144,8 +144,9 @@ def test_the_student_version_grades_its_exercises_only(course_dir):
     assert all(course.IGNORE_TAG in c.metadata.get("tags", []) for c in student.cells[:start] if c.cell_type == "code")
     assert student.cells[start + 1].source.startswith("# Initialize Otter")
     assert not any(course.IGNORE_TAG in c.metadata.get("tags", []) for c in student.cells[start:])
-    assert course.COURSE_PACKAGE in student.cells[1].source
-    assert course.PACKAGE in _read(NOTEBOOKS[2]).cells[1].source  # the teacher's setup is left as it is
+    assert student.cells[1].source == publishing.setup_cell(NOTEBOOKS[2].name, extras="[course]")
+    assert 'EXTRAS = "", ""' not in student.cells[1].source and 'EXTRAS = "' in student.cells[1].source
+    assert _read(NOTEBOOKS[2]).cells[1].source == publishing.setup_cell(NOTEBOOKS[2].name)  # the teacher's
 
 
 # -- grading ----------------------------------------------------------------------------------------------
