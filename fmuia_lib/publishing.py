@@ -80,7 +80,8 @@ def setup_cell(notebook: str, extras: str = "", setting: str | None = None) -> s
     drive = number in DRIVE_NOTEBOOKS
     trains = number in TRAINING_NOTEBOOKS
     published = install_url(setting)
-    where = "the working folder" + (f" or in {DRIVE_FOLDER.removeprefix('/content/drive/')} on Google Drive" if drive else "")
+    on_drive = f" or in {DRIVE_FOLDER.removeprefix('/content/drive/')} on Google Drive"
+    where = "the working folder" + (on_drive if drive else "")
     comment = ("Setup. On Google Colab this installs fmuia with its core dependencies only: Colab's torch, "
                "Jupyter and widgets stay as they are (a constraints file pins them to the installed "
                f"versions). fmuia comes from a wheel (fmuia-*.whl) or the project folder (fmuia/) in {where}, "
@@ -166,7 +167,9 @@ def _assignment_config(source: str) -> str:
 
 
 def notebook_paths(root: Path) -> list[Path]:
-    return sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")) + sorted((root / "results").glob("[0-9][0-9]_*.ipynb"))
+    """The series' notebooks and the results notebooks that are runs of them."""
+    pattern = "[0-9][0-9]_*.ipynb"
+    return sorted((root / "notebooks").glob(pattern)) + sorted((root / "results").glob(pattern))
 
 
 def sync(root: Path, check: bool = False, setting: str | None = None) -> list[Path]:

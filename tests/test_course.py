@@ -2,7 +2,8 @@
 
 The course is built once from the committed notebooks (otter's master notebooks). Every
 notebook's teacher version must grade at full marks, its untouched student version at zero,
-and a planted wrong answer must lose exactly its exercise's points. Those checks run
+a planted wrong answer must lose exactly its exercise's points, and an answer handed to
+fmuia_lib (or to a package doing the whole exercise) must score 0 for its exercise. Those checks run
 otter's own test runner and scoring on the exercise section, in this process, with the
 test files of the autograder ``fmuia course build`` wrote (hidden tests included); one
 planted submission goes the whole way through ``fmuia course grade`` (otter's local
@@ -344,7 +345,8 @@ def test_a_wrong_answer_loses_exactly_its_exercise_s_points(course_dir, stem, na
         assert (public_test in failed[exercise]) == public, failed[exercise]
 
 
-@pytest.mark.parametrize("stem, name, exercise, source", DELEGATING, ids=[f"{d[2]}-{i}" for i, d in enumerate(DELEGATING)])
+@pytest.mark.parametrize("stem, name, exercise, source", DELEGATING,
+                         ids=[f"{d[2]}-{i}" for i, d in enumerate(DELEGATING)])
 def test_an_answer_that_delegates_to_a_library_scores_0(course_dir, stem, name, exercise, source, tmp_path):
     """Right in value on the public check, so the own-work test fails it (an edge case may
     too): the hidden tests never ask fmuia_lib for their expected values, and one watches
@@ -361,15 +363,31 @@ def test_an_answer_that_delegates_to_a_library_scores_0(course_dir, stem, name, 
     assert f"{exercise} - 1" not in failed[exercise] and f"{exercise} - {own}" in failed[exercise], failed[exercise]
 
 
-def test_every_exercise_has_an_own_work_test_and_no_hidden_test_asks_the_library(course_dir):
-    for path in NOTEBOOKS:
-        if path.stem.startswith("06"):
-            continue  # 06's exercise is rewritten for a paired statistic on its own
+def _hidden_tests_by_exercise(nb: nbformat.NotebookNode) -> dict[str, list[str]]:
+    found, current, in_tests = {}, None, False
+    for i, marker, config in course._with_cells(nb):
+        if marker == "BEGIN QUESTION":
+            current = config["name"]
+        elif marker in ("BEGIN TESTS", "END TESTS"):
+            in_tests = marker == "BEGIN TESTS"
+        elif marker is None and in_tests:
+            source = nb.cells[i].source
+            if re.search(r"^\s*hidden:\s*true\s*$", source.split("# END TEST CONFIG")[0], re.M):
+                found.setdefault(current, []).append(source)
+    return found
+
+
+def test_every_exercise_has_an_own_work_test_and_no_test_asks_the_library():
+    """The hidden tests of 01-05 compute their expected values without fmuia_lib, and one per
+    exercise watches the answer's calls for fmuia_lib's (06's exercise is being rewritten for a
+    paired statistic)."""
+    for path in NOTEBOOKS[:5]:
         master = _read(path)
-        hidden = course.hidden_tests(master)
-        for name in course.question_names(master):
-            assert any("sys.setprofile(watch)" in t and '"fmuia_lib"' in t for t in hidden), name
-        assert not any("fmuia_lib" in line and "import" in line for t in hidden for line in t.splitlines()), path.stem
+        hidden = _hidden_tests_by_exercise(master)
+        assert set(hidden) == set(course.question_names(master)), path.stem
+        for name, tests in hidden.items():
+            assert any("sys.setprofile(watch)" in t and '"fmuia_lib"' in t for t in tests), name
+            assert not any("fmuia_lib" in line and "import" in line for t in tests for line in t.splitlines()), name
 
 
 def test_fmuia_course_grade_gives_points_per_exercise(course_dir, tmp_path, capsys):
@@ -524,7 +542,8 @@ def test_the_student_badge_opens_the_student_version_and_the_checks_say_what_to_
     heading = student.cells[course.exercises_start(student)].source
     assert "tests.zip" in heading and "!unzip -o tests.zip" in heading and "Hand in this notebook" in heading
     with zipfile.ZipFile(course_dir / "student" / "tests.zip") as archive:
-        assert sorted(archive.namelist()) == sorted(f"tests/{p.name}" for p in (course_dir / "student" / "tests").glob("*.py"))
+        handed_out = (course_dir / "student" / "tests").glob("*.py")
+        assert sorted(archive.namelist()) == sorted(f"tests/{p.name}" for p in handed_out)
     published = "https://colab.research.google.com/github/teacher/course/blob/main/student"
     out = tmp_path / "c"
     course.build(out, notebooks=["04"], student_colab=published)
