@@ -150,10 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder of the master notebooks (default: the checkout's notebooks/, else the working folder)")
     cb.add_argument("--notebooks", nargs="+", default=None, help="only these notebooks (names or numbers)")
     cb.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    cg = csub.add_parser("grade", help="grade a submitted notebook on this machine (no Docker): points per exercise")
-    cg.add_argument("submission", help="the student's notebook (.ipynb)")
+    cb.add_argument("--student-colab", default=None, metavar="URL",
+                    help="the Colab address of the folder where you publish student/ (e.g. https://colab."
+                         "research.google.com/github/OWNER/COURSE/blob/main/student): the student notebooks' "
+                         "badges open it; without it they say to upload the notebook")
+    cg = csub.add_parser("grade", help="grade submitted notebooks: points per exercise. It RUNS THE STUDENTS' CODE: "
+                                       "each submission in a process of its own with a time limit on this machine, "
+                                       "or in otter's Docker containers with --docker")
+    cg.add_argument("submissions", nargs="+", metavar="SUBMISSION", help="the students' notebooks (.ipynb)")
     cg.add_argument("--course", required=True, help="the folder `fmuia course build` wrote")
     cg.add_argument("--json", default=None, help="also write the points per exercise to this JSON file")
+    cg.add_argument("--timeout", type=float, default=300.0,
+                    help="seconds one submission may take (default 300); past it, it scores 0")
+    cg.add_argument("--docker", action="store_true",
+                    help="grade in otter's Docker containers (`otter grade`), isolated from this machine")
     return p
 
 

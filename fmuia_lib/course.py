@@ -23,8 +23,22 @@ and every test after them, so a teacher notebook that runs is one whose answers 
 Each student notebook is checked by :func:`check_student_notebook` before it is written:
 a leak (a solution line, a hidden test, an output, run metadata) stops the build.
 
-:func:`grade` grades one submitted notebook on this machine, without Docker (otter's local
-grading, ``otter run``), and returns the points of each exercise. Grading executes a
+:func:`build` also writes ``student/tests.zip`` (the public tests, for a Colab session),
+and gives each student notebook a Colab badge that opens the student version where the
+teacher publishes it (``student_colab``), or, without it, a line saying to upload the
+notebook; never the master, which holds the solutions and hidden tests.
+
+The exercises grade the student's own code: the hidden tests compute their expected values
+themselves (never with ``fmuia_lib``, which an answer could call to score), and one hidden
+test of each exercise runs the answer while watching every function it calls
+(``sys.setprofile``), failing an answer that calls ``fmuia_lib`` or a package that does the
+whole exercise.
+
+:func:`grade` grades submitted notebooks and returns the points of each exercise. Grading
+RUNS THE STUDENTS' CODE. On this machine (otter's local grading, ``otter run``) each
+submission is graded in a process of its own, killed with its process group after a time
+limit (it then scores 0); with ``docker=True`` otter grades them in its Docker containers
+(``otter grade``, no network), isolated from the teacher's machine. Grading executes a
 notebook's exercise section only: every code cell before the ``## Exercises`` heading
 carries otter's ``otter_ignore`` tag, in the student version and again on the submission
 before it is graded, so grading costs seconds and needs no data or checkpoint. The
@@ -37,11 +51,16 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
+import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -52,9 +71,8 @@ import yaml
 
 EXERCISES_HEADING = "## Exercises"
 IGNORE_TAG = "otter_ignore"
-#: The setup cell's install target; the student version installs the course extra with it.
-PACKAGE = '"fmuia @ git+https://github.com/fmuia/fmuia"'
-COURSE_PACKAGE = '"fmuia[course] @ git+https://github.com/fmuia/fmuia"'
+#: The extra the student version's setup cell installs with fmuia (otter, for the checks).
+COURSE_EXTRAS = "[course]"
 #: What a student notebook may keep of the master's metadata.
 NOTEBOOK_METADATA = {"kernelspec", "language_info", "otter"}
 CELL_METADATA = {"tags", "editable", "deletable", "otter"}
@@ -62,6 +80,16 @@ CELL_TAGS = {"parameters", "otter_answer_cell", IGNORE_TAG}
 _BEGIN_SOLUTION = re.compile(r"^\s*#\s*BEGIN\s+SOLUTION", re.IGNORECASE)
 _END_SOLUTION = re.compile(r"^\s*#\s*END\s+SOLUTION", re.IGNORECASE)
 _INIT_CELL = "# Initialize Otter"
+
+
+#: What the student version adds to the exercises' heading: what a student needs for the checks.
+CHECKING = ("\n\n**Checking your answers.** Each check cell runs the exercise's public tests, in the "
+            "`tests/` folder handed out with this notebook, which must sit in the notebook's working "
+            "folder: on Colab, upload `tests.zip` (Files pane, *Upload*) and run `!unzip -o tests.zip` in a "
+            "new cell; in Jupyter, keep `tests/` beside the notebook. Hand in this notebook (`.ipynb`) "
+            "with your answers.")
+#: Seconds one submission may take to grade on this machine (``fmuia course grade --timeout``).
+GRADE_TIMEOUT = 300.0
 
 
 class CourseError(RuntimeError):
@@ -180,21 +208,41 @@ def _with_cells(nb: nbformat.NotebookNode) -> Iterator[tuple[int, str | None, di
 
 
 # -- the student version ---------------------------------------------------------------------
-def student_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+def student_badge(notebook: str, student_colab: str | None = None) -> str:
+    """The student version's Colab line: a badge opening ``student_colab/notebook`` (where the
+    teacher publishes the student notebooks), else a line saying to upload the notebook."""
+    from fmuia_lib import publishing
+
+    if student_colab:
+        return f"[![Open In Colab]({publishing.BADGE_IMAGE})]({student_colab.rstrip('/')}/{notebook})"
+    return ("**On Colab**: upload this notebook (*File > Upload notebook* at "
+            "[colab.research.google.com](https://colab.research.google.com)).")
+
+
+def student_notebook(nb: nbformat.NotebookNode, student_colab: str | None = None) -> nbformat.NotebookNode:
     """Otter's student notebook made fit to hand out (a copy).
 
     Keeps only kernel, language and otter metadata (no papermill record, no widget state);
     keeps only the cell tags a student needs; moves otter's init cell from the top of the
     notebook to the exercises (the series opens the same way in every version); tags the
     cells before the exercises ``otter_ignore`` (grading runs the exercises only); makes
-    the Colab setup install the ``course`` extra, which brings otter for the checks.
+    the Colab setup install the ``course`` extra, which brings otter for the checks
+    (``fmuia_lib.publishing`` writes that cell); makes its Colab badge open the student
+    version (:func:`student_badge`) and tells, under the exercises' heading, what the checks
+    need (:data:`CHECKING`).
     """
+    from fmuia_lib import publishing
+
+    name = f"{nb.metadata.get('otter', {}).get('assignment_name') or ''}.ipynb"
     nb = nbformat.from_dict(nb)
     nb.metadata = nbformat.from_dict({k: v for k, v in nb.metadata.items() if k in NOTEBOOK_METADATA})
     init = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith(_INIT_CELL)]
     nb.cells = [c for c in nb.cells if not any(c is i for i in init)]
     start = exercises_start(nb)
     nb.cells[start + 1:start + 1] = init
+    if nb.cells[0].cell_type == "markdown":
+        nb.cells[0].source = publishing.with_badge(nb.cells[0].source, name, line=student_badge(name, student_colab))
+    nb.cells[start].source = nb.cells[start].source.rstrip("\n") + CHECKING
     for i, cell in enumerate(nb.cells):
         cell.metadata = nbformat.from_dict({k: v for k, v in cell.metadata.items() if k in CELL_METADATA})
         tags = [t for t in cell.metadata.get("tags", []) if t in CELL_TAGS]
@@ -204,7 +252,8 @@ def student_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         cell.pop("attachments", None)
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-            cell.source = cell.source.replace(PACKAGE, COURSE_PACKAGE)
+            if cell.source == publishing.setup_cell(name):
+                cell.source = publishing.setup_cell(name, extras=COURSE_EXTRAS)
     return nb
 
 
@@ -225,7 +274,8 @@ def check_student_notebook(master: nbformat.NotebookNode, student: nbformat.Note
     * a line of a solution that the master has nowhere outside its solutions;
     * the code of a hidden test, in the notebook or in the public test files;
     * an output, an execution count, an attachment, or metadata beyond kernel, language
-      and otter's (papermill records, widget state and the images in it).
+      and otter's (papermill records, widget state and the images in it);
+    * a Colab link to the published master notebooks.
     """
     problems = []
     solution, outside = solution_lines(master)
@@ -239,6 +289,9 @@ def check_student_notebook(master: nbformat.NotebookNode, student: nbformat.Note
         body = [line.strip() for line in test.splitlines() if line.strip() and not line.strip().startswith("#")]
         if any(body[0] in s for s in shipped):
             problems.append(f"hidden test {body[0]!r}")
+    master_link = re.compile(r"colab\.research\.google\.com/github/[^)\s]*/notebooks/")
+    if master_link.search(text):
+        problems.append("a Colab link opening the master notebook (with its solutions)")
     extra = set(student.metadata) - NOTEBOOK_METADATA
     if extra:
         problems.append(f"notebook metadata {sorted(extra)}")
@@ -281,10 +334,14 @@ def master_notebooks(source: str | Path | None = None, selection: Sequence[str] 
 
 
 def build(out: str | Path, source: str | Path | None = None, notebooks: Sequence[str] | None = None,
-          overwrite: bool = False) -> list[Exercise]:
+          overwrite: bool = False, student_colab: str | None = None) -> list[Exercise]:
     """Write the student version, the autograders and the solutions of the series to ``out``
     (see the module docstring); returns the exercises. Nothing is written when a notebook
-    fails (the course is made in a temporary folder and moved to ``out`` at the end)."""
+    fails (the course is made in a temporary folder and moved to ``out`` at the end).
+    ``student_colab``: the Colab address of the folder where the teacher publishes
+    ``student/`` (the student notebooks' badges open it)."""
+    if student_colab is not None and not re.match(r"^https://colab\.research\.google\.com/\S+$", student_colab):
+        raise CourseError(f"--student-colab {student_colab}: expected a https://colab.research.google.com/... address")
     masters = master_notebooks(source, notebooks)
     out = Path(out)
     if any(out.resolve() == m.parent.resolve() or out.resolve() in m.parents for m in masters):
@@ -313,7 +370,7 @@ def build(out: str | Path, source: str | Path | None = None, notebooks: Sequence
                     raise CourseError(f"{master_path}: exercise name {name!r} is also used in {seen[name]}")
                 seen[name] = master_path.stem
             dist = _assign(assign, master_path, Path(tmp) / master_path.stem)
-            student = student_notebook(read_notebook(dist / "student" / master_path.name))
+            student = student_notebook(read_notebook(dist / "student" / master_path.name), student_colab)
             public = sorted((dist / "student" / "tests").glob("*.py"))
             problems = check_student_notebook(master, student, [p.read_text() for p in public])
             if problems:
@@ -331,6 +388,9 @@ def build(out: str | Path, source: str | Path | None = None, notebooks: Sequence
                                           len(tests.test_cases) - hidden, hidden))
             print(f"{master_path.stem}: {len(names)} exercise(s), "
                   f"{sum(e.points for e in exercises if e.notebook == master_path.stem):g} points")
+        with zipfile.ZipFile(made / "student" / "tests.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted((made / "student" / "tests").glob("*.py")):
+                archive.write(path, f"tests/{path.name}")
         pd.DataFrame([e.__dict__ for e in exercises]).to_csv(made / "exercises.csv", index=False)
         if out.is_dir():
             shutil.rmtree(out)
@@ -377,12 +437,11 @@ def _quiet() -> Iterator[None]:
 
 
 # -- grade ---------------------------------------------------------------------------------------
-def grade(submission: str | Path, course: str | Path) -> pd.DataFrame:
-    """Grade a submitted notebook with the autograder ``build`` wrote into ``course``.
+COLUMNS = ["submission", "exercise", "points", "possible", "tests_passed", "status"]
 
-    The autograder is chosen by the notebook's otter assignment name. Returns one row per
-    exercise: ``exercise``, ``points`` scored, ``possible``, ``tests_passed`` (``"2/3"``).
-    """
+
+def _assignment(submission: str | Path, course: str | Path) -> tuple[nbformat.NotebookNode, str, Path]:
+    """(notebook, assignment name, autograder archive) of a submission, or a CourseError."""
     nb = read_notebook(submission)
     name = nb.metadata.get("otter", {}).get("assignment_name")
     if not name:
@@ -392,41 +451,157 @@ def grade(submission: str | Path, course: str | Path) -> pd.DataFrame:
     if not archive.is_file():
         raise CourseError(f"{submission}: no autograder {archive} for assignment {name!r} "
                           f"(build the course with `fmuia course build --out {course}`)")
-    graded = graded_copy(nb)
-    _otter()
+    try:
+        exercises_start(nb, str(submission))
+    except CourseError as exc:
+        raise CourseError(f"{exc}: not the student version of {name!r}") from None
+    return nb, name, archive
+
+
+def _possible(archive: Path) -> dict[str, float]:
+    """``{exercise: points}`` of an autograder, read from its test files (the teacher's)."""
+    _, test_file = _otter()
+    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(tmp)
+        return {p.stem: float(test_file.from_file(str(p)).possible) for p in sorted(Path(tmp, "tests").glob("*.py"))}
+
+
+def _grade_here(notebook: str, archive: str) -> list[dict[str, Any]]:
+    """Otter's local grading of a notebook ready for grading (run in a process of its own)."""
     from otter.api import grade_submission
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{name}.ipynb"
-        nbformat.write(graded, str(path))
-        with _quiet():
-            results = grade_submission(str(path), str(archive), quiet=True)
+    with _quiet():
+        results = grade_submission(notebook, archive, quiet=True)
     rows = []
-    text = nbformat.writes(nb)
-    position = {name: text.find(f'"{name}') % (len(text) + 1) for name in results.results}  # not found: last
-    order = sorted(results.results, key=lambda name: (position[name], name))  # the notebook's order
-    for exercise in order:
-        result = results.results[exercise]
+    for exercise, result in results.results.items():
         passed = sum(r.passed for r in result.test_case_results)
         rows.append({"exercise": exercise, "points": float(result.score), "possible": float(result.possible),
-                     "tests_passed": f"{passed}/{len(result.test_cases)}"})
-    return pd.DataFrame(rows, columns=["exercise", "points", "possible", "tests_passed"])
+                     "tests_passed": f"{passed}/{len(result.test_cases)}", "status": "graded"})
+    return rows
+
+
+def _grade_in_a_process(notebook: Path, archive: Path, timeout: float) -> tuple[list[dict[str, Any]], str]:
+    """(rows, problem) of :func:`_grade_here` run by a child Python, killed with its process
+    group (otter's kernel included) after ``timeout`` seconds; problem is "" when it finished."""
+    out = notebook.with_suffix(".json")
+    code = ("import json, sys; from fmuia_lib.course import _grade_here; "
+            "json.dump(_grade_here(sys.argv[1], sys.argv[2]), open(sys.argv[3], 'w'))")
+    env = dict(os.environ)  # the child imports this fmuia_lib
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    child = subprocess.Popen([sys.executable, "-c", code, str(notebook), str(archive), str(out)], env=env,
+                             cwd=notebook.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    try:
+        log, _ = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        return [], f"timed out after {timeout:g} s"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)  # whatever it started and left behind
+    if child.returncode != 0 or not out.is_file():
+        last = (log or b"").decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        return [], f"grading failed (exit status {child.returncode}): {last[0][:200]}"
+    return json.loads(out.read_text()), ""
+
+
+def _grade_in_docker(submissions: list[tuple[str, nbformat.NotebookNode, str, Path]], timeout: float,
+                     tmp: Path) -> dict[str, tuple[list[dict[str, Any]], str]]:
+    """Otter's container grading (``otter grade``: Docker, no network), one run per assignment."""
+    import otter.grade
+
+    found: dict[str, tuple[list[dict[str, Any]], str]] = {}
+    for name in sorted({s[2] for s in submissions}):
+        folder, out = tmp / "docker" / name, tmp / "docker-out" / name
+        folder.mkdir(parents=True)
+        out.mkdir(parents=True)
+        files = {}
+        for i, (submission, nb, assignment, archive) in enumerate(submissions):
+            if assignment == name:
+                files[f"{i:04d}_{name}.ipynb"] = submission
+                nbformat.write(graded_copy(nb), str(folder / f"{i:04d}_{name}.ipynb"))
+        with _quiet():
+            otter.grade.main(name=name, paths=[str(folder)], output_dir=str(out), autograder=str(archive),
+                             timeout=int(timeout), no_network=True)
+        table = pd.read_csv(out / "final_grades.csv")
+        possible = table[table["file"] == "points-per-question"]
+        exercises = [c for c in table.columns if c not in ("file", "total_points_earned", "percent_correct",
+                                                           "grading_status")]
+        for _, row in table[table["file"] != "points-per-question"].iterrows():
+            status = str(row.get("grading_status", "Completed"))
+            found[files[Path(str(row["file"])).name]] = (
+                [{"exercise": e, "points": float(row[e]), "possible": float(possible[e].iloc[0]) if len(possible) else
+                  float("nan"), "tests_passed": "", "status": "graded" if status == "Completed" else status}
+                 for e in exercises], "")
+    return found
+
+
+def grade(submissions: str | Path | Sequence[str | Path], course: str | Path, timeout: float = GRADE_TIMEOUT,
+          docker: bool = False) -> pd.DataFrame:
+    """Grade submitted notebooks with the autograders ``build`` wrote into ``course``.
+
+    RUNS THE STUDENTS' CODE: on this machine each submission in a process of its own, killed
+    after ``timeout`` seconds (a submission that times out or crashes scores 0, and ``status``
+    says why); with ``docker`` in otter's Docker containers. Each notebook's autograder is
+    chosen by its otter assignment name; every submission is checked before any is graded.
+    Returns one row per submission and exercise: ``submission``, ``exercise``, ``points``
+    scored, ``possible``, ``tests_passed`` (``"2/3"``), ``status``.
+    """
+    if isinstance(submissions, (str, Path)):
+        submissions = [submissions]
+    if docker and shutil.which("docker") is None:
+        raise CourseError("--docker: no `docker` command on this machine (grade without --docker, in a process "
+                          "per submission, or install Docker)")
+    checked = [(str(s), *_assignment(s, course)) for s in submissions]
+    _otter()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        graded = _grade_in_docker(checked, timeout, Path(tmp)) if docker else {}
+        for i, (submission, nb, name, archive) in enumerate(checked):
+            if docker:
+                found, problem = graded.get(submission, ([], "no result from otter grade"))
+            else:
+                path = Path(tmp) / f"{i:04d}" / f"{name}.ipynb"
+                path.parent.mkdir()
+                nbformat.write(graded_copy(nb), str(path))
+                found, problem = _grade_in_a_process(path, archive, timeout)
+            if problem:  # nothing graded: every exercise scores 0
+                found = [{"exercise": e, "points": 0.0, "possible": p, "tests_passed": "", "status": problem}
+                         for e, p in _possible(archive).items()]
+            text = nbformat.writes(nb)
+            position = {r["exercise"]: text.find(f'"{r["exercise"]}') % (len(text) + 1) for r in found}
+            for row in sorted(found, key=lambda r: (position[r["exercise"]], r["exercise"])):  # the notebook's order
+                rows.append({"submission": submission, **row})
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 # -- command line ----------------------------------------------------------------------------------
 def build_main(args) -> int:
     """``fmuia course build`` (a CourseError is bad input: ``cli.main``)."""
-    exercises = build(args.out, source=args.source, notebooks=args.notebooks, overwrite=args.overwrite)
+    exercises = build(args.out, source=args.source, notebooks=args.notebooks, overwrite=args.overwrite,
+                      student_colab=args.student_colab)
     print(f"{len(exercises)} exercises, {sum(e.points for e in exercises):g} points: student version in "
-          f"{Path(args.out) / 'student'}, autograders in {Path(args.out) / 'autograder'}")
+          f"{Path(args.out) / 'student'} (with tests.zip for Colab), autograders in {Path(args.out) / 'autograder'}")
     return 0
 
 
 def grade_main(args) -> int:
     """``fmuia course grade`` (a CourseError is bad input: ``cli.main``)."""
-    table = grade(args.submission, args.course)
-    print(table.to_string(index=False))
-    print(f"total {table['points'].sum():g} / {table['possible'].sum():g}")
+    if args.timeout <= 0:
+        raise CourseError(f"--timeout {args.timeout:g}: expected a number of seconds above 0")
+    if args.docker:
+        where = "in otter's Docker containers, without network"
+    else:
+        where = (f"on this machine with your rights, each in a process of its own, {args.timeout:g} s at most"
+                 + ("; Docker is here: --docker grades in otter's containers instead"
+                    if shutil.which("docker") else "; with Docker installed, --docker would isolate it"))
+    print(f"grading runs the students' code: {where}", file=sys.stderr)
+    table = grade(args.submissions, args.course, timeout=args.timeout, docker=args.docker)
+    for submission, rows in table.groupby("submission", sort=False):
+        print(f"{submission}:")
+        print(rows.drop(columns="submission").to_string(index=False))
+        print(f"total {rows['points'].sum():g} / {rows['possible'].sum():g}\n")
     if args.json:
         Path(args.json).write_text(table.to_json(orient="records", indent=1))
     return 0

@@ -5,10 +5,12 @@ profiles come from the package), Colab's preinstalled libraries, and one noteboo
 each in a kernel of its own. This test stands in for that:
 
 * it builds fmuia's wheel and installs it into a fresh virtual environment in a temporary
-  folder outside the checkout. Colab's preinstalled torch, pandas, Jupyter... are stood in
-  for by this environment's third-party packages, exposed to the fresh one through a
-  ``.pth`` file (everything but fmuia itself); pip installs the wheel with ``--no-index``,
-  so it fails if a core dependency is not already there;
+  folder outside the checkout, through the notebooks' own setup cell run as on Colab (a
+  stand-in ``google.colab`` module, the wheel in the working folder, where a learner puts
+  it), so that the install users run is the one tested. Colab's preinstalled torch, pandas,
+  Jupyter... are stood in for by this environment's third-party packages, exposed to the
+  fresh one through a ``.pth`` file (everything but fmuia itself); a core dependency they
+  do not meet fails the test (pip is told to use no index);
 * it copies the notebooks into a working folder there and executes them ONE AT A TIME
   with papermill (run by the fresh environment's Python, each in a fresh kernel of it,
   working folder the temporary one), choosing the ci-tiny profile with one parameter;
@@ -55,6 +57,46 @@ def _stand_in_for_colab_packages(folder: Path) -> Path:
     return folder
 
 
+#: Colab's google.colab, stood in for: it records what the setup cell asks of it.
+COLAB_STUB = """
+import types
+
+drive = types.SimpleNamespace(mount=lambda path: print("colab: mount", path))
+output = types.SimpleNamespace(enable_custom_widget_manager=lambda: print("colab: widgets"))
+"""
+#: Runs a setup cell's source (argv[1]) as Colab would: google.colab loaded, IPython's syntax.
+RUN_SETUP = """
+import sys
+import types
+
+import google.colab  # loaded on Colab before any cell runs
+from IPython.core.inputtransformer2 import TransformerManager
+
+source = TransformerManager().transform_cell(open(sys.argv[1]).read())
+shell = types.SimpleNamespace(run_line_magic=lambda *args: None)
+exec(compile(source, "setup cell", "exec"), {"__name__": "__main__", "get_ipython": lambda: shell})
+import fmuia_lib
+
+print("fmuia from", fmuia_lib.__file__)
+"""
+
+
+def _colab_setup(python: Path, work: Path, base: Path, notebook: str) -> subprocess.CompletedProcess:
+    """Run ``notebook``'s setup cell (as committed) with the fresh environment's Python, in the
+    working folder, as on Colab; pip is kept off the network (PIP_NO_INDEX)."""
+    stub = base / "colab-stub"
+    if not stub.exists():
+        (stub / "google" / "colab").mkdir(parents=True)
+        (stub / "google" / "colab" / "__init__.py").write_text(COLAB_STUB)
+        (stub / "run_setup.py").write_text(RUN_SETUP)
+    cell = nbformat.read(str(work / f"{notebook}.ipynb"), as_version=4).cells[1].source
+    (base / f"setup_{notebook}.py").write_text(cell)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", RUN_DIR_VARIABLE)}
+    env.update(PYTHONPATH=str(stub), PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1", OMP_NUM_THREADS="1",
+               PATH=f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    return _run([str(python), str(stub / "run_setup.py"), str(base / f"setup_{notebook}.py")], cwd=work, env=env)
+
+
 @pytest.fixture(scope="module")
 def colab(tmp_path_factory):
     """(python of the fresh environment, working folder, environment variables)."""
@@ -79,9 +121,15 @@ def colab(tmp_path_factory):
     python = venv / "bin" / "python"
     site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
     (site / "colab_preinstalled.pth").write_text(f"{_stand_in_for_colab_packages(base / 'preinstalled')}\n")
-    installed = _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-index", "-q",
-                      "--disable-pip-version-check", str(wheel)])
-    assert installed.returncode == 0, f"a core dependency is not met by the stand-in packages:\n{installed.stderr}"
+    work = base / "work"
+    work.mkdir()
+    for notebook in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        shutil.copy2(notebook, work / notebook.name)
+    shutil.copy2(wheel, work / wheel.name)  # where a learner puts it on Colab
+    setup = _colab_setup(python, work, base, "01_dataset_exploration")
+    assert setup.returncode == 0, f"the setup cell did not install the wheel:\n{setup.stdout}\n{setup.stderr}"
+    assert "mount" not in setup.stdout and "widgets" in setup.stdout, setup.stdout  # 01 leaves Drive alone
+    assert "GPU" not in setup.stdout, setup.stdout
     # the fresh environment's kernel, which papermill starts for each notebook
     path = f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
     kernel = venv / "share" / "jupyter" / "kernels" / "python3"
@@ -94,10 +142,6 @@ def colab(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", RUN_DIR_VARIABLE)}
     env.update(PATH=path, OMP_NUM_THREADS="1", JUPYTER_PATH=str(venv / "share" / "jupyter"),
                JUPYTER_RUNTIME_DIR=str(base / "jupyter-runtime"), IPYTHONDIR=str(base / "ipython"))
-    work = base / "work"
-    work.mkdir()
-    for notebook in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
-        shutil.copy2(notebook, work / notebook.name)
     print(f"\nwheel built and installed into a fresh environment in {time.perf_counter() - started:.1f} s")
     return python, work, env
 
@@ -203,3 +247,15 @@ def test_the_series_runs_one_notebook_at_a_time_from_the_wheel(colab):
                for c in explorer.cells for o in c.get("outputs", [])), "the explorer widget was not displayed"
     total = time.perf_counter() - started
     print("\n" + "\n".join(f"  {k:<48} {v:6.1f} s" for k, v in timings.items()) + f"\n  {'all notebooks':<48} {total:6.1f} s")
+
+
+def test_a_training_notebook_s_setup_mounts_drive_and_asks_for_a_gpu(colab):
+    """03's setup cell, as on Colab: the wheel again from the working folder (already there:
+    pip leaves it), Google Drive mounted for the run folder, and on this CPU a word about the GPU."""
+    import torch
+
+    python, work, env = colab
+    setup = _colab_setup(python, work, work.parent, "03_multitask_training")
+    assert setup.returncode == 0, setup.stderr
+    assert "colab: mount /content/drive" in setup.stdout and "colab: widgets" in setup.stdout, setup.stdout
+    assert ("wants a GPU" in setup.stdout) == (not torch.cuda.is_available()), setup.stdout

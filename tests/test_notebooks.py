@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fmuia_lib import course, env_info
+from fmuia_lib import course, env_info, publishing
 from fmuia_lib.runner import run_folder, suite
 from fmuia_lib.config import TrainConfig
 
@@ -50,9 +50,9 @@ def test_every_notebook_opens_the_same_way(path):
     nb = _read(path)
     title, setup = nb.cells[0], nb.cells[1]
     assert title.cell_type == "markdown" and title.source.startswith("# ")
-    assert f"colab.research.google.com/github/fmuia/fmuia/blob/main/notebooks/{path.name}" in title.source
+    assert publishing.badge_line(path.name) in title.source.splitlines()
     assert "**Learning objectives**" in title.source
-    assert setup.source == _read(NOTEBOOKS[0]).cells[1].source, "one setup cell for the whole series"
+    assert setup.source == publishing.setup_cell(path.name), "run `python -m fmuia_lib.publishing`"
     assert "from fmuia_lib.runner import run_folder" in setup.source
     tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
@@ -97,8 +97,9 @@ def test_parameters_are_the_profile_the_folders_the_device_overrides_and_own_set
     assert not (set(declared) - {"device"}) & fields, f"{path.stem} declares TrainConfig fields"
 
 
-def _setup_on_colab(monkeypatch, tmp_path):
-    """Run the setup cell as on Colab (google.colab present, pip and Drive recorded)."""
+def _setup_on_colab(monkeypatch, tmp_path, notebook=NOTEBOOKS[0], source=None):
+    """Run a notebook's setup cell as on Colab (google.colab present, pip and Drive recorded),
+    in ``tmp_path`` as the working folder; ``source``: the cell to run instead."""
     from IPython.core.inputtransformer2 import TransformerManager
 
     calls = {"pip": [], "mount": [], "widgets": 0, "constraints": None}
@@ -110,6 +111,7 @@ def _setup_on_colab(monkeypatch, tmp_path):
     google.colab = colab
     monkeypatch.setitem(sys.modules, "google", google)
     monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.chdir(tmp_path)
 
     def fake_run(argv, check=False, **kwargs):
         calls["pip"].append(list(argv))
@@ -118,7 +120,7 @@ def _setup_on_colab(monkeypatch, tmp_path):
         return subprocess.CompletedProcess(argv, 0)
 
     monkeypatch.setattr(subprocess, "run", fake_run)
-    source = TransformerManager().transform_cell(_read(NOTEBOOKS[0]).cells[1].source)
+    source = TransformerManager().transform_cell(source or _read(notebook).cells[1].source)
     magics = []
     exec(source, {"get_ipython": lambda: types.SimpleNamespace(
         run_line_magic=lambda *args: magics.append(args))})
@@ -126,24 +128,72 @@ def _setup_on_colab(monkeypatch, tmp_path):
     return calls
 
 
-def test_the_colab_setup_installs_core_dependencies_only(monkeypatch, tmp_path):
-    """On Colab the setup cell installs fmuia without extras and no Jupyter package (Colab's
-    own stay as they are), pins torch and the widgets to Colab's versions, turns on the
-    widget manager and mounts Google Drive, where the default run folder is."""
-    monkeypatch.delenv(run_folder.RUN_DIR_VARIABLE, raising=False)  # the tests' own run folder
-    calls = _setup_on_colab(monkeypatch, tmp_path)
-    (argv,) = calls["pip"]
+def _wanted(argv: list[str]) -> list[str]:
     assert argv[1:4] == ["-m", "pip", "install"]
     options_with_values = {"-c", "--constraint"}
-    wanted = [a for i, a in enumerate(argv[4:], 4) if not a.startswith("-") and argv[i - 1] not in options_with_values]
-    assert wanted == ["fmuia @ git+https://github.com/fmuia/fmuia"], wanted
+    return [a for i, a in enumerate(argv[4:], 4) if not a.startswith("-") and argv[i - 1] not in options_with_values]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_colab_setup_installs_core_dependencies_only(monkeypatch, tmp_path, path):
+    """On Colab the setup cell installs fmuia, found as a wheel in the working folder, without
+    extras and no Jupyter package (Colab's own stay as they are), pins torch and the widgets to
+    Colab's versions and turns on the widget manager. Notebooks 03-06 mount Google Drive,
+    where the default run folder then is; 01 and 02 do not. Only 03 and 06 (they train) speak
+    of a GPU."""
+    monkeypatch.delenv(run_folder.RUN_DIR_VARIABLE, raising=False)  # the tests' own run folder
+    wheel = tmp_path / "fmuia-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"")
+    calls = _setup_on_colab(monkeypatch, tmp_path, path)
+    (argv,) = calls["pip"]
+    wanted = _wanted(argv)
+    assert wanted == [f"fmuia @ {wheel.as_uri()}"], wanted
     jupyter = ("jupyter", "notebook", "ipykernel", "ipywidgets", "nbconvert", "widgetsnbextension", "nbclassic")
     assert not any("[" in w.split("@")[0] or w.lower().startswith(jupyter) for w in wanted)
     assert not {"-U", "--upgrade", "--force-reinstall"} & set(argv)
     pinned = {line.split("==")[0] for line in calls["constraints"].splitlines()}
     assert {"torch", "torchvision", "ipywidgets"} <= pinned
-    assert calls["mount"] == ["/content/drive"] and calls["widgets"] == 1
-    assert run_folder.default_run_dir().startswith("/content/drive/")
+    mounts = path.stem[:2] in publishing.DRIVE_NOTEBOOKS
+    assert calls["mount"] == (["/content/drive"] if mounts else []) and calls["widgets"] == 1
+    assert set(publishing.DRIVE_NOTEBOOKS) == {"03", "04", "05", "06"}
+    assert ("GPU" in _read(path).cells[1].source) == (path.stem[:2] in ("03", "06"))
+    monkeypatch.setattr(run_folder.Path, "is_dir", lambda self: str(self) == "/content/drive/MyDrive" and mounts)
+    assert run_folder.default_run_dir().startswith("/content/drive/") == mounts
+
+
+def test_the_colab_setup_installs_the_published_repository_or_says_what_to_upload(monkeypatch, tmp_path):
+    """With no wheel or folder beside the notebook: the published repository when the setting
+    names one, else a message saying what to put where; nothing names an account otherwise."""
+    cell = publishing.setup_cell(NOTEBOOKS[3].name, setting="someone/fmuia-course@v1")
+    calls = _setup_on_colab(monkeypatch, tmp_path, source=cell)
+    assert _wanted(calls["pip"][0]) == ["fmuia @ git+https://github.com/someone/fmuia-course@v1"]
+    folder = tmp_path / "project"
+    (folder / "fmuia").mkdir(parents=True)
+    (folder / "fmuia" / "pyproject.toml").write_text("")
+    calls = _setup_on_colab(monkeypatch, folder, source=cell)  # a project folder wins
+    assert _wanted(calls["pip"][0]) == [f"fmuia @ {(folder / 'fmuia').as_uri()}"]
+    with pytest.raises(RuntimeError, match="fmuia is not published: put its wheel"):
+        _setup_on_colab(monkeypatch, tmp_path, source=publishing.setup_cell(NOTEBOOKS[3].name, setting=""))
+    assert "[course]" in publishing.setup_cell(NOTEBOOKS[3].name, extras="[course]")
+
+
+def test_badges_setup_cells_and_urls_come_from_the_one_setting():
+    """`python -m fmuia_lib.publishing --check` finds nothing to rewrite; no address names an
+    account the setting does not; a published setting gives every address from it."""
+    assert publishing.sync(ROOT, check=True) == [], "run `python -m fmuia_lib.publishing`"
+    text = "".join(p.read_text() for p in publishing.notebook_paths(ROOT))
+    repo = publishing.repository()
+    named = set(re.findall(r"(?:colab\.research\.google\.com/github/|raw\.githubusercontent\.com/|git\+https://"
+                           r"github\.com/)([\w.-]+/[\w.-]+)", text))
+    assert named == ({repo[0]} if repo else set()), named
+    assert suite.NOTEBOOKS_URL == publishing.notebooks_url()
+    setting = "someone/fmuia-course@v1"
+    assert publishing.badge_line("03_multitask_training.ipynb", setting).endswith(
+        "(https://colab.research.google.com/github/someone/fmuia-course/blob/v1/notebooks/03_multitask_training.ipynb)")
+    assert publishing.notebooks_url(setting) == "https://raw.githubusercontent.com/someone/fmuia-course/v1/notebooks/"
+    assert publishing.install_url("someone/fmuia") == "git+https://github.com/someone/fmuia@main"
+    with pytest.raises(ValueError, match="REPOSITORY"):
+        publishing.repository("https://github.com/someone/fmuia")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -233,10 +233,16 @@ def test_every_path_derives_from_the_run_folder(tmp_path, monkeypatch):
     assert run_folder.run_paths().root == profiles.resolve(run_folder.LOCAL_RUN_DIR)
 
 
-def test_colab_keeps_the_run_folder_on_google_drive(monkeypatch):
+def test_colab_keeps_the_run_folder_on_google_drive_when_it_is_mounted(monkeypatch):
+    """03-06 mount Drive and hand their files over there; 01 and 02 do not mount it, and keep
+    theirs on the machine."""
     monkeypatch.delenv(run_folder.RUN_DIR_VARIABLE, raising=False)
     monkeypatch.setitem(__import__("sys").modules, "google.colab", object())
-    assert run_folder.default_run_dir() == "/content/drive/MyDrive/fmuia/runs"
+    real_is_dir = run_folder.Path.is_dir
+    for mounted in (True, False):
+        monkeypatch.setattr(run_folder.Path, "is_dir", lambda self: mounted if str(self) == "/content/drive/MyDrive"
+                            else real_is_dir(self))
+        assert run_folder.default_run_dir() == ("/content/drive/MyDrive/fmuia/runs" if mounted else run_folder.LOCAL_RUN_DIR)
 
 
 def test_missing_data_gives_a_short_explanation(tmp_path):

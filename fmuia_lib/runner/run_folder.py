@@ -10,8 +10,8 @@ default the profile's); every path derives from them:
 * ``run_dir/metrics/<notebook>.csv``: the tidy tables the suite collects.
 
 On Colab each notebook runs on a machine of its own; the default ``run_dir`` is then on
-Google Drive (mounted by the setup cell), so the notebooks hand their files to each other
-there, while the data (phantom or conversion) is made again on each machine. The
+Google Drive when it is mounted (the setup cells of 03-06 mount it), so the notebooks hand
+their files to each other there, while the data (phantom or conversion) is made again on each machine. The
 environment variable ``FMUIA_RUN_DIR`` replaces the default folder (the tests point the
 notebooks they execute at a folder of their own with it).
 
@@ -55,9 +55,11 @@ class RunSetupError(RuntimeError):
 
 # -- the run folder -------------------------------------------------------------------------
 def default_run_dir() -> str:
-    """``$FMUIA_RUN_DIR`` when set; else Google Drive on Colab (the notebooks run on separate
-    machines), else ``runs/notebooks``."""
-    return os.environ.get(RUN_DIR_VARIABLE) or (COLAB_RUN_DIR if in_colab() else LOCAL_RUN_DIR)
+    """``$FMUIA_RUN_DIR`` when set; else Google Drive on Colab when it is mounted (the
+    notebooks run on separate machines; 01 and 02 leave nothing for the others and do not
+    mount it), else ``runs/notebooks``."""
+    on_drive = in_colab() and Path(COLAB_RUN_DIR).parents[1].is_dir()  # MyDrive: Drive is mounted
+    return os.environ.get(RUN_DIR_VARIABLE) or (COLAB_RUN_DIR if on_drive else LOCAL_RUN_DIR)
 
 
 @dataclass(frozen=True)

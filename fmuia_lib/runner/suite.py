@@ -27,13 +27,15 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
+from fmuia_lib import publishing
 from fmuia_lib.config import ConfigError, check_runnable
 from fmuia_lib.profiles import SHIPPED_DIR, Profile, load_profile, project_root, run_settings
 from fmuia_lib.runner.run_folder import (LOCAL_RUN_DIR, METRICS_DIR, RunSetupError, check_data_root, in_colab,
                               prepare_data)
 
-#: Where a notebook of the series is fetched from on Colab, where only the open notebook is on disk.
-NOTEBOOKS_URL = "https://raw.githubusercontent.com/fmuia/fmuia/main/notebooks/"
+#: Where a notebook of the series is fetched from on Colab, where only the open notebook is on
+#: disk: the published repository's (``fmuia_lib.publishing``); None while unpublished.
+NOTEBOOKS_URL = publishing.notebooks_url()
 
 
 class NotebookFailed(RunSetupError):
@@ -81,7 +83,7 @@ def find_notebook(key: str, download_to: str | Path | None = None) -> Path:
         if hits:
             return hits[0]
     name = f"{key.removesuffix('.ipynb')}.ipynb"
-    if in_colab() and download_to is not None and "_" in name:
+    if in_colab() and download_to is not None and "_" in name and NOTEBOOKS_URL:
         import urllib.request
 
         target = Path(download_to) / name
