@@ -20,7 +20,7 @@ from fmuia_lib.data.transforms import build_transforms
 from fmuia_lib.challenge.evaluate import check_submission, evaluate_records, evaluate_submission
 from fmuia_lib.challenge.predict import (SubmissionError, load_model, predict_records, predict_to_submission,
                                records_from_ground_truth, write_submission)
-from fmuia_lib.training.validation import validate
+from fmuia_lib.training.validation import validate_whole_set
 
 
 def _outputs(folder):
@@ -143,7 +143,7 @@ def test_validate_equals_evaluating_the_written_submission(tiny_run, tmp_path):
     val, checkpoint = tiny_run
     model, size, _ = load_model(checkpoint)
     val_set = MultiTaskDataset(val, transforms=build_transforms(size, train=False))
-    ours = validate(model, val_set, "cpu", batch_size=3)
+    ours = validate_whole_set(model, val_set, "cpu", batch_size=3)
     predict_to_submission(model, val, tmp_path / "sub", size, batch_size=3, device="cpu", progress=False)
     report = evaluate_submission(val, tmp_path / "sub")
     theirs = report.per_task.set_index("task_id")
@@ -174,7 +174,7 @@ def test_validation_scores_at_the_original_resolution(tiny_run):
     assert all(h > size and w > size for h, w in shapes)  # masks come back at the image's size
     report = evaluate_records(val, records)
     row = report.per_task.set_index("task_id").loc["cardiac_multi"]
-    assert validate(model, val_set, "cpu")["cardiac_multi"]["HD"] == pytest.approx(row["HD"], abs=1e-9)
+    assert validate_whole_set(model, val_set, "cpu")["cardiac_multi"]["HD"] == pytest.approx(row["HD"], abs=1e-9)
 
 
 def test_records_in_memory_score_like_the_files(data_root, tmp_path):

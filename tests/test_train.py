@@ -19,7 +19,7 @@ from fmuia_lib.training import load_checkpoint, train
 from fmuia_lib.checkpoint import CheckpointMismatch
 from fmuia_lib.training.data import build_datasets
 from fmuia_lib.training.optim import build_optimizer, build_schedule, check_param_groups, lr_factor, param_groups
-from fmuia_lib.training.validation import validate
+from fmuia_lib.training.validation import validate_whole_set
 from conftest import TINY_MODEL
 
 TASKS = ["cardiac_multi", "organ_cls", "thyroid_nodule_det", "IUGC"]
@@ -142,8 +142,8 @@ def test_validation_is_over_the_whole_set_not_per_batch(make_root, tmp_path):
     _, val_set, tasks = build_datasets(config)
     torch.manual_seed(0)
     model = build_model(config, tasks)
-    one = validate(model, val_set, "cpu", batch_size=1)
-    big = validate(model, val_set, "cpu", batch_size=4)
+    one = validate_whole_set(model, val_set, "cpu", batch_size=1)
+    big = validate_whole_set(model, val_set, "cpu", batch_size=4)
     assert set(one) == set(TASKS)
     for task_id in TASKS:
         assert one[task_id]["num_samples"] == 5

@@ -3,7 +3,7 @@
 One scorer, :func:`score`, takes the ground truth of a data root (:class:`GroundTruth`)
 and a :class:`~fmuia_lib.challenge.submission.Submission` (read from a folder, or made in memory
 from prediction records). ``fmuia evaluate`` (:func:`evaluate_submission`), training-time
-validation (``training.validation.validate``, through :func:`evaluate_records`) and the
+validation (``training.validation.validate_whole_set``, through :func:`evaluate_records`) and the
 error analysis all go through it, so a number means the same everywhere. It reproduces
 the challenge's scoring (see :mod:`fmuia_lib.challenge.metrics` for the definitions) and adds what
 the challenge leaves out:
@@ -12,7 +12,7 @@ the challenge leaves out:
   or duplicated, and entries for images that are not in the ground truth. Like the
   challenge, a missing prediction is *not scored* (it does not count as a failure), so
   a score only means something together with its coverage; the report says so loudly.
-  A prediction the scorer cannot use (``submission.entry_findings``: a class out of
+  A prediction the scorer cannot use (``submission.entry_problems``: a class out of
   range, probabilities that are not a distribution, an inverted box or one wholly
   outside the image) is *invalid*: not scored, listed in ``invalid`` with its reason,
   and the submission is not complete. A mask pixel whose value is no class is scored as
@@ -50,8 +50,8 @@ from fmuia_lib.challenge import metrics
 from fmuia_lib.data.images import ImageReadError, Mask, image_size, mask_value_problem, read_mask
 from fmuia_lib.data.layout import CSV_DIR, LayoutError, Problem, lies_inside, read_rows, resolve_tasks
 from fmuia_lib.challenge.submission import (PREDICTION_FILES, SCORED_KEYS, EntryIndex, Submission, SubmissionError,
-                                  entry_findings, load_json_list, mask_output_path, number_list,
-                                  read_mask_findings, submission_folder, submission_relpath)
+                                  entry_problems, load_json_list, mask_output_path, number_list,
+                                  read_mask_problems, submission_folder, submission_relpath)
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, TaskSpec
 
 if TYPE_CHECKING:
@@ -283,7 +283,7 @@ def _score_segmentation(task: TaskSpec, truth: GroundTruth, submission: Submissi
         gt = truth.mask(row, task)
         where = f"{row['mask_path']} ({task.task_id}, {row['source']})"
         try:
-            pred, errors, notes = read_mask_findings(task, submission, row["mask_path"], gt.shape)
+            pred, errors, notes = read_mask_problems(task, submission, row["mask_path"], gt.shape)
         except SubmissionError as err:
             pred, errors, notes = None, [str(err)], []
         invalid += [f"{where}: {e}" for e in errors]
@@ -318,7 +318,7 @@ def _score_entries(task: TaskSpec, truth: GroundTruth, index: EntryIndex | None,
             result.missing += 1
             continue
         size = truth.size(row) if task.task_type == DETECTION else None
-        errors, notes = entry_findings(task, entry, size)
+        errors, notes = entry_problems(task, entry, size)
         where = f"{file_name}[{index.position[key]}] ({task.task_id}, {row['image_path']})"
         invalid += [f"{where}: {e}" for e in errors]
         warnings += [f"{where}: {w}" for w in notes]
@@ -545,7 +545,7 @@ def check_submission(pred_dir: str | Path, data_root: str | Path,
         if not pred_file.exists():
             check.errors.append(f"{where}: predicted mask missing: {pred_file}")
             continue
-        _, errors, notes = read_mask_findings(task, submission, mask_path, size_of(row))
+        _, errors, notes = read_mask_problems(task, submission, mask_path, size_of(row))
         check.errors += [f"{where}: {e}" for e in errors]
         check.warnings += [f"{where}: {w}" for w in notes]
 
@@ -577,7 +577,7 @@ def check_submission(pred_dir: str | Path, data_root: str | Path,
                 continue
             task = tasks_by_id[key[0]]
             size = size_of(rows_by_key[key]) if task.task_type != CLASSIFICATION else None
-            errors, notes = entry_findings(task, entry, size)
+            errors, notes = entry_problems(task, entry, size)
             check.errors += [f"{where}: {e}" for e in errors]
             check.warnings += [f"{where}: {w}" for w in notes]
         for key, row in rows_by_key.items():

@@ -15,7 +15,7 @@ anything (:meth:`Submission.from_records`, through :func:`entry_from_record`, th
 conversion the writer uses). The scorer (``fmuia_lib.challenge.evaluate``) only ever sees a
 ``Submission``, so files and records are scored by one code path.
 
-The rules for one prediction (:func:`entry_findings`, :func:`mask_findings`) return
+The rules for one prediction (:func:`entry_problems`, :func:`mask_problems`) return
 *errors* (the scorer cannot use the prediction: it counts as invalid, is reported, and
 the submission is not complete) and *warnings* (the prediction is scored, but something
 is off, or the challenge's own scorer would read it differently). Only the pixel
@@ -342,7 +342,7 @@ def number_list(value: Any, length: int | None = None) -> list[float] | None:
     return [float(v) for v in value]
 
 
-def _probability_findings(task: TaskSpec, entry: dict) -> tuple[list[str], list[str]]:
+def _probability_problems(task: TaskSpec, entry: dict) -> tuple[list[str], list[str]]:
     errors, warnings = [], []
     label = entry.get("predicted_class")
     if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < task.num_classes:
@@ -397,14 +397,14 @@ def _coordinate_warnings(task: TaskSpec, entry: dict, pixels: list[float], size:
     return warnings
 
 
-def entry_findings(task: TaskSpec, entry: dict, size: tuple[int, int] | None) -> tuple[list[str], list[str]]:
+def entry_problems(task: TaskSpec, entry: dict, size: tuple[int, int] | None) -> tuple[list[str], list[str]]:
     """``(errors, warnings)`` of one classification / detection / Regression entry.
 
     ``size`` is the image's ``(height, width)`` (None skips the checks that need it).
     See the module docstring for the rules.
     """
     if task.task_type == CLASSIFICATION:
-        return _probability_findings(task, entry)
+        return _probability_problems(task, entry)
     length = 4 if task.task_type == DETECTION else 2 * task.num_classes
     key = SCORED_KEYS[task.task_type]
     pixels = number_list(entry.get(key), length)
@@ -423,7 +423,7 @@ def entry_findings(task: TaskSpec, entry: dict, size: tuple[int, int] | None) ->
     return [], warnings + _coordinate_warnings(task, entry, pixels, size)
 
 
-def mask_findings(task: TaskSpec, mask: Mask, size: tuple[int, int]) -> tuple[list[str], list[str]]:
+def mask_problems(task: TaskSpec, mask: Mask, size: tuple[int, int]) -> tuple[list[str], list[str]]:
     """``(errors, warnings)`` of a predicted mask that was read; ``size`` = ground-truth
     ``(height, width)``. Missing and unreadable files are errors the caller reports."""
     warnings = []
@@ -444,7 +444,7 @@ def mask_findings(task: TaskSpec, mask: Mask, size: tuple[int, int]) -> tuple[li
     return [], warnings
 
 
-def read_mask_findings(task: TaskSpec, submission: Submission, mask_path: str, size: tuple[int, int] | None
+def read_mask_problems(task: TaskSpec, submission: Submission, mask_path: str, size: tuple[int, int] | None
                        ) -> tuple[Mask | None, list[str], list[str]]:
     """Read one predicted mask and judge it: ``(mask or None, errors, warnings)``.
 
@@ -457,5 +457,5 @@ def read_mask_findings(task: TaskSpec, submission: Submission, mask_path: str, s
         return None, [f"predicted mask {err.path}: {err.reason}"], []
     if mask is None:
         return None, [], []
-    errors, warnings = mask_findings(task, mask, size if size is not None else mask.shape)
+    errors, warnings = mask_problems(task, mask, size if size is not None else mask.shape)
     return (None if errors else mask), errors, warnings

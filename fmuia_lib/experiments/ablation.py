@@ -7,7 +7,7 @@ each of those switches taken out (all-but-one). Every arm runs with the same siz
 the same seeds; only its switches differ.
 
 Every arm's final model is scored the same way, whatever its own validation rule: per-task
-challenge metrics over the whole held-out validation root (``training.validation.validate``),
+challenge metrics over the whole held-out validation root (``training.validation.validate_whole_set``),
 so the official arm's per-batch rule never makes its numbers incomparable.
 
 Tables (:func:`type_table`): per arm and task type, the quality (``metrics.task_quality``,
@@ -86,7 +86,7 @@ def run_arm(profile: Any, arm: Arm, seed: int, run_dir: str | Path, data_dir: st
     from fmuia_lib.profiles import run_settings
     from fmuia_lib.training import train
     from fmuia_lib.training.data import build_datasets
-    from fmuia_lib.training.validation import validate
+    from fmuia_lib.training.validation import validate_whole_set
 
     settings = run_settings(profile, {**(overrides or {}), "switches": list(arm.switches), "seed": seed},
                             data_dir=data_dir, run_dir=run_dir, device=device)
@@ -95,7 +95,7 @@ def run_arm(profile: Any, arm: Arm, seed: int, run_dir: str | Path, data_dir: st
     result = train(config, progress=False)
     seconds = time.perf_counter() - start
     _, val_set, _ = build_datasets(config)
-    scores = validate(result.model, val_set, next(result.model.parameters()).device,
+    scores = validate_whole_set(result.model, val_set, next(result.model.parameters()).device,
                       batch_size=config.val_batch_size or config.batch_size, num_workers=config.num_workers)
     rows = [{"task_id": t, "task_type": result.model.task(t).task_type, "quality": s["score"],
              **{k: v for k, v in s.items() if k != "score" and isinstance(v, (int, float, np.number))}}

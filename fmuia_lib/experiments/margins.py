@@ -33,7 +33,7 @@ import pandas as pd
 from fmuia_lib.challenge import metrics
 from fmuia_lib.tasks import TaskSpec
 
-PerTask = Mapping[str, Mapping[str, Any]]  #: task id -> {metric: value}, as ``training.validation.validate`` returns
+PerTask = Mapping[str, Mapping[str, Any]]  #: task id -> {metric: value}, as ``training.validation.validate_whole_set`` returns
 
 TABLE_COLUMNS = ("task_id", "task_type", "metric", "higher_is_better", "runs", "model", "baseline", "margin",
                  "margin_std", "margin_min", "margin_max", "relative_margin", "beats_in_every_run",
@@ -159,7 +159,7 @@ def load_seed_study(profile: str | Path, seeds: Sequence[int] | None = None,
     again on the validation set by this code, on the CPU, instead: what a change of decoding or scoring
     does to the same trained models. A seed without a finished run is an error naming its file."""
     from fmuia_lib.training import load_checkpoint
-    from fmuia_lib.training.validation import validate
+    from fmuia_lib.training.validation import validate_whole_set
 
     loaded, chosen = _profile_and_seeds(profile, seeds)
     study = SeedStudy(str(profile), chosen, [], [], [])
@@ -170,7 +170,7 @@ def load_seed_study(profile: str | Path, seeds: Sequence[int] | None = None,
             raise FileNotFoundError(f"{path}: no finished run for seed {seed}")
         if rescore:
             model, _, _ = load_checkpoint(path)
-            _add_run(study, config, score=lambda val_set: validate(
+            _add_run(study, config, score=lambda val_set: validate_whole_set(
                 model, val_set, "cpu", batch_size=config.val_batch_size or config.batch_size))
         else:
             _add_run(study, config, pd.read_csv(path))

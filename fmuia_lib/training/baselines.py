@@ -66,7 +66,7 @@ def trivial_baseline_records(train: pd.DataFrame, val: pd.DataFrame,
 
 def trivial_baseline_scores(train_set: MultiTaskDataset, val_set: MultiTaskDataset) -> dict[str, dict[str, Any]]:
     """Per validation task: the challenge metrics of its trivial baseline, plus ``score``
-    (``metrics.task_quality``), as :func:`fmuia_lib.training.validation.validate` reports a model's."""
+    (``metrics.task_quality``), as :func:`fmuia_lib.training.validation.validate_whole_set` reports a model's."""
     from fmuia_lib.training.validation import ground_truth  # validation imports the model stack
 
     truth = ground_truth(val_set)

@@ -58,7 +58,7 @@ from fmuia_lib.training.data import SeededItems, build_datasets, build_sampler, 
 from fmuia_lib.training.norm_stats import recalibrate_norm_stats
 from fmuia_lib.training.optim import build_optimizer, build_schedule
 from fmuia_lib.training.per_batch_validation import per_batch_selection_score, validate_per_batch
-from fmuia_lib.training.validation import validate
+from fmuia_lib.training.validation import validate_whole_set
 
 #: On a GPU, the steps whose logged numbers are read back from the device together.
 CUDA_LOG_EVERY = 25
@@ -346,7 +346,7 @@ class Trainer:
             per_task = validate_per_batch(self.model, self.val_set, self.device, batch_size=batch_size,
                                           num_workers=config.num_workers, amp_dtype=self.amp_dtype)
             return per_task, per_batch_selection_score(per_task)
-        per_task = validate(self.model, self.val_set, self.device, batch_size=batch_size,
+        per_task = validate_whole_set(self.model, self.val_set, self.device, batch_size=batch_size,
                             num_workers=config.num_workers, amp_dtype=self.amp_dtype)
         return per_task, metrics.selection_score(per_task, self.tasks)
 

@@ -39,7 +39,7 @@ def ground_truth(dataset: MultiTaskDataset) -> GroundTruth:
 
 
 @torch.no_grad()
-def validate(model, loader_or_dataset: DataLoader | MultiTaskDataset, device: torch.device | str,
+def validate_whole_set(model, loader_or_dataset: DataLoader | MultiTaskDataset, device: torch.device | str,
              batch_size: int = 16, num_workers: int = 0, amp_dtype: torch.dtype | None = None,
              progress: bool = False) -> dict[str, dict[str, Any]]:
     """Per-task challenge metrics over the whole set, plus ``score`` (the task's quality in [0, 1]).

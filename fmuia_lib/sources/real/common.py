@@ -103,7 +103,7 @@ def _open(path: Path) -> Image.Image:
     return img
 
 
-def read_image(path: Path) -> tuple[np.ndarray, str | None]:
+def read_source_image(path: Path) -> tuple[np.ndarray, str | None]:
     """The image's pixels, unchanged where PNG can hold them, and a warning or ``None``.
 
     Grayscale stays grayscale (H x W) and colour stays colour (H x W x 3). A palette is

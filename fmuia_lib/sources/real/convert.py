@@ -37,7 +37,7 @@ from fmuia_lib.data.layout import (CSV_DIR, SPLIT_FOLDERS, inside_data_root_prob
                                    validate_root, write_task_csv)
 from fmuia_lib.sources.real import busi, ccaui, ddti, hc18, pocus
 from fmuia_lib.sources.real.common import (RealDataError, RealDataset, SourceImage, fill_outline,
-                                        mask_box, read_binary_mask, read_image, safe_name)
+                                        mask_box, read_binary_mask, read_source_image, safe_name)
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, SEGMENTATION, TaskSpec, load_manifest
 
 #: The datasets this converter knows, in the order they are converted.
@@ -172,7 +172,7 @@ def _convert_dataset(dataset: RealDataset, src: Path, out: Path, tasks: list[Tas
     outlines_filled = 0
     needs_mask = any(t.task_type in (SEGMENTATION, DETECTION) for t in tasks)
     for item in tqdm(items, desc=dataset.name, disable=not progress, leave=False):
-        pixels, warning = read_image(item.image)
+        pixels, warning = read_source_image(item.image)
         if warning:
             warnings.append(warning)
         image_png = _png_bytes(pixels)
