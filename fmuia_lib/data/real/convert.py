@@ -33,8 +33,8 @@ import pandas as pd
 from PIL import Image
 from fmuia_lib.progress import tqdm
 
-from fmuia_lib.data.layout import (inside_data_root_problem, output_folder_problem, rel_path, sample_files,
-                                   validate_root, write_task_csv)
+from fmuia_lib.data.layout import rel_path, sample_files, validate_root, write_task_csv
+from fmuia_lib.paths import inside_data_root_problem, output_folder_problem
 from fmuia_lib.data.real import busi, ccaui, ddti, hc18, pocus
 from fmuia_lib.data.real.common import (RealDataError, RealDataset, SourceImage, fill_outline,
                                         mask_box, read_binary_mask, read_image, safe_name)
