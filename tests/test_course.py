@@ -298,3 +298,15 @@ def test_a_master_without_its_assignment_config_is_refused_and_nothing_is_writte
     err = capsys.readouterr().err
     assert f"{source / NOTEBOOKS[-1].name}: expected one raw '# ASSIGNMENT CONFIG' cell, found 0" in err
     assert not (tmp_path / "c").exists(), "a failed build writes nothing"
+
+
+def test_a_built_course_is_marked_so_that_only_it_may_be_replaced(course_dir, tmp_path, capsys):
+    """--overwrite replaces the course a build left (its marker), never a folder of other files."""
+    from fmuia_lib.paths import replace_problem
+
+    assert course.made_by_build(course_dir) and replace_problem(course_dir, course.BUILD_COMMAND) is None
+    (tmp_path / "thesis").mkdir()
+    (tmp_path / "thesis" / "thesis.txt").write_text("keep me")
+    assert cli.main(["course", "build", "--out", str(tmp_path / "thesis"), "--overwrite"]) == 2
+    assert "not made by fmuia course build" in capsys.readouterr().err
+    assert (tmp_path / "thesis" / "thesis.txt").read_text() == "keep me"
