@@ -13,10 +13,12 @@ output pipe (``| head``) with 141.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import io
 import os
 import sys
+import warnings
 
 #: verb -> (module, function). Each function takes the parsed ``argparse.Namespace``
 #: and returns a process exit code.
@@ -49,11 +51,17 @@ BAD_INPUT = {
     "fmuia_lib.challenge.export": ("ExportError",),
     "fmuia_lib.runner.run_folder": ("RunSetupError",),
     "fmuia_lib.checkpoint": ("CheckpointMismatch",),
-    "fmuia_lib.model": ("PretrainedWeightsUnavailable",),
     "fmuia_lib.state_file": ("StateFileError",),
     "fmuia_lib.training.loop": ("TrainingDiverged",),
     "fmuia_lib.course": ("CourseError",),
+    "fmuia_lib.paths": ("OutputError",),
+    "fmuia_lib.model": ("PretrainedWeightsUnavailable", "EncoderWeightsError"),
 }
+
+
+#: What the machine refuses, not fmuia's mistake: a disk full, a read-only mount, a missing
+#: permission. Such an OSError, wherever it is raised, is one line naming the path.
+MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,7 +196,17 @@ def error_message(err: BaseException) -> str:
     marker = f"{type(err).__module__}.{type(err).__name__}: "
     if text.startswith("Caught ") and marker in text:
         text = text.rsplit(marker, 1)[1].rstrip()
-    return text or type(err).__name__
+    return one_line(text) or type(err).__name__
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: a message that lists things on lines of their own (a YAML
+    parser's, a subprocess's) keeps them, separated by "; " (after a colon, by a space)."""
+    out = ""
+    for line in (line.strip() for line in text.splitlines()):
+        if line:
+            out += line if not out else (" " if out.endswith(":") else "; ") + line
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,6 +216,19 @@ def main(argv: list[str] | None = None) -> int:
         verb = f"{verb} {getattr(args, verb + '_verb')}"
     module_name, func_name = COMMANDS[verb]
     func = getattr(importlib.import_module(module_name), func_name)
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_printer(verb)
+        return _run(verb, func, args)
+
+
+def _warning_printer(verb: str):
+    """A ``warnings.showwarning`` that prints ``fmuia VERB: warning: MESSAGE`` on one line."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"fmuia {verb}: warning: {one_line(str(message))}", file=sys.stderr)
+    return show
+
+
+def _run(verb: str, func, args) -> int:
     try:
         return int(func(args) or 0)
     except KeyboardInterrupt:
@@ -209,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, io.UnsupportedOperation):
             pass  # stdout is no file (a test's capture)
         return 141  # 128 + SIGPIPE, what a shell reports for a closed pipe
+    except OSError as err:
+        if err.errno not in MACHINE_ERRNOS:
+            raise  # a bug: its traceback is what a report needs
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"fmuia {verb}: error: {where}{one_line(err.strerror or str(err))}", file=sys.stderr)
+        return 2
     except Exception as err:  # noqa: BLE001 - re-raised below unless it is bad input
         if not isinstance(err, bad_input_types()):
             raise  # a bug: its traceback is what a report needs

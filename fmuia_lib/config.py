@@ -343,6 +343,7 @@ class TrainConfig:
             if key not in names:
                 raise ConfigError(_unknown_key_message(key, names))
         own = {k: _coerce(cls, k, v) for k, v in values.items()}
+        _clear_other_length(own, set(own))
         for name in TYPE_WEIGHT_FIELDS:
             if name in own:
                 given = own[name] or {}
@@ -362,22 +363,29 @@ class TrainConfig:
         return cls(**{**{k: v for k, (v, _) in implied.items()}, **own})
 
     def to_yaml(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
-        return path
+        from fmuia_lib.paths import atomic_write
+
+        return atomic_write(path, yaml.safe_dump(self.to_dict(), sort_keys=False))  # whole or not at all
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
         """Read a YAML mapping of fields, or a profile (``fmuia_lib/profiles/*.yaml``),
         whose ``train:`` section holds the fields."""
+        from fmuia_lib.paths import not_regular_problem
+
         path = Path(path)
+        problem = not_regular_problem(path)
+        if problem:  # a named pipe would block the reader
+            raise ConfigError(f"config file {path} {problem}")
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+            raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0]
+            raise ConfigError(f"{path}: cannot be read as a YAML text file: {reason}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of TrainConfig fields, got {type(values).__name__}")
         if isinstance(values.get("train"), dict):  # a suite profile: its `train:` section
@@ -533,9 +541,9 @@ def check_runnable(config: TrainConfig) -> None:
     if config.device == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device='mps': Apple's MPS backend is not available here; use device=cpu or null")
     _check_encoder(config.encoder, config.encoder_weights)
-    from fmuia_lib.data.layout import linked_out_of, output_folder_problem
+    from fmuia_lib.paths import linked_out_of, output_folder_problem, output_problem
 
-    if config.resume is not None and not os.path.isfile(os.path.expanduser(config.resume)):
+    if config.resume is not None and not os.path.exists(os.path.expanduser(config.resume)):
         raise ConfigError(f"resume={config.resume!r}: no such checkpoint file")
     for key in ("data_root", "val_root"):
         root = getattr(config, key)
@@ -543,10 +551,25 @@ def check_runnable(config: TrainConfig) -> None:
             problem = output_folder_problem(config.out_dir, root, name="out_dir", what=f"the {key}")
             if problem:
                 raise ConfigError(problem)
-    leaving = linked_out_of(config.out_dir)
+    leaving = linked_out_of(config.out_dir) if os.path.isdir(config.out_dir) else None
     if leaving is not None:
         raise ConfigError(f"out_dir={config.out_dir!r}: {leaving} is a symbolic link to "
                           f"{os.path.realpath(leaving)}, outside out_dir; a run writes only inside out_dir")
+    problem = output_problem(config.out_dir, name="out_dir", what="the run")  # any data root, not only its own
+    if problem:
+        raise ConfigError(problem)
+
+
+RUN_LENGTHS = ("epochs", "max_steps")
+
+
+def _clear_other_length(values: dict[str, Any], given: set[str]) -> None:
+    """A run length named at one level (``max_steps: 27``) clears the other one set at a level
+    below (the defaults' ``epochs: 50``): a user who names the run in steps means steps. Given
+    both at the same level (``given``), both stand, and :meth:`TrainConfig.validate` refuses them."""
+    for name, other in (RUN_LENGTHS, RUN_LENGTHS[::-1]):
+        if name in given and values.get(name) is not None and other not in given:
+            values[other] = None
 
 
 def _check_encoder(name: str, weights: str | None) -> None:
@@ -570,8 +593,13 @@ def _check_encoder(name: str, weights: str | None) -> None:
         return
     path = os.path.expanduser(weights)
     if weights.endswith((".pth", ".pt", ".bin", ".safetensors")) or os.sep in weights or os.path.exists(path):
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             raise ConfigError(f"encoder_weights={weights!r}: no such file")
+        from fmuia_lib.paths import not_regular_problem
+
+        problem = not_regular_problem(path)
+        if problem:
+            raise ConfigError(f"encoder_weights={weights!r} {problem}")
         return
     if weights not in named:
         raise ConfigError(f"encoder_weights={weights!r}: {name} has pretrained weights {named}; or give "

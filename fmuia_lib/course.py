@@ -340,14 +340,24 @@ def build(out: str | Path, source: str | Path | None = None, notebooks: Sequence
     fails (the course is made in a temporary folder and moved to ``out`` at the end).
     ``student_colab``: the Colab address of the folder where the teacher publishes
     ``student/`` (the student notebooks' badges open it)."""
+    from fmuia_lib.paths import output_problem, replace_problem, write_marker
+
     if student_colab is not None and not re.match(r"^https://colab\.research\.google\.com/\S+$", student_colab):
         raise CourseError(f"--student-colab {student_colab}: expected a https://colab.research.google.com/... address")
     masters = master_notebooks(source, notebooks)
     out = Path(out)
     if any(out.resolve() == m.parent.resolve() or out.resolve() in m.parents for m in masters):
         raise CourseError(f"--out {out}: holds the master notebooks; choose another folder")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise CourseError(f"--out {out}: not empty (use --overwrite to replace it)")
+    problem = output_problem(out, name="--out", what="the course")  # no data root in, at or under it
+    if problem:
+        raise CourseError(problem)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        hint = (" (use --overwrite to replace the course built there)" if made_by_build(out)
+                else "; choose a new folder (--overwrite replaces only a course that fmuia course build made)")
+        raise CourseError(f"--out {out}: not empty{hint}")
+    problem = replace_problem(out, BUILD_COMMAND)
+    if problem:
+        raise CourseError(problem)
     assign, test_file = _otter()
     exercises: list[Exercise] = []
     seen: dict[str, str] = {}
@@ -392,13 +402,23 @@ def build(out: str | Path, source: str | Path | None = None, notebooks: Sequence
             for path in sorted((made / "student" / "tests").glob("*.py")):
                 archive.write(path, f"tests/{path.name}")
         pd.DataFrame([e.__dict__ for e in exercises]).to_csv(made / "exercises.csv", index=False)
-        if out.is_dir():
+        write_marker(made, BUILD_COMMAND)  # what lets a later --overwrite replace this folder, and only it
+        if out.is_dir():  # empty, or a course built here before (replace_problem above)
             shutil.rmtree(out)
-        elif out.exists():
-            out.unlink()
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(made), str(out))
     return exercises
+
+
+#: The command whose marker (:func:`fmuia_lib.paths.write_marker`) a built course holds.
+BUILD_COMMAND = "fmuia course build"
+
+
+def made_by_build(folder: Path) -> bool:
+    """Whether ``folder`` is a course that ``fmuia course build`` wrote (its marker file)."""
+    from fmuia_lib.paths import made_by
+
+    return made_by(folder, BUILD_COMMAND)
 
 
 def _otter() -> tuple[Any, Any]:
@@ -588,8 +608,13 @@ def build_main(args) -> int:
 
 def grade_main(args) -> int:
     """``fmuia course grade`` (a CourseError is bad input: ``cli.main``)."""
+    from fmuia_lib.paths import atomic_write, check_output
+
     if args.timeout <= 0:
         raise CourseError(f"--timeout {args.timeout:g}: expected a number of seconds above 0")
+    if args.json:  # checked before grading: never into a data root, over a submission or the course
+        check_output(args.json, name="--json", what="the grades", file=True,
+                     inputs=[*((s, "a submission") for s in args.submissions), (args.course, "the course folder")])
     if args.docker:
         where = "in otter's Docker containers, without network"
     else:
@@ -603,7 +628,7 @@ def grade_main(args) -> int:
         print(rows.drop(columns="submission").to_string(index=False))
         print(f"total {rows['points'].sum():g} / {rows['possible'].sum():g}\n")
     if args.json:
-        Path(args.json).write_text(table.to_json(orient="records", indent=1))
+        atomic_write(args.json, table.to_json(orient="records", indent=1))
     return 0
 
 

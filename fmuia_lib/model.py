@@ -310,22 +310,42 @@ def fold_same_padding(module: nn.Module) -> int:
     return moved
 
 
+class EncoderWeightsError(ValueError):
+    """An encoder weights file cannot be used; the message names the file and why."""
+
+
 def _load_encoder_file(encoder: nn.Module, path: Path, name: str) -> None:
+    from fmuia_lib.paths import not_regular_problem
+
     if not path.is_file():
         raise FileNotFoundError(f"encoder weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(str(path), device="cpu")
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    problem = not_regular_problem(path)
+    if problem:
+        raise EncoderWeightsError(f"encoder_weights {path} {problem}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a foreign file fails the unpickler in many ways
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EncoderWeightsError(f"encoder_weights {path} cannot be read as a PyTorch or safetensors "
+                                  f"file of tensors: {reason}") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise EncoderWeightsError(f"encoder_weights {path} holds a {type(state).__name__}, not a state dict "
+                                  f"(names to tensors) of encoder {name!r}")
     prefix = "encoder."
     if any(k.startswith(prefix) for k in state):
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     try:
         encoder.load_state_dict(state)
     except RuntimeError as exc:
-        raise ValueError(f"{path}: not a state dict of encoder {name!r}: {exc}") from None
+        detail = " ".join(str(exc).split())
+        raise EncoderWeightsError(f"encoder_weights {path}: not a state dict of encoder {name!r}: "
+                                  f"{detail[:300]}{'...' if len(detail) > 300 else ''}") from None
 
 
 @contextlib.contextmanager

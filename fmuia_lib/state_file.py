@@ -55,15 +55,22 @@ def save_state(state: dict[str, Any], path: str | Path) -> Path:
     import torch
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent, path.name)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent, path.name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as err:
+        raise StateFileError(f"cannot write {path}: {err.strerror or err}") from None
     crc32 = torch.serialization.get_crc32_options()
     try:
         torch.serialization.set_crc32_options(True)  # the checksums load_state verifies
         with os.fdopen(fd, "wb") as fh:
             torch.save(state, fh)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # disk full, read-only: torch's writer raises RuntimeError
+        Path(tmp).unlink(missing_ok=True)
+        reason = getattr(err, "strerror", None) or (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise StateFileError(f"cannot write {path}: {reason}; nothing was written there") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -78,8 +85,13 @@ def verify(path: str | Path, what: str = "checkpoint") -> None:
     path = Path(path)
     if not path.exists():
         raise StateFileError(f"{what} {path}: not found")
-    if not path.is_file():
+    if path.is_dir():
         raise StateFileError(f"{what} {path}: is a folder, not a file")
+    from fmuia_lib.paths import not_regular_problem
+
+    problem = not_regular_problem(path)
+    if problem:  # a named pipe would block the reader
+        raise StateFileError(f"{what} {path} {problem}")
     if path.stat().st_size == 0:
         raise StateFileError(f"{what} {path} cannot be read: the file is empty (0 bytes; an interrupted copy?)")
     try:

@@ -168,20 +168,28 @@ def load_manifest(path: str | Path | None = None) -> dict[str, TaskSpec]:
 
 @lru_cache(maxsize=8)
 def _load_manifest_cached(path_str: str) -> dict[str, TaskSpec]:
+    from fmuia_lib.paths import not_regular_problem
+
     path = Path(path_str)
-    if not path.is_file():
+    if not path.exists():
         raise ManifestError(f"manifest not found: {path}")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ManifestError(f"{path}: missing columns {missing}")
-        tasks: dict[str, TaskSpec] = {}
-        for i, row in enumerate(reader):
-            spec = _parse_row(row, path, line=i + 2)
-            if spec.task_id in tasks:
-                raise ManifestError(f"{path}, line {i + 2}: duplicate task_id {spec.task_id!r}")
-            tasks[spec.task_id] = TaskSpec(**{**spec.__dict__, "index": len(tasks)})
+    problem = not_regular_problem(path)
+    if problem:
+        raise ManifestError(f"manifest {path} {problem}")
+    tasks: dict[str, TaskSpec] = {}
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ManifestError(f"{path}: missing columns {missing}")
+            for i, row in enumerate(reader):
+                spec = _parse_row(row, path, line=i + 2)
+                if spec.task_id in tasks:
+                    raise ManifestError(f"{path}, line {i + 2}: duplicate task_id {spec.task_id!r}")
+                tasks[spec.task_id] = TaskSpec(**{**spec.__dict__, "index": len(tasks)})
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise ManifestError(f"manifest {path} cannot be read as a UTF-8 CSV file: {err}") from None
     if not tasks:
         raise ManifestError(f"{path}: no tasks")
     return tasks

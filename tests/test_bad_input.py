@@ -7,18 +7,26 @@ the fmuia package), a function that breaks the input, the exit status, and words
 message must hold. Exit 2 must come with exactly one ``error:`` message on stderr and
 no traceback (argparse's own refusals included); exit 1 (findings: ``data check``'s
 problems, ``validate-submission``'s errors) and 0 (handled: scored with a warning, a
-note, or simply done right) print on stdout and stderr. Nothing may be written into the
-data root, nor through a symbolic link. Adding a case is adding a row.
+note, or simply done right) print on stdout and stderr. The message of exit 2 is one
+line, the last. Nothing may be written into the data root, nor through a symbolic link; a
+row marked ``machine="full"`` runs with ``{tmp}/full`` a full disk (a filled 64 KiB tmpfs:
+skipped where it cannot be mounted, without root), ``machine="ro"`` with ``{tmp}/ro``
+read-only, and neither may keep a partial file. A row that gives no answer in ``HANG_S``
+seconds fails as a hang. Adding a case is adding a row.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shlex
 import shutil
+import signal
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -360,6 +368,189 @@ def damaged_checkpoints(w: World) -> None:
     shutil.copyfile(w.ckpt.parents[1] / "config.yaml", w.tmp / "run.yaml")
 
 
+# -- more ways to break the input (outputs beside data, hostile files, the machine) ------------------
+#: File locks a row holds for the length of its command (released by the ``world`` fixture).
+HELD_LOCKS: list = []
+
+
+def other_data_root(w: World) -> None:
+    """``{tmp}/other``: another labelled data root (the original of a label-free test copy)."""
+    shutil.copytree(w.data, w.tmp / "other")
+
+
+def holder_of_a_data_root(w: World) -> None:
+    """``{tmp}/holder/other``: a folder that holds a data root deeper down."""
+    shutil.copytree(w.data, w.tmp / "holder" / "deep" / "other")
+
+
+def link_to_other_root(w: World) -> None:
+    other_data_root(w)
+    (w.tmp / "link").symlink_to(w.tmp / "other", target_is_directory=True)
+
+
+def marked_by(command: str) -> Callable[[World], None]:
+    """``{tmp}/busy`` with a user's file and the marker of ``command``."""
+    def mark(w: World) -> None:
+        from fmuia_lib.paths import write_marker
+
+        non_empty_folder(w)
+        write_marker(w.tmp / "busy", command)
+    return mark
+
+
+def a_notebook(w: World) -> None:
+    (w.tmp / "sub.ipynb").write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+
+
+def lock_held(w: World) -> None:
+    """A live run holds ``{tmp}/run`` (its OS lock on the lock file)."""
+    from filelock import FileLock
+
+    from fmuia_lib.training.loop import LOCK_FILE
+
+    (w.tmp / "run").mkdir()
+    lock = FileLock(w.tmp / "run" / LOCK_FILE, timeout=0)
+    lock.acquire()
+    HELD_LOCKS.append(lock)
+
+
+def stale_lock(w: World) -> None:
+    """The lock file a killed run left: no process holds it."""
+    from fmuia_lib.training.loop import LOCK_FILE
+
+    (w.tmp / "run").mkdir()
+    (w.tmp / "run" / LOCK_FILE).write_text("")
+
+
+def foreign_best(w: World) -> None:
+    """``{tmp}/resumed/checkpoints/best.pt``: the best checkpoint of another run."""
+    from fmuia_lib.state_file import load_state, save_state
+
+    damaged_checkpoints(w)
+    state = load_state(w.ckpt.with_name("best.pt"))
+    state.update(best_score=0.123, val_history=[{"step": 99, "task_id": "organ_cls", "selection_score": 0.123}])
+    save_state(state, w.tmp / "resumed" / "checkpoints" / "best.pt")
+
+
+def a_file(name: str, data: bytes | Callable[[], bytes]) -> Callable[[World], None]:
+    def write(w: World) -> None:
+        (w.tmp / name).write_bytes(data() if callable(data) else data)
+    return write
+
+
+def pickled() -> bytes:
+    import pickle
+
+    return pickle.dumps({"conv1.weight": [1.0, 2.0]})
+
+
+def torch_saved(obj) -> Callable[[], bytes]:
+    def dump() -> bytes:
+        import io
+
+        buffer = io.BytesIO()
+        torch.save(obj() if callable(obj) else obj, buffer)
+        return buffer.getvalue()
+    return dump
+
+
+def a_fifo(relative: str) -> Callable[[World], None]:
+    """A named pipe at ``relative`` ({data}/... or {tmp}/...): nobody ever writes into it."""
+    import os
+
+    def make(w: World) -> None:
+        path = Path(relative.format(data=w.data, tmp=w.tmp, pred=w.pred))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            path.unlink()
+        os.mkfifo(path)
+    return make
+
+
+def fifo_as(pick: Callable[[World], Path]) -> Callable[[World], None]:
+    def make(w: World) -> None:
+        import os
+
+        path = pick(w)
+        path.unlink()
+        os.mkfifo(path)
+    return make
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A whole, well-formed PNG (every checksum right) whose header claims ``width`` x ``height``."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+            + chunk(b"IEND", b""))
+
+
+def bomb(data: bytes) -> bytes:
+    return png_claiming(100_000, 100_000)
+
+
+def first_seg_image(w: World) -> Path:
+    return Path(rows_of(w, "segmentation").iloc[0]["image_file"])
+
+
+def raw_entry(file_name: str, key: str, text: str) -> Callable[[World], None]:
+    """Set ``key`` of the first entry of a prediction file to the raw JSON ``text``."""
+    def edit(w: World) -> None:
+        path = w.pred / file_name
+        items = json.loads(path.read_text())
+        items[0][key] = "__RAW__"
+        path.write_text(json.dumps(items).replace('"__RAW__"', text))
+    return edit
+
+
+def raw_file(file_name: str, text: str) -> Callable[[World], None]:
+    def write(w: World) -> None:
+        (w.pred / file_name).write_text(text)
+    return write
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def upper_case_csv(suffix: str = ".CSV") -> Callable[[World], None]:
+    def rename(w: World) -> None:
+        csv_file = first_csv(w)
+        csv_file.rename(csv_file.with_name(csv_file.stem.upper() + suffix))
+    return rename
+
+
+def bad_row_in_upper_case_csv(w: World) -> None:
+    upper_case_csv()(w)
+    csv_file = next(p for p in (w.data / "csv_files").iterdir() if p.suffix == ".CSV")
+    with csv_file.open("a") as fh:
+        fh.write("../nowhere.png,organ_cls,classification,4,0\n")
+
+
+def nan_head(task_id: str) -> Callable[[World], None]:
+    """``{tmp}/nan.pt``: the trained checkpoint with ``task_id``'s head weights set to NaN."""
+    def poison(w: World) -> None:
+        from fmuia_lib.state_file import load_state, save_state
+
+        state = load_state(w.ckpt)
+        hit = [k for k in state["model"] if k.startswith(f"heads.{task_id}.") and state["model"][k].is_floating_point()]
+        assert hit, list(state["model"])[:20]
+        for key in hit:
+            state["model"][key] = torch.full_like(state["model"][key], float("nan"))
+        save_state(state, w.tmp / "nan.pt")
+    return poison
+
+
+def all_images_broken(w: World) -> None:
+    for path in every_image(w)[:3]:
+        path.write_bytes(b"not an image")
+
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -367,10 +558,12 @@ class Case:
     breaks: Callable[[World], None]
     status: int
     words: tuple[str, ...]
+    machine: str | None = None  # "full": {tmp}/full is a full disk; "ro": {tmp}/ro is read-only
 
 
-def row(id: str, line: str, breaks: Callable[[World], None], status: int, *words: str) -> Case:
-    return Case(id, line, breaks, status, words)
+def row(id: str, line: str, breaks: Callable[[World], None], status: int, *words: str,
+        machine: str | None = None) -> Case:
+    return Case(id, line, breaks, status, words, machine)
 
 
 #: What each exit status means in the report of the table.
@@ -378,6 +571,8 @@ OUTCOMES = {2: "refused with one message", 1: "findings listed (data check, vali
             0: "handled correctly (done, with a warning or note where one is due)"}
 
 
+#: Seconds a row may take before it counts as a hang (a named pipe read, say).
+HANG_S = 120
 PREDICT = "predict --checkpoint {ckpt} --data {data} --device cpu"
 DATA_CHECK = "data check {data}"
 TRAIN = ("train --set data_root={data} --set val_root={data} --set encoder=" + TINY_MODEL["encoder"] + " --set encoder_weights=null "
@@ -389,6 +584,7 @@ EXPORT = "export --checkpoint {ckpt}"
 EVALUATE = "evaluate --data {data} --pred {pred}"
 CHECK = "validate-submission {pred} --data {data}"
 RESUME = "train --config {tmp}/run.yaml --set out_dir={tmp}/resumed --resume"
+TRAIN_STEPS = TRAIN.replace("--set epochs=null ", "")  # the defaults' epochs cleared by max_steps alone
 CASES = [
     # -- predict ------------------------------------------------------------------------------------
     row("predict out is the data root", PREDICT + " --out {data}", nothing, 2, "is the data root"),
@@ -726,6 +922,279 @@ CASES = [
         damaged_checkpoints, 2, "empty.pt", "empty"),
     row("export corrupted checkpoint", "export --checkpoint {tmp}/flipped.pt --out {tmp}/out", damaged_checkpoints,
         2, "flipped.pt", "checksum"),
+    # -- never into, around or over a data root or an input: one rule for every command that writes ---
+    row("course build overwrite of a data root", "course build --out {data} --overwrite", nothing, 2,
+        "is the data root"),
+    row("course build overwrite of a folder of the user's files", "course build --out {tmp}/busy --overwrite",
+        non_empty_folder, 2, "busy", "not made by fmuia course build", "refusing to delete"),
+    row("course build overwrite of a plain file", "course build --out {tmp}/out.txt --overwrite", out_is_a_file, 2,
+        "out.txt", "is a file"),
+    row("course build out not empty does not invite --overwrite", "course build --out {tmp}/busy", non_empty_folder,
+        2, "not empty", "choose a new folder"),
+    row("course build out inside a data root", "course build --out {data}/course", nothing, 2,
+        "lies inside the data root"),
+    row("course build out contains a data root", "course build --out {data}/..", nothing, 2,
+        "contains the data root"),
+    row("course build out climbs into a data root", "course build --out {tmp}/../data/course", nothing, 2,
+        "lies inside the data root"),
+    row("course build out links to a data root", "course build --out {tmp}/link --overwrite", link_to_other_root, 2,
+        "the data root"),
+    row("course build overwrite of another command's folder", "course build --out {tmp}/busy --overwrite",
+        marked_by("fmuia export"), 2, "not made by fmuia course build"),
+    row("course grade json over the submission", "course grade {tmp}/sub.ipynb --course {tmp} --json {tmp}/sub.ipynb",
+        a_notebook, 2, "--json", "is the submission"),
+    row("course grade json inside a data root", "course grade {tmp}/sub.ipynb --course {tmp}/c --json {data}/g.json",
+        a_notebook, 2, "--json", "inside the data root"),
+    row("predict out is another data root", PREDICT + " --out {tmp}/other", other_data_root, 2,
+        "is the data root", "other"),
+    row("predict out inside another data root", PREDICT + " --out {tmp}/other/sub", other_data_root, 2,
+        "lies inside the data root"),
+    row("predict out in another root's csv_files", PREDICT + " --out {tmp}/other/csv_files", other_data_root, 2,
+        "lies inside the data root"),
+    row("predict out holds another data root", PREDICT + " --out {tmp}/holder", holder_of_a_data_root, 2,
+        "contains the data root", "other"),
+    row("predict out links to another data root", PREDICT + " --out {tmp}/link", link_to_other_root, 2,
+        "the data root"),
+    row("predict out climbs into the data root", PREDICT + " --out {tmp}/../data/sub", nothing, 2,
+        "inside the data root"),
+    row("evaluate json over a prediction file", EVALUATE + " --json {pred}/classification_predictions.json", nothing,
+        2, "--json", "the submission folder", "never into or over an input"),
+    row("evaluate json into the submission", EVALUATE + " --json {pred}/report.json", nothing, 2, "--json",
+        "the submission folder"),
+    row("evaluate json over a CSV of another data root", EVALUATE + " --json {tmp}/other/csv_files/organ_cls.csv",
+        other_data_root, 2, "--json", "inside the data root"),
+    row("evaluate json over a ground-truth CSV", EVALUATE + " --json {data}/csv_files/organ_cls.csv", nothing, 2,
+        "--json", "inside the data root"),
+    row("evaluate json climbs into the data root", EVALUATE + " --json {tmp}/../data/r.json", nothing, 2,
+        "inside the data root"),
+    row("evaluate json links into the data root", EVALUATE + " --json {tmp}/r.json",
+        lambda w: (w.tmp / "r.json").symlink_to(w.data / "csv_files" / "organ_cls.csv"), 2, "inside the data root"),
+    row("evaluate json is the submission folder", EVALUATE + " --json {pred}", nothing, 2, "is a folder"),
+    row("export weights-only inside a data root", EXPORT + " --weights-only --out {data}/w", nothing, 2,
+        "lies inside the data root"),
+    row("export weights-only into the data root", EXPORT + " --weights-only --out {data}", nothing, 2,
+        "the data root"),
+    row("export weights-only around a data root", EXPORT + " --weights-only --out {data}/..", nothing, 2,
+        "contains the data root"),
+    row("export weights-only out is a file", EXPORT + " --weights-only --out {tmp}/out.txt", out_is_a_file, 2,
+        "is a file"),
+    row("export weights-only over an existing file", EXPORT + " --weights-only --out {tmp}/w",
+        lambda w: ((w.tmp / "w").mkdir(), (w.tmp / "w" / "weights.pt").write_text("mine")), 2, "exists",
+        "--overwrite"),
+    row("export weights-only over the checkpoint itself", "export --checkpoint {tmp}/w/weights.pt --weights-only "
+        "--out {tmp}/w --overwrite", lambda w: ((w.tmp / "w").mkdir(), shutil.copyfile(w.ckpt, w.tmp / "w" / "weights.pt")),
+        2, "is the checkpoint being exported"),
+    row("export weights-only good input", EXPORT + " --weights-only --out {tmp}/w", nothing, 0, "weights only"),
+    row("export out contains a data root", EXPORT + " --out {data}/..", nothing, 2, "contains the data root"),
+    row("export out is another data root", EXPORT + " --out {tmp}/other --overwrite", other_data_root, 2,
+        "the data root"),
+    row("export out holds a data root deeper down", EXPORT + " --out {tmp}/holder --overwrite",
+        holder_of_a_data_root, 2, "contains the data root"),
+    row("train out_dir is another data root", TRAIN + " --set out_dir={tmp}/other", other_data_root, 2, "out_dir",
+        "data root"),
+    row("train out_dir inside another data root", TRAIN + " --set out_dir={tmp}/other/run", other_data_root, 2,
+        "out_dir", "lies inside the data root"),
+    row("train out_dir holds another data root", TRAIN + " --set out_dir={tmp}/holder", holder_of_a_data_root, 2,
+        "out_dir", "contains the data root"),
+    row("train out_dir links into another data root", TRAIN + " --set out_dir={tmp}/link/run", link_to_other_root, 2,
+        "out_dir", "data root"),
+    row("train out_dir held by a live run", TRAIN, lock_held, 2, "out_dir", "in use by another run"),
+    row("train out_dir a killed run left", TRAIN, stale_lock, 0, "trained 2 steps"),
+    row("train resume where another run's best.pt lies", RESUME + " {ckpt}", foreign_best, 2, "best.pt",
+        "another run"),
+    row("train resume keeps its own best", RESUME + " {ckpt}", damaged_checkpoints, 0,
+        "resumed/checkpoints/best.pt"),
+    row("train validates on its training images", TRAIN, nothing, 0, "warning: val_root is data_root",
+        "own training images"),
+    row("train validates on its training images through a link", TRAIN + " --set val_root={tmp}/link",
+        lambda w: (w.tmp / "link").symlink_to(w.data, target_is_directory=True), 0, "val_root is data_root"),
+    row("phantom out is another data root", PHANTOM + " --out {tmp}/other --overwrite", other_data_root, 2,
+        "data root"),
+    row("phantom out holds a data root", PHANTOM + " --out {tmp}/holder --overwrite", holder_of_a_data_root, 2,
+        "contains the data root"),
+    row("real out inside another data root", "data real --src {tmp}/src --out {tmp}/other/r", both(empty_source,
+        other_data_root), 2, "lies inside the data root"),
+    row("suite out inside another data root", "suite --profile ci-tiny --data {tmp}/dd --out {tmp}/other/s",
+        both(suite_data, other_data_root), 2, "lies inside the data root"),
+    # -- the run length: an explicit value of one clears the other -------------------------------------
+    row("train max_steps alone means steps", TRAIN_STEPS, nothing, 0, "trained 2 steps"),
+    row("train epochs and max_steps both given", TRAIN_STEPS + " --set epochs=1", nothing, 2, "set exactly one"),
+    row("train config with max_steps only", TRAIN_STEPS + " --config {tmp}/steps.yaml",
+        a_yaml("max_steps: 2\n", "steps.yaml"), 0, "trained 2 steps"),
+    row("train config with both lengths", TRAIN_STEPS + " --config {tmp}/both.yaml",
+        a_yaml("epochs: 3\nmax_steps: 4\n", "both.yaml"), 2, "set exactly one"),
+    row("train override of the config's epochs with steps", TRAIN_STEPS + " --config {tmp}/ep.yaml",
+        a_yaml("epochs: 3\n", "ep.yaml"), 0, "trained 2 steps"),
+    # -- encoder weights files ---------------------------------------------------------------------------
+    row("train encoder weights of random bytes", TRAIN + " --set encoder_weights={tmp}/w.pth",
+        a_file("w.pth", bytes(range(256)) * 8), 2, "encoder_weights", "w.pth", "cannot be read"),
+    row("train encoder weights a plain pickle", TRAIN + " --set encoder_weights={tmp}/w.pth", a_file("w.pth", pickled),
+        2, "encoder_weights", "w.pth"),
+    row("train encoder weights a torch.save of lists", TRAIN + " --set encoder_weights={tmp}/w.pth",
+        a_file("w.pth", torch_saved({"conv1.weight": [1, 2, 3]})), 2, "encoder_weights", "not a state dict"),
+    row("train encoder weights a bare tensor", TRAIN + " --set encoder_weights={tmp}/w.pth",
+        a_file("w.pth", torch_saved(lambda: torch.zeros(3))), 2, "encoder_weights", "holds a Tensor"),
+    row("train encoder weights of another architecture", TRAIN + " --set encoder_weights={tmp}/w.pth",
+        a_file("w.pth", torch_saved(lambda: {"features.0.weight": torch.zeros(8, 3, 3, 3)})), 2, "encoder_weights",
+        "not a state dict of encoder"),
+    row("train encoder weights an empty file", TRAIN + " --set encoder_weights={tmp}/w.pth", a_file("w.pth", b""), 2,
+        "encoder_weights", "w.pth"),
+    row("train encoder weights an empty state dict", TRAIN + " --set encoder_weights={tmp}/w.pth",
+        a_file("w.pth", torch_saved({})), 2, "encoder_weights", "not a state dict"),
+    row("train encoder weights safetensors garbage", TRAIN + " --set encoder_weights={tmp}/w.safetensors",
+        a_file("w.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage"), 2, "encoder_weights", "w.safetensors"),
+    row("train encoder weights a folder", TRAIN + " --set encoder_weights={tmp}/w.pth",
+        lambda w: (w.tmp / "w.pth").mkdir(), 2, "encoder_weights", "is a folder"),
+    row("train encoder weights a named pipe", TRAIN + " --set encoder_weights={tmp}/w.pth", a_fifo("{tmp}/w.pth"), 2,
+        "encoder_weights", "named pipe"),
+    # -- manifests, configs: binary, hostile, not files -------------------------------------------------
+    row("data check binary manifest", DATA_CHECK + " --manifest {tmp}/m.csv", a_file("m.csv", bytes(range(256)) * 4),
+        2, "m.csv", "cannot be read as a UTF-8 CSV"),
+    row("train binary manifest", TRAIN + " --set manifest={tmp}/m.csv", a_file("m.csv", bytes(range(256)) * 4), 2,
+        "m.csv", "UTF-8"),
+    row("data check manifest a named pipe", DATA_CHECK + " --manifest {tmp}/m.csv", a_fifo("{tmp}/m.csv"), 2,
+        "m.csv", "named pipe"),
+    row("data check manifest a folder", DATA_CHECK + " --manifest {tmp}", nothing, 2, "is a folder"),
+    row("data check manifest NUL bytes", DATA_CHECK + " --manifest {tmp}/m.csv", a_file("m.csv", b"task_id\0,x\n"), 2,
+        "m.csv"),
+    row("train config binary", TRAIN + " --config {tmp}/c.yaml", a_file("c.yaml", bytes(range(256)) * 4), 2,
+        "c.yaml", "cannot be read as a YAML text file"),
+    row("train config a named pipe", TRAIN + " --config {tmp}/c.yaml", a_fifo("{tmp}/c.yaml"), 2, "c.yaml",
+        "named pipe"),
+    row("train config nested 100,000 deep", TRAIN + " --config {tmp}/c.yaml", a_file("c.yaml", DEEP.encode()), 2,
+        "c.yaml"),
+    row("train config with a 5001-digit integer", TRAIN + " --config {tmp}/c.yaml",
+        a_file("c.yaml", b"batch_size: " + b"9" * 5001 + b"\n"), 2, "c.yaml"),
+    row("train config error on one line", TRAIN + " --config {tmp}/c.yaml", a_file("c.yaml", b"lr: [1\nseed: {\n"), 2,
+        "c.yaml", "not valid YAML"),
+    row("suite profile a named pipe", "suite --profile {tmp}/p.yaml --out {tmp}/s", a_fifo("{tmp}/p.yaml"), 2,
+        "p.yaml", "named pipe"),
+    row("suite profile binary", "suite --profile {tmp}/p.yaml --out {tmp}/s", a_file("p.yaml", b"\xff\xfe\x00" * 50),
+        2, "p.yaml"),
+    # -- images whose header claims 100000 x 100000 pixels ----------------------------------------------
+    row("data check PNG header bomb", DATA_CHECK, rewrite_bytes(first_of(first_image), bomb), 1, "too large"),
+    row("data check PNG header bomb, headers only", DATA_CHECK + " --header-only",
+        rewrite_bytes(first_of(first_image), bomb), 1, "too large"),
+    row("data check mask header bomb", DATA_CHECK, rewrite_bytes(first_of(first_gt_mask), bomb), 1, "too large"),
+    row("train PNG header bomb", TRAIN, rewrite_bytes(every_image, bomb), 2, "csv_files/", "too large"),
+    row("predict PNG header bomb", PREDICT + " --out {tmp}/out", rewrite_bytes(every_image, bomb), 2, "too large"),
+    row("evaluate ground-truth image header bomb", EVALUATE, rewrite_bytes(first_of(first_seg_image), bomb), 2,
+        "too large"),
+    row("evaluate ground-truth mask header bomb", EVALUATE, rewrite_bytes(first_of(first_gt_mask), bomb), 2,
+        "too large"),
+    row("check predicted mask header bomb", CHECK, pred_mask_bytes(bomb), 1, "ERROR", "too large"),
+    row("evaluate predicted mask header bomb", EVALUATE, pred_mask_bytes(bomb), 2, "too large"),
+    row("data check PNG claiming 0 x 0 pixels", DATA_CHECK, rewrite_bytes(first_of(first_image),
+        lambda d: png_claiming(0, 0)), 1, "csv_files/"),
+    # -- prediction JSON: huge numbers, deep nesting, not a file ----------------------------------------
+    row("check class a 401-digit integer", CHECK, raw_entry("classification_predictions.json", "predicted_class",
+        "9" * 401), 1, "ERROR", "classification_predictions.json[0]"),
+    row("evaluate class a 401-digit integer", EVALUATE, raw_entry("classification_predictions.json",
+        "predicted_class", "9" * 401), 2, "classification_predictions.json[0]"),
+    row("check class a 5001-digit integer", CHECK, raw_entry("classification_predictions.json", "predicted_class",
+        "9" * 5001), 1, "ERROR", "classification_predictions.json[0]"),
+    row("evaluate class a 5001-digit integer", EVALUATE, raw_entry("classification_predictions.json",
+        "predicted_class", "9" * 5001), 2, "classification_predictions.json[0]"),
+    row("check box with a 401-digit integer", CHECK, raw_entry("detection_predictions.json", "bbox_pixels",
+        "[0, 0, " + "9" * 401 + ", 10]"), 1, "ERROR", "detection_predictions.json[0]"),
+    row("evaluate box with a 5001-digit integer", EVALUATE, raw_entry("detection_predictions.json", "bbox_pixels",
+        "[0, 0, " + "9" * 5001 + ", 10]"), 2, "detection_predictions.json[0]"),
+    row("check points with a 401-digit integer", CHECK, raw_entry("regression_predictions.json",
+        "predicted_points_pixels", "[" + "9" * 401 + ", 1]"), 1, "ERROR", "regression_predictions.json[0]"),
+    row("evaluate probabilities with a 401-digit integer", EVALUATE, raw_entry("classification_predictions.json",
+        "predicted_probs", "[" + "9" * 401 + ", 0, 0, 0]"), 2, "classification_predictions.json[0]"),
+    row("check box of 1e999", CHECK, raw_entry("detection_predictions.json", "bbox_pixels", "[0, 0, 1e999, 10]"), 1,
+        "ERROR", "finite"),
+    row("check box of NaN", CHECK, raw_entry("detection_predictions.json", "bbox_pixels", "[0, 0, NaN, 10]"), 1,
+        "ERROR", "finite"),
+    row("evaluate points of -Infinity", EVALUATE, raw_entry("regression_predictions.json", "predicted_points_pixels",
+        "[-Infinity, 1]"), 2, "regression_predictions.json[0]"),
+    row("check file nested 100,000 deep", CHECK, raw_file("classification_predictions.json", DEEP), 1, "ERROR",
+        "nested too deeply"),
+    row("evaluate file nested 100,000 deep", EVALUATE, raw_file("classification_predictions.json", DEEP), 2,
+        "classification_predictions.json", "nested too deeply"),
+    row("check entry nested 100,000 deep", CHECK, raw_entry("detection_predictions.json", "bbox_pixels", DEEP), 1,
+        "ERROR", "nested too deeply"),
+    row("evaluate entry nested 100,000 deep", EVALUATE, raw_entry("regression_predictions.json",
+        "predicted_points_pixels", DEEP), 2, "nested too deeply"),
+    row("check probabilities nested 500 deep", CHECK, raw_entry("classification_predictions.json",
+        "predicted_probs", "[" * 500 + "]" * 500), 1, "ERROR", "classification_predictions.json[0]"),
+    row("check JSON a named pipe", CHECK, a_fifo("{pred}/detection_predictions.json"), 1, "ERROR", "named pipe"),
+    row("evaluate JSON a named pipe", EVALUATE, a_fifo("{pred}/detection_predictions.json"), 2, "named pipe"),
+    row("check JSON a folder", CHECK, lambda w: ((w.pred / "detection_predictions.json").unlink(),
+        (w.pred / "detection_predictions.json").mkdir()), 1, "ERROR", "is a folder"),
+    row("check JSON binary", CHECK, lambda w: (w.pred / "detection_predictions.json").write_bytes(b"\xff\xfe[]"), 1,
+        "ERROR", "cannot read JSON"),
+    row("check predicted mask a named pipe", CHECK, fifo_as(first_pred_mask), 1, "ERROR", "named pipe"),
+    row("evaluate predicted mask a named pipe", EVALUATE, fifo_as(first_pred_mask), 2, "named pipe"),
+    # -- named pipes in a data root: read only regular files, name the others ---------------------------
+    row("data check CSV a named pipe", DATA_CHECK, a_fifo("{data}/csv_files/zz.csv"), 1, "zz.csv", "named pipe"),
+    row("train CSV a named pipe", TRAIN, a_fifo("{data}/csv_files/zz.csv"), 2, "zz.csv", "named pipe"),
+    row("predict CSV a named pipe", PREDICT + " --out {tmp}/out", a_fifo("{data}/csv_files/zz.csv"), 2, "zz.csv",
+        "named pipe"),
+    row("evaluate CSV a named pipe", EVALUATE, a_fifo("{data}/csv_files/zz.csv"), 2, "zz.csv", "named pipe"),
+    row("check CSV a named pipe", CHECK, a_fifo("{data}/csv_files/zz.csv"), 2, "zz.csv", "named pipe"),
+    row("data check image a named pipe", DATA_CHECK, fifo_as(first_image), 1, "named pipe"),
+    row("data check image a named pipe, headers only", DATA_CHECK + " --header-only", fifo_as(first_image), 1,
+        "named pipe"),
+    row("data check mask a named pipe", DATA_CHECK, fifo_as(first_gt_mask), 1, "named pipe"),
+    row("predict image a named pipe", PREDICT + " --out {tmp}/out", fifo_as(first_image), 2, "named pipe"),
+    row("evaluate ground-truth mask a named pipe", EVALUATE, fifo_as(first_gt_mask), 2, "named pipe"),
+    row("data check CSV a folder", DATA_CHECK, lambda w: (w.data / "csv_files" / "zz.csv").mkdir(), 1, "zz.csv",
+        "is a folder"),
+    row("predict checkpoint a named pipe", "predict --checkpoint {tmp}/c.pt --data {data} --out {tmp}/out",
+        a_fifo("{tmp}/c.pt"), 2, "c.pt", "named pipe"),
+    row("export checkpoint a named pipe", "export --checkpoint {tmp}/c.pt --out {tmp}/e", a_fifo("{tmp}/c.pt"), 2,
+        "c.pt", "named pipe"),
+    row("train resume from a named pipe", RESUME + " {tmp}/c.pt", both(damaged_checkpoints, a_fifo("{tmp}/c.pt")), 2,
+        "named pipe"),
+    # -- CSV names in any case are read, never dropped --------------------------------------------------
+    row("data check upper-case CSV name is read", DATA_CHECK, upper_case_csv(), 0, "OK", "IUGC"),
+    row("data check mixed-case CSV name is read", DATA_CHECK, upper_case_csv(".Csv"), 0, "OK", "IUGC"),
+    row("data check a problem in an upper-case CSV", DATA_CHECK, bad_row_in_upper_case_csv, 1, "IUGC.CSV"),
+    row("train a problem in an upper-case CSV", TRAIN, bad_row_in_upper_case_csv, 2, "IUGC.CSV"),
+    # -- ground truth that does not fit its image --------------------------------------------------------
+    row("evaluate ground-truth mask of another size", EVALUATE, rewrite_gt_mask(
+        lambda m: cv2.resize(m, (100, 80), interpolation=cv2.INTER_NEAREST)), 2, "csv_files/", "ground-truth mask is 100x80",
+        "but its image is"),
+    row("evaluate ground-truth mask one row short", EVALUATE, rewrite_gt_mask(lambda m: m[:-1]), 2,
+        "ground-truth mask is"),
+    # -- a model whose outputs are not finite ---------------------------------------------------------
+    row("predict NaN detection head", "predict --checkpoint {tmp}/nan.pt --data {data} --out {tmp}/out",
+        nan_head("thyroid_nodule_det"), 2, "thyroid_nodule_det", "NaN"),
+    row("predict NaN classification head", "predict --checkpoint {tmp}/nan.pt --data {data} --out {tmp}/out",
+        nan_head("organ_cls"), 2, "organ_cls", "NaN"),
+    row("predict NaN segmentation head", "predict --checkpoint {tmp}/nan.pt --data {data} --out {tmp}/out",
+        nan_head("cardiac_multi"), 2, "cardiac_multi", "NaN"),
+    row("predict NaN landmark head", "predict --checkpoint {tmp}/nan.pt --data {data} --out {tmp}/out",
+        nan_head("IUGC"), 2, "IUGC", "NaN"),
+    row("export a NaN model", "export --checkpoint {tmp}/nan.pt --out {tmp}/e", nan_head("IUGC"), 2, "nan.pt",
+        "NaN"),
+    row("export weights-only of a NaN model", "export --checkpoint {tmp}/nan.pt --weights-only --out {tmp}/w",
+        nan_head("organ_cls"), 2, "nan.pt", "NaN"),
+    # -- one line, however many problems -------------------------------------------------------------
+    row("train many broken images, one line", TRAIN, all_images_broken, 2, "unreadable image"),
+    row("train many broken CSV rows, one line", TRAIN, both(short_row, repeat_first_row), 2, "more problem(s)",
+        "fmuia data check"),
+    row("predict many broken images, one line", PREDICT + " --out {tmp}/out", all_images_broken, 2, "unreadable image"),
+    # -- a full disk, a read-only folder: one line naming the path, no partial file -----------------------
+    row("train disk full", TRAIN + " --set out_dir={tmp}/full/run", nothing, 2, "full/run", machine="full"),
+    row("export disk full", EXPORT + " --out {tmp}/full/e", nothing, 2, "full", machine="full"),
+    row("export weights-only disk full", EXPORT + " --weights-only --out {tmp}/full/w", nothing, 2, "full/w",
+        machine="full"),
+    row("phantom disk full", PHANTOM + " --out {tmp}/full/ph", nothing, 2, "full/ph", machine="full"),
+    row("predict disk full", PREDICT + " --out {tmp}/full/sub", nothing, 2, "full/sub", machine="full"),
+    row("evaluate json disk full", EVALUATE + " --json {tmp}/full/r.json", nothing, 2, "r.json", machine="full"),
+    row("train read-only out_dir", TRAIN + " --set out_dir={tmp}/ro/run", nothing, 2, "ro/run", machine="ro"),
+    row("train read-only existing out_dir", TRAIN + " --set out_dir={tmp}/ro", nothing, 2, "ro", machine="ro"),
+    row("export read-only", EXPORT + " --out {tmp}/ro/e", nothing, 2, "ro", machine="ro"),
+    row("export weights-only read-only", EXPORT + " --weights-only --out {tmp}/ro/w", nothing, 2, "ro/w",
+        machine="ro"),
+    row("phantom read-only", PHANTOM + " --out {tmp}/ro/ph", nothing, 2, "ro/ph", machine="ro"),
+    row("predict read-only", PREDICT + " --out {tmp}/ro/sub", nothing, 2, "ro/sub", machine="ro"),
+    row("predict read-only existing out", PREDICT + " --out {tmp}/ro", nothing, 2, "ro", machine="ro"),
+    row("evaluate json read-only", EVALUATE + " --json {tmp}/ro/r.json", nothing, 2, "--json", "not writable",
+        machine="ro"),
 ]
 
 
@@ -738,7 +1207,9 @@ def world(tiny_run, tmp_path) -> World:
     write_submission(pred, records_from_ground_truth(data))
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    return World(data, pred, checkpoint, scratch)
+    yield World(data, pred, checkpoint, scratch)
+    while HELD_LOCKS:
+        HELD_LOCKS.pop().release()
 
 
 def run(argv: list[str]) -> int:
@@ -749,11 +1220,82 @@ def run(argv: list[str]) -> int:
         return done.code if isinstance(done.code, int) else 1
 
 
+def _mount(*options: str) -> Callable[[Path], bool]:
+    def mount(folder: Path) -> bool:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(options), "tmpfs", str(folder)],
+                              capture_output=True)
+        return done.returncode == 0
+    return mount
+
+
+@contextlib.contextmanager
+def the_machine(kind: str | None, tmp: Path) -> Iterator[None]:
+    """``{tmp}/full``, a disk with no space left (a 64 KiB tmpfs, filled), or ``{tmp}/ro``, a
+    read-only folder (a read-only tmpfs as root, else a folder without write permission)."""
+    if kind is None:
+        yield
+        return
+    folder = tmp / kind
+    folder.mkdir()
+    root = os.geteuid() == 0
+    mounted = root and shutil.which("mount") is not None and _mount("size=64k" if kind == "full" else "ro")(folder)
+    if kind == "full" and not mounted:
+        pytest.skip("a full disk is a small tmpfs, and mounting one needs root")
+    try:
+        if kind == "full":
+            fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+            try:  # no byte left
+                while os.write(fd, b"\0" * 4096):
+                    pass
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        if kind == "ro" and not mounted:
+            folder.chmod(0o555)
+        yield
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(folder)], check=True)
+        else:
+            folder.chmod(0o755)
+
+
+def partial_files(folder: Path) -> list[Path]:
+    """Files under ``folder`` that a failed write left half-made: temporaries, an empty file
+    (other than a run's lock), a checkpoint that fails its checksums, JSON that does not parse."""
+    from fmuia_lib.state_file import StateFileError, verify
+    from fmuia_lib.training.loop import LOCK_FILE
+
+    bad = []
+    for path in (p for p in folder.rglob("*") if p.is_file() and p.name != "filler"):
+        if ".tmp" in path.name or ".partial" in path.name or (path.stat().st_size == 0 and path.name != LOCK_FILE):
+            bad.append(path)
+        elif path.suffix == ".pt":
+            try:
+                verify(path)
+            except StateFileError:
+                bad.append(path)
+        elif path.suffix == ".json":
+            try:
+                json.loads(path.read_text())
+            except ValueError:
+                bad.append(path)
+    return bad
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case: Case, world: World, capsys):
     case.breaks(world)
     before = {p: p.stat().st_mtime_ns for p in world.data.rglob("*") if p.is_file()}
-    status = run(world.argv(case.line))
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail(f"{case.id}: no answer in {HANG_S} s (a hang)"))
+    signal.alarm(HANG_S)
+    try:
+        with the_machine(case.machine, world.tmp):
+            status = run(world.argv(case.line))
+            left = partial_files(world.tmp / case.machine) if case.machine else []
+    finally:
+        signal.alarm(0)
     out, err = capsys.readouterr()
     assert status == case.status, (out[-2000:], err[-2000:])
     text = err if status == 2 else out + err
@@ -761,16 +1303,20 @@ def test_bad_input(case: Case, world: World, capsys):
         assert word in text, (word, text[-2000:])
     if status == 2:
         assert err.count("error:") == 1 and "Traceback" not in err, err
+        message = err[err.index("error:"):]
+        assert len(message.strip().splitlines()) == 1, err  # one line, the last one
+    assert not left, left  # a failed write leaves no partial file
     after = {p: p.stat().st_mtime_ns for p in world.data.rglob("*") if p.is_file()}
     assert after == before  # nothing written into the data root
     assert not any((world.tmp / "elsewhere").glob("**/*"))  # nor through a symbolic link
+    assert "Traceback" not in out + err
 
 
 def test_the_table_covers_every_command():
     verbs = {" ".join(c.line.split()[:2]) if c.line.startswith("data ") else c.line.split()[0] for c in CASES}
     assert verbs == {"predict", "evaluate", "validate-submission", "data check", "data phantom", "data real",
-                     "train", "suite", "export"}
-    assert len(CASES) >= 100 and len({c.id for c in CASES}) == len(CASES)
+                     "train", "suite", "export", "course"}
+    assert len(CASES) >= 350 and len({c.id for c in CASES}) == len(CASES)
     assert {c.status for c in CASES} == set(OUTCOMES)
 
 

@@ -556,3 +556,15 @@ def test_the_student_badge_opens_the_student_version_and_the_checks_say_what_to_
     assert any("master notebook" in p for p in course.check_student_notebook(master, leaked))
     with pytest.raises(course.CourseError, match="--student-colab"):
         course.build(tmp_path / "d", notebooks=["04"], student_colab="github.com/teacher/course")
+
+
+def test_a_built_course_is_marked_so_that_only_it_may_be_replaced(course_dir, tmp_path, capsys):
+    """--overwrite replaces the course a build left (its marker), never a folder of other files."""
+    from fmuia_lib.paths import replace_problem
+
+    assert course.made_by_build(course_dir) and replace_problem(course_dir, course.BUILD_COMMAND) is None
+    (tmp_path / "thesis").mkdir()
+    (tmp_path / "thesis" / "thesis.txt").write_text("keep me")
+    assert cli.main(["course", "build", "--out", str(tmp_path / "thesis"), "--overwrite"]) == 2
+    assert "not made by fmuia course build" in capsys.readouterr().err
+    assert (tmp_path / "thesis" / "thesis.txt").read_text() == "keep me"

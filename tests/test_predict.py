@@ -41,8 +41,8 @@ def test_label_free_reading_needs_four_columns_and_opens_no_mask(tiny_run, tmp_p
     frame = read_root(bare, labels=False)
     assert list(frame.columns[:4]) == ["image_path", "task_id", "task_name", "num_classes"]
     assert "mask_path" not in frame.columns and frame["target"].isna().all()
-    with pytest.raises(LayoutError, match=r"missing columns \['mask'\]"):
-        read_root(bare)  # the labelled reading still refuses it
+    with pytest.raises(LayoutError, match=r"missing columns \['point_1_xy'.*and 3 more problem"):
+        read_root(bare)  # the labelled reading still refuses it (one line: the first problem, and a count)
     labelled = read_root(val, labels=False)  # label columns present: ignored
     assert not {"mask", "x_min", "point_1_xy"} & set(labelled.columns)
     assert labelled["mask_file"].isna().all() and "mask_path" in labelled.columns

@@ -47,8 +47,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 import numpy as np
 
 from fmuia_lib.challenge import metrics
-from fmuia_lib.data.images import ImageReadError, Mask, image_size, mask_value_problem, read_mask
-from fmuia_lib.data.layout import CSV_DIR, LayoutError, Problem, lies_inside, read_rows, resolve_tasks
+from fmuia_lib.data.images import ImageReadError, Mask, image_size, mask_fit_problem, read_mask
+from fmuia_lib.data.layout import CSV_DIR, LayoutError, Problem, read_rows, resolve_tasks
 from fmuia_lib.challenge.submission import (PREDICTION_FILES, SCORED_KEYS, EntryIndex, Submission, SubmissionError,
                                   entry_problems, load_json_list, mask_output_path, number_list,
                                   read_mask_problems, submission_folder, submission_relpath)
@@ -149,10 +149,9 @@ class EvaluationReport:
                 "warnings": list(self.warnings)}
 
     def to_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
-        return path
+        from fmuia_lib.paths import atomic_write
+
+        return atomic_write(path, json.dumps(self.to_dict(), indent=2))  # whole or not at all
 
     def format(self) -> str:
         """The report as text: per-task table, per-class table, summary, coverage, notes,
@@ -255,8 +254,8 @@ class GroundTruth:
             mask = read_mask(row["mask_file"])
         except ImageReadError as err:
             raise self._error(row, row["mask_path"], f"ground-truth {err.reason}") from None
-        problem = mask_value_problem(mask.values, task.num_classes)
-        if problem:
+        problem = mask_fit_problem(mask.values, self.size(row), task.num_classes)
+        if problem:  # e.g. "mask is 100x80 but its image is 415x309": the ground truth's fault, not the prediction's
             raise self._error(row, row["mask_path"], f"ground-truth {problem}")
         return mask
 
@@ -552,7 +551,7 @@ def check_submission(pred_dir: str | Path, data_root: str | Path,
     for kind, file_name in PREDICTION_FILES.items():
         kind_rows = [r for r in rows if tasks_by_id[r["task_id"]].task_type == kind]
         path = pred_dir / file_name
-        if not path.is_file():
+        if not path.exists():  # a named pipe or folder there is an error (load_json_list), not a missing file
             if kind_rows:
                 check.errors.append(f"{file_name}: missing ({len(kind_rows)} {kind} predictions expected)")
             continue
@@ -625,21 +624,19 @@ def evaluate_main(args) -> int:
     the challenge skips them); 2 when the input cannot be scored (data root, submission
     folder, JSON files, ``--json``) or when some predictions are unusable: the report is
     still printed (and written), and one message names the first unusable entry."""
+    from fmuia_lib.paths import output_problem
+
     problem = _json_target_problem(args.json)
-    if problem is None and args.json and lies_inside(args.json, args.data):
-        problem = f"--json {args.json} lies inside the data root {args.data}; write the report elsewhere"
+    if problem is None and args.json:  # never into a data root, never into or over the submission scored
+        problem = output_problem(args.json, name="--json", what="the report", file=True,
+                                 inputs=[(args.data, "the data root"), (args.pred, "the submission folder")])
     if problem:
         print(f"fmuia evaluate: error: {problem}", file=sys.stderr)
         return 2
     report = evaluate_submission(args.data, args.pred)  # LayoutError, SubmissionError: bad input (cli.main)
     print(report.format())
     if args.json:
-        try:
-            print(f"\nwrote {report.to_json(args.json)}")
-        except OSError as err:
-            print(f"fmuia evaluate: error: cannot write --json {args.json}: {err.strerror or err}",
-                  file=sys.stderr)
-            return 2
+        print(f"\nwrote {report.to_json(args.json)}")  # a failed write: OutputError, bad input (cli.main)
     if report.invalid:
         more = f" (and {len(report.invalid) - 1} more, listed in the report)" if len(report.invalid) > 1 else ""
         print(f"fmuia evaluate: error: {len(report.invalid)} prediction(s) could not be scored: "

@@ -30,11 +30,13 @@ import shutil
 import string
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import fmuia_lib
+from fmuia_lib.paths import atomic_write, write_failure, writing
 
 TEMPLATES = Path(__file__).with_name("export_templates")
 WEIGHTS_NAME = "weights.pt"
@@ -163,7 +165,7 @@ def check_export_folder(out_dir: Path, checkpoint: Path, overwrite: bool) -> boo
     exist), must not hold the checkpoint nor lie in or hold the fmuia package it copies,
     must not lie in a data root, and may be non-empty only with ``overwrite`` and only when
     it holds an earlier export (``EXPORT_MARKERS``)."""
-    from fmuia_lib.data.layout import inside_data_root_problem, output_folder_problem
+    from fmuia_lib.paths import output_folder_problem, output_problem
 
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"--out {out_dir} is a file; give a folder")
@@ -176,7 +178,7 @@ def check_export_folder(out_dir: Path, checkpoint: Path, overwrite: bool) -> boo
     problem = output_folder_problem(out_dir, package, name="--out", what="the fmuia package")
     if problem:
         raise ExportError(problem)
-    problem = inside_data_root_problem(out_dir, "the export")
+    problem = output_problem(out_dir, name="--out", what="the export")  # no data root in, at or under it
     if problem:
         raise ExportError(problem)
     if not (out_dir.is_dir() and any(out_dir.iterdir())):
@@ -196,14 +198,11 @@ def export_submission(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
     :func:`check_export_folder`) and :class:`~fmuia_lib.challenge.predict.ModelLoadError` for an
     unusable checkpoint; nothing is removed or written before both are checked.
     """
-    from fmuia_lib.challenge.predict import inference_state, load_model
-    from fmuia_lib.state_file import save_state
+    from fmuia_lib.challenge.predict import load_model
 
     out_dir, checkpoint = Path(out_dir), Path(checkpoint)
     replace = check_export_folder(out_dir, checkpoint, overwrite)
     model, image_size, state = load_model(checkpoint, "cpu")  # before anything is removed
-    if replace:
-        shutil.rmtree(out_dir)
     warnings: list[str] = []
     versions = state.get("versions")
     if not versions:
@@ -221,16 +220,44 @@ def export_submission(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
         warnings.append(f"{checkpoint} records no version of {', '.join(fallback)}; pinned to this environment's")
     image, why = base_image(versions)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # Written into a temporary folder beside --out and moved there whole at the end: a disk
+    # that fills up or a read-only mount leaves no half export, and an earlier export is
+    # removed only once the new one is complete.
+    with writing(out_dir.parent):
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        made = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        written = _write_export(made, model, image_size, state, versions, checkpoint, module_files, package_root,
+                                requirements, image, why)
+        with writing(out_dir):
+            if replace:
+                shutil.rmtree(out_dir)
+            elif out_dir.is_dir():
+                out_dir.rmdir()  # empty
+            os.replace(made, out_dir)
+    except BaseException:
+        shutil.rmtree(made, ignore_errors=True)
+        raise
+    return ExportResult(out_dir, sorted(written), image, requirements, warnings)
+
+
+def _write_export(out_dir: Path, model, image_size: int, state: dict, versions: dict, checkpoint: Path,
+                  module_files: list[Path], package_root: Path, requirements: list[str], image: str,
+                  why: str) -> list[str]:
+    """Write the export's files into ``out_dir``; return their relative paths."""
+    from fmuia_lib.challenge.predict import inference_state
+    from fmuia_lib.state_file import save_state
+
     written: list[str] = []
-    for file in module_files:
-        relative = Path("fmuia_lib") / file.relative_to(package_root)
-        (out_dir / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(file, out_dir / relative)
+    copies = [(file, Path("fmuia_lib") / file.relative_to(package_root)) for file in module_files]
+    copies += [(package_root / name, Path("fmuia_lib") / name) for name in PACKAGE_DATA]  # follows the repository's link
+    for file, relative in copies:
+        try:
+            (out_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file, out_dir / relative)
+        except OSError as err:  # its filename may be the source's
+            raise write_failure(err, out_dir / relative) from None
         written.append(relative.as_posix())
-    for name in PACKAGE_DATA:
-        shutil.copyfile(package_root / name, out_dir / "fmuia_lib" / name)  # follows the repository's link
-        written.append(f"fmuia_lib/{name}")
     save_state(inference_state(model, image_size, versions), out_dir / WEIGHTS_NAME)
     written.append(WEIGHTS_NAME)
 
@@ -243,13 +270,13 @@ def export_submission(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
     for template, name in (("model.py.tmpl", "model.py"), ("Dockerfile.tmpl", "Dockerfile"),
                            ("README.md.tmpl", "README.md")):
         text = string.Template((TEMPLATES / template).read_text(encoding="utf-8")).substitute(fields)
-        (out_dir / name).write_text(text, encoding="utf-8")
+        atomic_write(out_dir / name, text)
         written.append(name)
-    (out_dir / "requirements.txt").write_text(
-        f"# the versions {checkpoint.name} was trained with (written by fmuia export)\n"
-        + "\n".join(requirements) + "\n", encoding="utf-8")
+    atomic_write(out_dir / "requirements.txt",
+                 f"# the versions {checkpoint.name} was trained with (written by fmuia export)\n"
+                 + "\n".join(requirements) + "\n")
     written.append("requirements.txt")
-    return ExportResult(out_dir, sorted(written), image, requirements, warnings)
+    return written
 
 
 def export_weights(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
@@ -259,10 +286,15 @@ def export_weights(checkpoint: str | Path, out_dir: str | Path, overwrite: bool 
     from fmuia_lib.challenge.predict import inference_state, load_model
     from fmuia_lib.state_file import save_state
 
+    from fmuia_lib.paths import output_problem
+
     out_dir, checkpoint = Path(out_dir), Path(checkpoint)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExportError(f"--out {out_dir} is a file")
+    problem = output_problem(out_dir, name="--out", what="the weights")  # no data root in, at or under it
+    if problem:
+        raise ExportError(problem)
     target = out_dir / WEIGHTS_NAME
+    if os.path.realpath(target) == os.path.realpath(checkpoint):
+        raise ExportError(f"--out {out_dir}: {target} is the checkpoint being exported; write elsewhere")
     if target.exists() and not overwrite:
         raise ExportError(f"{target} exists (use --overwrite to replace it)")
     model, image_size, state = load_model(checkpoint, "cpu")

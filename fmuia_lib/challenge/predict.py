@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from fmuia_lib.data.layout import lies_inside
+from fmuia_lib.paths import atomic_write, lies_inside
 from fmuia_lib.progress import tqdm
 from fmuia_lib.state_file import StateFileError, load_state
 from fmuia_lib.challenge.submission import (PREDICTION_FILES, SubmissionError, encode_mask, entry_from_record, iter_records,
@@ -107,27 +107,24 @@ def write_submission(out_dir: str | Path, records: Iterable[Mapping[str, Any]],
         if task.task_type == SEGMENTATION:
             relative, mask = mask_from_record(task, record, where)
             target = _safe_target(out_real, out_dir, relative)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                target.write_bytes(encode_mask(mask))
-            except OSError as err:
-                raise SubmissionError(f"{where}: could not write {target}: {err.strerror or err}") from None
+            atomic_write(target, encode_mask(mask))  # a failure names the file and leaves none half-written
         else:
             entries[task.task_type].append(entry_from_record(task, record, where))
         counts[task.task_type] += 1
-    for kind, file_name in PREDICTION_FILES.items():
-        with _safe_target(out_real, out_dir, file_name).open("w", encoding="utf-8") as fh:
-            json.dump(entries[kind], fh, indent=1)
+    for kind, file_name in PREDICTION_FILES.items():  # each whole or not at all
+        atomic_write(_safe_target(out_real, out_dir, file_name), json.dumps(entries[kind], indent=1))
     return counts
 
 
 def check_output_folder(out_dir: str | Path, data_root: str | Path) -> None:
-    """Refuse an output folder that is, contains or lies inside the data root (symbolic
-    links resolved), or is a file: a submission must never overwrite data, ground-truth
-    masks least of all (the rule is :func:`~fmuia_lib.data.layout.output_folder_problem`)."""
-    from fmuia_lib.data.layout import output_folder_problem
+    """Refuse an output folder that is a file, or is, contains or lies inside ``data_root`` or
+    any other data root (symbolic links resolved; the labelled original of a test set
+    too): a submission must never overwrite data, ground-truth masks least of all (the
+    rule is :func:`fmuia_lib.paths.output_problem`)."""
+    from fmuia_lib.paths import output_folder_problem, output_problem
 
-    problem = output_folder_problem(out_dir, data_root, name="--out")
+    problem = output_folder_problem(out_dir, data_root, name="--out") or output_problem(
+        out_dir, name="--out", what="the submission", inputs=[(data_root, "the data root")])
     if problem:
         raise SubmissionError(problem)
 
@@ -178,6 +175,14 @@ def records_from_outputs(task: TaskSpec, batch: Mapping[str, Any], output: Mappi
     import torch
     import torch.nn.functional as F
 
+    key = {SEGMENTATION: "probs", CLASSIFICATION: "probs", DETECTION: "boxes"}.get(task.task_type, "points")
+    values = output[key]
+    finite = torch.isfinite(values.reshape(len(values), -1)).all(dim=1)
+    if not bool(finite.all()):  # NaN boxes would otherwise become "bbox_pixels": [NaN, ...] and exit 0
+        first = int((~finite).nonzero()[0, 0])
+        raise SubmissionError(f"the model's {task.task_type} output for {batch['image_path'][first]} "
+                              f"({task.task_id}) holds NaN or infinite values: the weights are broken "
+                              "(a diverged or damaged model); nothing is written from it")
     records = []
     sizes = [(int(h), int(w)) for h, w in batch["orig_size"].tolist()]
     for i, (image_path, (height, width)) in enumerate(zip(batch["image_path"], sizes)):
@@ -333,6 +338,11 @@ def load_model(path: str | Path, device: "str | torch.device" = "cpu") -> tuple[
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         detail = f"missing entry {err.args[0]!r}" if isinstance(err, KeyError) else str(err).splitlines()[0]
         raise ModelLoadError(f"checkpoint {path} cannot be used: {detail}") from None
+    broken = [name for name, tensor in model.state_dict().items()
+              if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
+    if broken:  # its outputs would be NaN: refused here, before any file is written from them
+        raise ModelLoadError(f"checkpoint {path}: {len(broken)} weight tensor(s) hold NaN or infinite values "
+                             f"(e.g. {', '.join(broken[:2])}): a diverged or damaged model cannot predict")
     return model.place(device, model.channels_last_setting).eval(), int(size), state
 
 
@@ -370,8 +380,10 @@ def predict_main(args) -> int:
     """``fmuia predict --checkpoint C --data ROOT --out DIR`` (exit 2 on unusable input)."""
     from fmuia_lib.data.layout import LayoutError
 
+    from fmuia_lib.cli import one_line
+
     def fail(message: str) -> int:
-        print(f"fmuia predict: error: {message}", file=sys.stderr)
+        print(f"fmuia predict: error: {one_line(message)}", file=sys.stderr)
         return 2
 
     if args.batch_size < 1:

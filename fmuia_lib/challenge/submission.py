@@ -248,12 +248,29 @@ class EntryIndex:
         return index
 
 
+#: Integers in a prediction file longer than this many digits are read as the float they
+#: round to (inf beyond ~308 digits), which the rules then refuse as not finite: Python's
+#: ``int()`` refuses 4,300+ digits with a ValueError and ``float()`` of 309+ digits overflows.
+LONG_INTEGER = 30
+
+
+def _json_int(text: str) -> int | float:
+    return int(text) if len(text) <= LONG_INTEGER else float(text)
+
+
 def load_json_list(path: Path) -> list:
     """The list in a prediction JSON file; raises :class:`SubmissionError` naming the file."""
+    from fmuia_lib.paths import not_regular_problem
+
+    problem = not_regular_problem(path)
+    if problem:
+        raise SubmissionError(f"{path} {problem}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        data = json.loads(path.read_text(encoding="utf-8"), parse_int=_json_int)
+    except (OSError, UnicodeDecodeError, ValueError) as err:  # json.JSONDecodeError is a ValueError
         raise SubmissionError(f"{path}: cannot read JSON: {err}") from None
+    except RecursionError:
+        raise SubmissionError(f"{path}: cannot read JSON: lists or objects nested too deeply") from None
     if not isinstance(data, list):
         raise SubmissionError(f"{path}: expected a JSON list of predictions, found {type(data).__name__}")
     return data
@@ -290,7 +307,7 @@ class Submission:
         entries: dict[str, EntryIndex | None] = {}
         for kind, name in PREDICTION_FILES.items():
             path = pred_dir / name
-            entries[kind] = EntryIndex.of(load_json_list(path)) if path.is_file() else None
+            entries[kind] = EntryIndex.of(load_json_list(path)) if path.exists() else None
         return cls(entries, folder=pred_dir, label=str(pred_dir))
 
     @classmethod

@@ -42,6 +42,12 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from fmuia_lib.paths import not_regular_problem
+
+#: The most pixels an image or mask may have (OpenCV's own limit, 2**30): a header that claims
+#: more (a "decompression bomb") is refused before anything is decoded.
+MAX_PIXELS = 1 << 30
+
 
 class ImageReadError(ValueError):
     """A file cannot be read as an image or a mask.
@@ -131,10 +137,42 @@ def content_problem(data: bytes, kind: str = "image") -> str | None:
     return _png_problem(data) if found == "PNG" else _jpeg_problem(data)
 
 
+def _present(path: str | Path, kind: str) -> None:
+    """Raise :class:`ImageReadError` unless ``path`` is a regular file (a named pipe would block)."""
+    if not os.path.exists(path):
+        raise ImageReadError(path, f"{kind} file not found")
+    problem = not_regular_problem(path)
+    if problem:
+        raise ImageReadError(path, f"{kind} file {problem}")
+
+
+def _size_problem(width: int, height: int, kind: str) -> str | None:
+    if width * height > MAX_PIXELS:
+        return (f"{kind} header claims {width}x{height} pixels, more than the {MAX_PIXELS} an image may have "
+                "(a corrupt or hostile file)")
+    return None
+
+
+def _decoded(path: str | Path, data: bytes, flags: int, kind: str) -> np.ndarray | None:
+    """``cv2.imdecode`` of a file's bytes, its header's size checked first."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            problem = _size_problem(*im.size, kind)
+    except Image.DecompressionBombError as err:
+        problem = f"{kind} is too large to decode ({err})"
+    except (OSError, SyntaxError, UnidentifiedImageError, ValueError):
+        problem = None  # OpenCV may still read it; it says so when not
+    if problem:
+        raise ImageReadError(path, problem)
+    try:
+        return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error as err:
+        raise ImageReadError(path, f"unreadable {kind} (OpenCV: {str(err).strip().splitlines()[-1]})") from None
+
+
 def _read_bytes(path: str | Path, kind: str) -> bytes:
     """The bytes of a ``kind`` ("image" or "mask") file that :func:`content_problem` accepts."""
-    if not os.path.isfile(path):
-        raise ImageReadError(path, f"{kind} file not found")
+    _present(path, kind)
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -150,15 +188,19 @@ def image_header(path: str | Path) -> ImageHeader:
     """Size and format from the file header, without decoding pixels (``fmuia data check
     --header-only``). The format must be PNG or JPEG; whether the rest of the file is
     whole is not looked at. Raises :class:`ImageReadError` with a readable reason."""
-    if not os.path.isfile(path):
-        raise ImageReadError(path, "image file not found")
+    _present(path, "image")
     try:
         with Image.open(path) as im:
             (width, height), fmt = im.size, im.format
-    except (OSError, SyntaxError, UnidentifiedImageError) as err:
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(path, f"image is too large to decode ({err})") from None
+    except (OSError, SyntaxError, UnidentifiedImageError, ValueError) as err:
         raise ImageReadError(path, f"unreadable image ({err})") from None
     if fmt not in IMAGE_FORMATS:
         raise ImageReadError(path, f"image is a {fmt} file; images must be PNG or JPEG")
+    problem = _size_problem(width, height, "image")
+    if problem:
+        raise ImageReadError(path, problem)
     return ImageHeader(int(height), int(width), fmt)
 
 
@@ -172,7 +214,7 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read an image as ``H x W x 3`` uint8 RGB (see the module docstring for the rules
     and conversions). Raises :class:`ImageReadError` naming the file."""
     data = _read_bytes(path, "image")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    image = _decoded(path, data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION, "image")
     if image is not None:
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return _read_image_with_pillow(path, data)
@@ -190,6 +232,8 @@ def _read_image_with_pillow(path: str | Path, data: bytes) -> np.ndarray:
                 gray = (values >> 8).astype(np.uint8)
                 return np.repeat(gray[:, :, None], 3, axis=2)
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(path, f"image is too large to decode ({err})") from None
     except (OSError, SyntaxError, UnidentifiedImageError, ValueError) as err:
         raise ImageReadError(path, f"unreadable image ({err})") from None
 
@@ -224,7 +268,7 @@ def read_mask(path: str | Path) -> Mask:
     Raises :class:`ImageReadError` naming the file.
     """
     raw = _read_bytes(path, "mask")
-    data = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
+    data = _decoded(path, raw, cv2.IMREAD_UNCHANGED, "mask")
     if data is None:
         raise ImageReadError(path, "unreadable mask (not an image OpenCV can decode)")
     if data.dtype not in (np.uint8, np.uint16):

@@ -25,9 +25,8 @@ Three levels of trust:
 
 Reading stays inside the data root: a path a CSV writes must not climb out of it, and
 neither may the file it names once symbolic links are resolved (an image, or a folder
-such as ``imgs/``, that links elsewhere); :func:`contained_path` is the one rule.
-Writing goes to an output folder that is not, does not contain and does not lie inside
-a data root (:func:`output_folder_problem`).
+such as ``imgs/``, that links elsewhere), and only regular files are read. The rules of
+reading and writing, for every command, are :mod:`fmuia_lib.paths`'.
 """
 from __future__ import annotations
 
@@ -41,6 +40,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from fmuia_lib.paths import (CSV_DIR, contained_path, inside_data_root_problem, lies_inside,  # noqa: F401
+                              linked_out_of, not_regular_problem, output_folder_problem, resolves_outside)
 from fmuia_lib.data.images import ImageReadError, image_size, mask_fit_problem, read_image, read_mask
 from fmuia_lib.tasks import (CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, TaskSpec,
                              load_manifest)
@@ -48,7 +49,6 @@ from fmuia_lib.tasks import (CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION
 if TYPE_CHECKING:
     import pandas as pd
 
-CSV_DIR = "csv_files"
 #: The data roots a source (the phantom, a converter) writes under its output folder.
 SPLIT_FOLDERS = ("train", "val")
 COMMON_COLUMNS = ("image_path", "task_id", "task_name", "num_classes")
@@ -87,49 +87,6 @@ def task_columns(task: TaskSpec) -> list[str]:
         REGRESSION: point_columns(task.num_classes),
     }[task.task_type]
     return [*COMMON_COLUMNS, *extra]
-
-
-def contained_path(relative: str, start: str = "", root: str | Path | None = None) -> str | None:
-    """``relative`` joined to ``start`` and normalised (POSIX), or None when it leaves the folder.
-
-    The one rule for paths that must stay inside a folder: the data root for the paths a
-    CSV writes (``start="csv_files"``), the submission folder for predicted masks. None
-    for an empty path, an absolute one (``/x``, ``C:/x``, ``\\x``) or one whose ``..``
-    climb above the folder. Without ``root`` it is judged on the text alone. With
-    ``root`` (the folder on disk) the file it names must also lie inside ``root`` once
-    symbolic links are resolved: the file itself, or a folder on the way such as
-    ``imgs/``, may link elsewhere inside the root but not outside it.
-    """
-    text = relative.replace("\\", "/")
-    if not text or text.startswith("/") or ":" in text.split("/")[0]:
-        return None
-    joined = posixpath.normpath(posixpath.join(start, text) if start else text)
-    if joined in (".", "..") or joined.startswith("../"):
-        return None
-    if root is not None and _resolves_outside(os.path.realpath(root), Path(root), joined, {}) is not None:
-        return None
-    return joined
-
-
-def _resolves_outside(root_real: str, root: Path, joined: str, folders: dict[str, str]) -> str | None:
-    """Where ``root/joined`` really is when that is outside ``root_real``, else None.
-
-    ``folders`` caches the real path of each folder (a data root has many files per folder).
-    """
-    folder, name = posixpath.split(joined)
-    real_folder = folders.get(folder)
-    if real_folder is None:
-        real_folder = folders[folder] = os.path.realpath(root / folder)
-    real = os.path.join(real_folder, name)
-    if os.path.islink(real):
-        real = os.path.realpath(real)
-    return None if _within(real, root_real) else real
-
-
-def _within(path: str, folder: str) -> bool:
-    """Whether ``path`` is ``folder`` or lies inside it (both absolute and resolved, so
-    comparing the text is enough, and cheaper per row than ``os.path.commonpath``)."""
-    return path == folder or path.startswith(folder if folder.endswith(os.sep) else folder + os.sep)
 
 
 def _inside_root(csv_relative: str) -> str | None:
@@ -352,7 +309,7 @@ class _Root:
 
     def outside(self, inside: str) -> str | None:
         """Where the root-relative path ``inside`` really leads when that is outside the root."""
-        return _resolves_outside(self.real, self.abs, inside, self._folders)
+        return resolves_outside(self.real, self.abs, inside, self._folders)
 
 
 def _read_csv(tasks: dict[str, TaskSpec], csv_file: Path, root: _Root,
@@ -401,6 +358,13 @@ def _read_csv(tasks: dict[str, TaskSpec], csv_file: Path, root: _Root,
     return records, problems
 
 
+def csv_files(root: Path | str) -> list[Path]:
+    """The CSV files of a data root, sorted by name: every entry of ``csv_files/`` whose name
+    ends in ``.csv`` in any case (``BREAST.CSV`` is read, not dropped)."""
+    folder = Path(root) / CSV_DIR
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".csv") if folder.is_dir() else []
+
+
 def _parse_root(root: Path | str, tasks: dict[str, TaskSpec],
                 labels: bool = True) -> tuple[list[dict], list[Problem]]:
     """Every CSV row of ``root`` as a record, and every problem found without opening images."""
@@ -408,7 +372,7 @@ def _parse_root(root: Path | str, tasks: dict[str, TaskSpec],
     csv_dir = data_root.abs / CSV_DIR
     if not csv_dir.is_dir():
         return [], [Problem(CSV_DIR, None, None, f"no {CSV_DIR}/ folder in {data_root.abs}")]
-    csv_paths = sorted(csv_dir.glob("*.csv"))
+    csv_paths = csv_files(data_root.abs)
     if not csv_paths:
         return [], [Problem(CSV_DIR, None, None, f"no CSV files in {csv_dir}")]
     records: list[dict] = []
@@ -418,6 +382,10 @@ def _parse_root(root: Path | str, tasks: dict[str, TaskSpec],
         if elsewhere is not None:
             problems.append(Problem(f"{CSV_DIR}/{path.name}", None, None, "the CSV file leads outside the data "
                                     f"root through a symbolic link (to {elsewhere}); it is not read"))
+            continue
+        irregular = not_regular_problem(path)
+        if irregular:
+            problems.append(Problem(f"{CSV_DIR}/{path.name}", None, None, f"the CSV file {irregular}"))
             continue
         file_records, file_problems = _read_csv(tasks, path, data_root, labels)
         records += file_records
@@ -446,12 +414,12 @@ def _column_order(column: str) -> tuple:
     return (len(known) + 1, 0, column)
 
 
-def _raise_if(problems: list[Problem], root: Path | str, shown: int = 20) -> None:
+def _raise_if(problems: list[Problem], root: Path | str) -> None:
+    """One line: the first problem, and how many more ``fmuia data check`` lists."""
     if problems:
-        lines = [str(p) for p in problems[:shown]]
-        if len(problems) > shown:
-            lines.append(f"... and {len(problems) - shown} more (run `fmuia data check {root}`)")
-        raise LayoutError(f"{len(problems)} problem(s) in data root {root}:\n" + "\n".join(lines))
+        more = (f" (and {len(problems) - 1} more problem(s): `fmuia data check {root}` lists them all)"
+                if len(problems) > 1 else "")
+        raise LayoutError(f"data root {root}: {problems[0]}{more}")
 
 
 def read_rows(root: Path | str, manifest: str | Path | dict[str, TaskSpec] | None = None,
@@ -617,52 +585,3 @@ def check_main(args) -> int:
         if task_type in type_counts:
             print(f"  total {task_type:<15} {type_counts[task_type]:>7}")
     return 0
-
-
-# -- output folders beside data roots -------------------------------------------------------
-
-def output_folder_problem(out: Path | str, root: Path | str, name: str = "--out",
-                          what: str = "the data root") -> str | None:
-    """Why ``out`` cannot be an output folder next to the data root ``root`` (None when it
-    can): it is a file, or it is, lies inside or contains ``root``, symbolic links resolved.
-    ``name`` is how the message calls ``out`` (a flag or config key), ``what`` the root."""
-    out, root = Path(out), Path(root)
-    if out.exists() and not out.is_dir():
-        return f"{name} {out} is a file; give a folder"
-    out_real, root_real = os.path.realpath(out), os.path.realpath(root)
-    if out_real == root_real:
-        return f"{name} {out} is {what} {root}; write elsewhere"
-    if _within(out_real, root_real):
-        return f"{name} {out} lies inside {what} {root}; write elsewhere"
-    if _within(root_real, out_real):
-        return f"{name} {out} contains {what} {root}; write elsewhere"
-    return None
-
-
-def lies_inside(path: Path | str, folder: Path | str) -> bool:
-    """Whether ``path`` is ``folder`` or lies inside it once symbolic links are resolved."""
-    return _within(os.path.realpath(path), os.path.realpath(folder))
-
-
-def linked_out_of(folder: Path | str) -> Path | None:
-    """The first symbolic link under ``folder`` (an existing output folder) that leads outside
-    it, or None: writing there would land elsewhere."""
-    real = os.path.realpath(folder)
-    for current, folders, files in os.walk(folder):
-        for name in sorted(folders + files):
-            path = os.path.join(current, name)
-            if os.path.islink(path) and not _within(os.path.realpath(path), real):
-                return Path(path)
-    return None
-
-
-def inside_data_root_problem(out: Path | str, what: str, name: str = "--out") -> str | None:
-    """Why the output folder ``out`` (``name``: its flag) must not be used because it lies in a
-    data root, the nearest folder at or above it (symbolic links resolved) that holds
-    ``csv_files/``; None when it lies in none. ``what`` names what would be written there."""
-    folder = Path(os.path.realpath(out))
-    for candidate in (folder, *folder.parents):
-        if (candidate / CSV_DIR).is_dir():
-            return (f"{name} {out} lies inside the data root {candidate} (it holds {CSV_DIR}/); "
-                    f"write {what} elsewhere")
-    return None

@@ -133,9 +133,9 @@ def profile_path(name_or_path: str | Path) -> Path:
     path = Path(text).expanduser()
     if not path.is_absolute():
         path = path.resolve() if path.exists() else resolve(path)
-    if not path.is_file():
+    if not path.exists():
         raise ProfileError(f"profile file {path} not found")
-    return path
+    return path  # load_profile refuses a folder or a named pipe there
 
 
 def load_profile(name_or_path: str | Path | Profile) -> Profile:
@@ -152,14 +152,22 @@ def load_profile(name_or_path: str | Path | Profile) -> Profile:
 def _load_profile(name_or_path: str | Path | Profile, extending: tuple[Path, ...]) -> Profile:
     if isinstance(name_or_path, Profile):
         return name_or_path
+    from fmuia_lib.paths import not_regular_problem
+
     path = profile_path(name_or_path)
     if path in extending:
         chain = " -> ".join(str(p) for p in (*extending, path))
         raise ProfileError(f"{path}: extends itself ({chain})")
+    problem = not_regular_problem(path)
+    if problem:  # a named pipe would block the reader
+        raise ProfileError(f"profile file {path} {problem}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ProfileError(f"{path}: not valid YAML: {exc}") from None
+        raise ProfileError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # binary, 5,000-digit integers, deep nesting
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0]
+        raise ProfileError(f"{path}: cannot be read as a YAML text file: {reason}") from None
     if not isinstance(raw, dict):
         raise ProfileError(f"{path}: expected a mapping, got {type(raw).__name__}")
     if not {"data", "train", "notebooks", "extends"} & set(raw):  # a plain mapping of TrainConfig fields
@@ -310,6 +318,10 @@ def run_settings(profile: str | Path | Profile, overrides: Mapping[str, Any] | N
         else:
             values[name] = value
         sources[name] = "override"
+    if overrides:  # an overridden run length clears the profile's other one (config._clear_other_length)
+        from fmuia_lib.config import _clear_other_length
+
+        _clear_other_length(values, {str(key) for key in overrides})
     if device is not None:
         values["device"], sources["device"] = device, "device"
     data = prof.data_settings(data_dir)

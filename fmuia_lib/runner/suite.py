@@ -229,7 +229,7 @@ def _check_kernel(kernel: str) -> None:
 
 def _check_out(out: Path, settings) -> None:
     """The suite's output folder: a folder, not, inside or around a data root or the notebooks."""
-    from fmuia_lib.data.layout import output_folder_problem
+    from fmuia_lib.paths import inside_data_root_problem, output_folder_problem
 
     folders = [(Path(r), "the data root") for r in (settings.config.data_root, settings.config.val_root) if r]
     if settings.data is not None:
@@ -238,6 +238,9 @@ def _check_out(out: Path, settings) -> None:
         problem = output_folder_problem(out, folder, name="--out", what=what)
         if problem:
             raise RunSetupError(problem)
+    problem = inside_data_root_problem(out, "the suite's outputs")  # any data root, not only the run's
+    if problem:
+        raise RunSetupError(problem)
 
 
 def _validate_roots(roots) -> None:
@@ -343,6 +346,8 @@ def suite_main(args) -> int:
         print(f"fmuia suite: {exc}", file=sys.stderr)
         return 1
     except (RunSetupError, ConfigError) as exc:
-        print(f"fmuia suite: error: {exc}", file=sys.stderr)
+        from fmuia_lib.cli import one_line
+
+        print(f"fmuia suite: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     return 0

@@ -17,6 +17,8 @@
 """
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -40,6 +42,11 @@ def build_datasets(config: TrainConfig) -> tuple[MultiTaskDataset, MultiTaskData
     train_tf = build_transforms(config.image_size, train=True, augment=config.augment)
     val_tf = build_transforms(config.image_size, train=False)
     if config.val_root is not None:
+        if os.path.realpath(config.val_root) == os.path.realpath(config.data_root):
+            warnings.warn(f"val_root is data_root ({config.data_root}): the run validates on its own training "
+                          "images, so its validation scores and its best checkpoint measure memory, not "
+                          "generalisation; give a separate val_root, or val_root=null to split one off",
+                          stacklevel=2)
         train_set = MultiTaskDataset(config.data_root, transforms=train_tf, tasks=config.tasks, manifest=manifest)
         val_set = MultiTaskDataset(config.val_root, transforms=val_tf, tasks=config.tasks, manifest=manifest)
     else:

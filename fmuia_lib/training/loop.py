@@ -29,6 +29,7 @@ with the highest score.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -49,6 +50,7 @@ from fmuia_lib.data.transforms import build_transforms
 from fmuia_lib.heads import set_output_prior
 from fmuia_lib.losses import build_loss
 from fmuia_lib.model import MultiTaskNet, build_model
+from fmuia_lib.paths import atomic_write, write_failure, writing
 from fmuia_lib.tasks import REGRESSION, manifest_hash
 from fmuia_lib import checkpoint as ckpt
 from fmuia_lib.training import distributed
@@ -159,9 +161,41 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     """
     context, device = distributed.setup(config.device)
     try:
-        return Trainer(config, context, device, progress).run()
+        with hold_out_dir(config.out_dir, context.is_main):
+            return Trainer(config, context, device, progress).run()
     finally:
         distributed.teardown(context)
+
+
+#: The lock file a run holds in its ``out_dir`` while it runs (an OS lock: a killed run's is released).
+LOCK_FILE = ".train.lock"
+
+
+@contextlib.contextmanager
+def hold_out_dir(out_dir: str | Path, hold: bool = True) -> Iterator[None]:
+    """Hold ``out_dir`` for one run: a second run with the same ``out_dir`` is refused while
+    this one lives. The lock is the operating system's (``filelock``: ``fcntl.flock`` on
+    POSIX), so a run that is killed leaves no stale lock; the empty file stays."""
+    if not hold:
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    folder = Path(out_dir)
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(f"out_dir={str(out_dir)!r} is in use by another run, which holds {folder / LOCK_FILE}; "
+                          "wait for it to end, or give another out_dir") from None
+    except OSError as err:
+        raise write_failure(err, folder / LOCK_FILE) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class Trainer:
@@ -253,14 +287,31 @@ class Trainer:
             seed_everything(self.config.seed + self.context.rank + self.step)
         self.last_path = Path(path)
         if self.context.is_main:
-            self._carry_best_checkpoint(Path(path).parent / ckpt.BEST_CHECKPOINT)
+            self._carry_best_checkpoint(Path(path).parent / ckpt.BEST_CHECKPOINT, state)
 
-    def _carry_best_checkpoint(self, interrupted_best: Path) -> None:
+    def _own_best(self, path: Path, state: dict[str, Any]) -> bool:
+        """Whether the best checkpoint ``path`` belongs to the run being resumed from ``state``:
+        its score is the run's best so far, written at a step the run passed, and its
+        validation history a beginning of the run's."""
+        if not path.is_file():
+            return False
+        best = ckpt.read_checkpoint(path)
+        history = list(best.get("val_history") or [])
+        return (float(best.get("best_score", math.nan)) == float(state["best_score"])
+                and int(best.get("step", -1)) <= int(state["step"]) and bool(history)
+                and repr(history) == repr(list(state["val_history"])[:len(history)]))  # repr: NaN equals NaN
+
+    def _carry_best_checkpoint(self, interrupted_best: Path, state: dict[str, Any]) -> None:
         """The best checkpoint so far, in this run's folder: the one there, or the interrupted
         run's (copied, when resuming into another folder). Without either, selection starts
-        again from this run's next validation."""
+        again from this run's next validation. A run's best is its own: another run's
+        ``best.pt`` in ``out_dir`` is refused, never reported nor replaced."""
         here = self.ckpt_dir / ckpt.BEST_CHECKPOINT
-        if not here.is_file() and interrupted_best.is_file():
+        if here.exists() and not self._own_best(here, state):
+            raise ConfigError(f"out_dir={self.config.out_dir!r} holds {here}, the best checkpoint of another run "
+                              f"than the one resumed ({self.config.resume}); resume into that run's own "
+                              "out_dir or a new one")
+        if not here.is_file() and self._own_best(interrupted_best, state):
             save_state(ckpt.read_checkpoint(interrupted_best), here)  # checksums verified on the way
         if here.is_file():
             self.best_path = here
@@ -369,8 +420,8 @@ class Trainer:
             if improved:  # first, so that a last.pt never refers to a best.pt not yet written
                 self.best_path = save_state(ckpt.model_state(state), self.ckpt_dir / ckpt.BEST_CHECKPOINT)
             self.last_path = save_state(state, self.ckpt_dir / ckpt.LAST_CHECKPOINT)
-            pd.DataFrame(self.history).to_csv(self.out_dir / "history.csv", index=False)
-            pd.DataFrame(self.val_history).to_csv(self.out_dir / "val_history.csv", index=False)
+            atomic_write(self.out_dir / "history.csv", pd.DataFrame(self.history).to_csv(index=False))
+            atomic_write(self.out_dir / "val_history.csv", pd.DataFrame(self.val_history).to_csv(index=False))
         self.context.barrier()
         distributed.sync_buffers(self.model, self.context)  # the re-estimated BatchNorm statistics
 

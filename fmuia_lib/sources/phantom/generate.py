@@ -24,8 +24,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fmuia_lib.data.layout import SPLIT_FOLDERS, BOX_COLUMNS, rel_path, sample_files, write_task_csv
+from fmuia_lib.paths import CSV_DIR, data_root_below, inside_data_root_problem
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec, load_manifest, select_tasks
-from fmuia_lib.data.layout import SPLIT_FOLDERS, BOX_COLUMNS, inside_data_root_problem, rel_path, sample_files, write_task_csv
 from .render import PhantomError, class_plan, image_rng, render
 
 MARKER = "phantom.json"
@@ -54,8 +55,24 @@ def generate_phantom(out: str | Path, seed: int = 0, n_train: int = 96, n_val: i
     out = Path(out)
     specs = _check_arguments(seed, n_train, n_val, tasks, workers)
     workers = workers or os.cpu_count() or 1
-    _prepare_output(out, overwrite)
+    existed = out.exists()
+    try:
+        _prepare_output(out, overwrite)
+        summary = _generate(out, seed, n_train, n_val, specs, workers, progress)
+    except OSError as err:  # disk full, read-only: remove what this run wrote, name the path
+        for split in SPLIT_FOLDERS:
+            shutil.rmtree(out / split, ignore_errors=True)
+        (out / MARKER).unlink(missing_ok=True)
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise PhantomError(f"cannot write {err.filename or out}: {err.strerror or err}; "
+                           f"nothing of the phantom is left in {out}") from None
+    return {**summary, "seconds": round(time.perf_counter() - started, 2), "workers": workers}
 
+
+def _generate(out: Path, seed: int, n_train: int, n_val: int, specs: list[TaskSpec], workers: int,
+              progress: bool) -> dict:
+    """Render every image, write the CSVs and the marker; return the marker's summary."""
     counts = {"train": n_train, "val": n_val}
     plans = {(t.task_id, split): class_plan(t, seed, split, counts[split])
              for split in SPLIT_FOLDERS for t in specs if t.task_type == CLASSIFICATION}
@@ -84,7 +101,7 @@ def generate_phantom(out: str | Path, seed: int = 0, n_train: int = 96, n_val: i
         "fingerprint": digest.hexdigest(),
     }
     (out / MARKER).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return {**summary, "seconds": round(time.perf_counter() - started, 2), "workers": workers}
+    return summary
 
 
 def _check_arguments(seed: int, n_train: int, n_val: int, tasks: list[str] | None,
@@ -117,6 +134,10 @@ def _prepare_output(out: Path, overwrite: bool) -> None:
     problem = inside_data_root_problem(out, "the phantom")
     if problem:
         raise PhantomError(problem)
+    others = [child for child in (sorted(out.iterdir()) if out.is_dir() else []) if child.name not in SPLIT_FOLDERS
+              and child.is_dir() and ((child / CSV_DIR).is_dir() or data_root_below(child) is not None)]
+    if others:
+        raise PhantomError(f"--out {out} contains the data root {others[0]}; write the phantom elsewhere")
     linked = [out / name for name in (*SPLIT_FOLDERS, MARKER) if (out / name).is_symlink()]
     if linked:
         raise PhantomError(f"--out {out}: {linked[0].name} is a symbolic link (to {os.path.realpath(linked[0])}); "

@@ -33,11 +33,11 @@ import pandas as pd
 from PIL import Image
 from fmuia_lib.progress import tqdm
 
-from fmuia_lib.data.layout import (CSV_DIR, SPLIT_FOLDERS, inside_data_root_problem, output_folder_problem, rel_path, sample_files,
-                                   validate_root, write_task_csv)
+from fmuia_lib.data.layout import SPLIT_FOLDERS, rel_path, sample_files, validate_root, write_task_csv
+from fmuia_lib.paths import CSV_DIR, inside_data_root_problem, output_folder_problem
 from fmuia_lib.sources.real import busi, ccaui, ddti, hc18, pocus
 from fmuia_lib.sources.real.common import (RealDataError, RealDataset, SourceImage, fill_outline,
-                                        mask_box, read_binary_mask, read_source_image, safe_name)
+                                           mask_box, read_binary_mask, read_source_image, safe_name)
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, SEGMENTATION, TaskSpec, load_manifest
 
 #: The datasets this converter knows, in the order they are converted.
