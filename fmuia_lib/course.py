@@ -614,7 +614,7 @@ def grade_main(args) -> int:
         raise CourseError(f"--timeout {args.timeout:g}: expected a number of seconds above 0")
     if args.json:  # checked before grading: never into a data root, over a submission or the course
         check_output(args.json, name="--json", what="the grades", file=True,
-                     inputs=[*((s, "a submission") for s in args.submissions), (args.course, "the course folder")])
+                     inputs=[*((s, "the submission") for s in args.submissions), (args.course, "the course folder")])
     if args.docker:
         where = "in otter's Docker containers, without network"
     else:
