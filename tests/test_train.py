@@ -52,7 +52,7 @@ def test_config_yaml_round_trip_and_overrides(tmp_path):
     ({"image_size": 100}, "multiple of 32"),
     ({"warmup_steps": 10, "epochs": None, "max_steps": 10, "schedule": "warmup_cosine"}, "warmup_steps"),
     ({"warmup_steps": 10}, "only the 'warmup_cosine' schedule"),
-    ({"max_steps": 10}, "set exactly one"),
+    ({"max_steps": 10, "epochs": 5}, "set exactly one"),  # both given at one level
     ({"fpn_lr_mult": 2.0}, "the FPN decoder is frozen"),
     ({"epochs": None}, "set exactly one"),
     ({"det_head": "yolo"}, "det_head='yolo'"),
@@ -67,6 +67,13 @@ def test_config_yaml_round_trip_and_overrides(tmp_path):
 def test_config_rejects_bad_values(change, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig.from_dict(change)
+
+
+def test_a_run_length_given_alone_clears_the_other_one():
+    """max_steps alone means steps: the defaults' epochs go (and the other way round)."""
+    config = TrainConfig.from_dict({"max_steps": 10})
+    assert config.max_steps == 10 and config.epochs is None
+    assert TrainConfig.from_dict({"epochs": 3}).max_steps is None
 
 
 def test_config_file_errors_name_the_file(tmp_path):
@@ -169,7 +176,8 @@ def test_train_writes_history_and_checkpoints_only_under_out_dir(trained):
     root, base, config, result = trained
     out = Path(config.out_dir)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        "checkpoints/best.pt", "checkpoints/last.pt", "config.yaml", "history.csv", "val_history.csv"]
+        ".train.lock", "checkpoints/best.pt", "checkpoints/last.pt", "config.yaml", "history.csv",
+        "val_history.csv"]  # .train.lock: the file whose OS lock the run held (loop.hold_out_dir)
     assert {p.name for p in base.iterdir()} == {"data", "full"}
     history = result.history
     assert list(history["step"]) == list(range(1, 7))

@@ -57,7 +57,8 @@ import cv2
 import numpy as np
 
 from fmuia_lib.data.images import ImageReadError, Mask, mask_value_problem, read_mask
-from fmuia_lib.data.layout import contained_path, default_mask_path
+from fmuia_lib.data.layout import default_mask_path
+from fmuia_lib.paths import contained_path
 from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TaskSpec
 
 #: The prediction file of each non-segmentation task type.

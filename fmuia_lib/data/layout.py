@@ -34,14 +34,12 @@ import csv
 import json
 import math
 import os
-import posixpath
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from fmuia_lib.paths import (CSV_DIR, contained_path, inside_data_root_problem, lies_inside,  # noqa: F401
-                              linked_out_of, not_regular_problem, output_folder_problem, resolves_outside)
+from fmuia_lib.paths import CSV_DIR, contained_path, not_regular_problem, resolves_outside
 from fmuia_lib.data.images import ImageReadError, image_size, mask_fit_problem, read_image, read_mask
 from fmuia_lib.tasks import (CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION, TASK_TYPES, TaskSpec,
                              load_manifest)
