@@ -37,6 +37,7 @@ from fmuia_lib.tasks import TASK_TYPES
 #: ``sampler`` values: the baseline's task sampler, then fmuia's strategies (data.sampler.STRATEGIES).
 SAMPLERS = ("official", "uniform", "proportional", "temperature")
 SPLITS = ("random", "stratified")
+ROW_ORDERS = ("sorted", "glob")
 SEG_LOSSES = ("dice", "dice_ce")
 REG_LOSSES = ("mse", "smooth_l1")
 AMP_DTYPES = ("auto", "bf16", "fp16")
@@ -105,9 +106,14 @@ class TrainConfig:
     val_fraction: float = 0.2  #: share of the rows held out when val_root is None
     split: str = "random"  #: "random" (the baseline: random_split of all rows, seeded by seed, val size
     #: int(N * val_fraction)) | "stratified" (per task, stratified by class; data.sampler.stratified_split)
+    row_order: str = "sorted"  #: order of the CSV files whose rows are split: "sorted" (by name: the same rows
+    #: on every machine) | "glob" (the baseline's glob.glob order: the file system's directory order, which
+    #: depends on the file system and on how the folder was written; the official-baseline profile)
     manifest: str | None = None  #: task manifest CSV (None: the packaged one)
     tasks: list[str] | None = None  #: subset of task_ids (None: every task found in the data)
     image_size: int = 256  #: square model input size in pixels (multiple of 32)
+    resize: str = "bilinear"  #: "bilinear" (the baseline's OpenCV INTER_LINEAR, no antialiasing) |
+    #: "antialias" (torchvision's antialiased bilinear; switch antialiased_resize); data.transforms
     augment: str = "official"  #: augmentation preset of data.transforms.build_transforms:
     #: "official" (the baseline's) | "light" | "none"
     sampler: str = "official"  #: "official" (the baseline's) | "uniform" | "proportional" | "temperature"
@@ -155,6 +161,8 @@ class TrainConfig:
     #: "fp16" (honoured on CPU too)
     channels_last: bool | None = None  #: NHWC memory format; None: where it pays
     #: (model.channels_last_pays: on CUDA, and on CPU for every encoder but the ResNets)
+    fused_adamw: bool = False  #: AdamW's fused kernel (faster; rounds differently from torch's default
+    #: for-loop AdamW, the baseline's, so weights drift apart from the second step)
     # -- losses -------------------------------------------------------------------------
     seg_loss: str = "dice"  #: "dice" (the baseline) | "dice_ce"
     cls_label_smoothing: float = 0.0
@@ -185,7 +193,7 @@ class TrainConfig:
         integers, numbers finite), the bounds in ``NUMBER_RULES``, the options of a choice,
         and the relations between fields (run length, warm-up, LR floor, switches).
         """
-        from fmuia_lib.data.transforms import AUGMENT_LEVELS
+        from fmuia_lib.data.transforms import AUGMENT_LEVELS, RESIZES
         from fmuia_lib.heads import DETECTION_HEADS, LANDMARK_HEADS
 
         hints = typing.get_type_hints(type(self))
@@ -204,6 +212,8 @@ class TrainConfig:
 
         choice("sampler", SAMPLERS)
         choice("split", SPLITS)
+        choice("row_order", ROW_ORDERS)
+        choice("resize", RESIZES)
         choice("augment", AUGMENT_LEVELS)
         choice("det_head", DETECTION_HEADS)
         choice("landmark_head", LANDMARK_HEADS)

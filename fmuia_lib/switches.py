@@ -79,6 +79,10 @@ _SWITCHES = (
            "`warmup_steps` of linear warm-up; gradient norm clipped at 1.",
            "Guards the first steps and any gradient spike while heads learn at 10x the encoder's rate; "
            "a per-step schedule has the same shape for runs of any length."),
+    Switch("antialiased_resize", {"resize": "antialias"},
+           "Images are resized with OpenCV's bilinear interpolation (`INTER_LINEAR`), without antialiasing.",
+           "Images are resized with torchvision's antialiased bilinear interpolation.",
+           "Shrinking a speckled image without a low-pass filter aliases the speckle into the input."),
     Switch("light_augmentation", {"augment": "light"},
            "Brightness/contrast shift (p 0.2) and strong Gaussian noise (p 0.1); no geometric "
            "augmentation.",
@@ -120,7 +124,7 @@ FMUIA_RECIPE: tuple[str, ...] = tuple(n for n in SWITCHES if n != "sigmoid_landm
 
 #: Fields that change speed or memory, not what is learned; a profile sets them freely.
 SPEED_SETTINGS: tuple[str, ...] = ("amp", "amp_dtype", "channels_last", "num_workers", "device",
-                                   "deterministic")
+                                   "deterministic", "fused_adamw")
 
 
 def unknown_switches(names: Iterable[str]) -> list[str]:
