@@ -65,6 +65,7 @@ NUMBER_RULES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "weight_decay": (0.0, True, None, False),
     "eta_min": (0.0, True, None, False),
     "warmup_steps": (0, True, None, False),
+    "warmup_fraction": (0.0, True, 1.0, False),
     "min_lr_ratio": (0.0, True, 1.0, True),
     "grad_clip": (0.0, False, None, False),  # null: no clipping
     "cls_label_smoothing": (0.0, True, 1.0, False),
@@ -153,6 +154,8 @@ class TrainConfig:
     #: warm-up, then cosine to min_lr_ratio of each group's peak)
     eta_min: float = 1e-6  #: absolute LR floor of "cosine_epochs", every group
     warmup_steps: int = 0  #: linear warm-up steps ("warmup_cosine" only)
+    warmup_fraction: float = 0.0  #: warm-up as a share of the run's steps, used when warmup_steps is 0
+    #: ("warmup_cosine" only; switch warmup_cosine); see warmup_length
     min_lr_ratio: float = 0.01  #: floor of "warmup_cosine" as a fraction of each group's peak LR
     grad_clip: float | None = None  #: max global gradient norm (None: no clipping, the baseline)
     # -- speed settings (change speed and memory, not the recipe) -------------------------
@@ -242,6 +245,9 @@ class TrainConfig:
         if self.warmup_steps and self.schedule != "warmup_cosine":
             raise ConfigError(f"warmup_steps={self.warmup_steps}: only the 'warmup_cosine' schedule warms up "
                               f"(schedule={self.schedule!r})")
+        if self.warmup_fraction and self.schedule != "warmup_cosine":
+            raise ConfigError(f"warmup_fraction={self.warmup_fraction}: only the 'warmup_cosine' schedule warms up "
+                              f"(schedule={self.schedule!r})")
         if self.max_steps is not None and self.warmup_steps >= self.max_steps:
             raise ConfigError(f"warmup_steps={self.warmup_steps}: must be in [0, max_steps)")
         if self.freeze_fpn and self.fpn_lr_mult is not None:
@@ -327,6 +333,11 @@ class TrainConfig:
     def total_steps(self, steps_per_epoch: int) -> int:
         """The run length in optimiser steps."""
         return self.max_steps if self.max_steps is not None else self.epochs * steps_per_epoch
+
+    def warmup_length(self, total_steps: int) -> int:
+        """Warm-up steps of a run of ``total_steps``: ``warmup_steps``, or when that is 0,
+        ``warmup_fraction`` of the run (rounded)."""
+        return self.warmup_steps or round(self.warmup_fraction * total_steps)
 
     def eval_interval(self, steps_per_epoch: int) -> int:
         """Steps between two validations."""

@@ -13,8 +13,8 @@ trainable parameter is in exactly one group.
 * ``cosine_epochs`` (the baseline): ``torch.optim.lr_scheduler.CosineAnnealingLR`` with
   ``T_max`` = the run's epochs and the absolute floor ``eta_min`` for every group,
   stepped once at the end of each epoch;
-* ``warmup_cosine`` (switch ``warmup_clipping``): per optimiser step, ``warmup_steps`` of
-  linear warm-up, then cosine down to ``min_lr_ratio`` of each group's peak
+* ``warmup_cosine`` (switch ``warmup_cosine``): per optimiser step, ``warmup_steps`` (or
+  ``warmup_fraction`` of the run, :meth:`TrainConfig.warmup_length`) of linear warm-up, then cosine down to ``min_lr_ratio`` of each group's peak
   (:func:`lr_factor`, a ``LambdaLR``).
 """
 from __future__ import annotations
@@ -118,9 +118,10 @@ def build_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
         return LRSchedule(scheduler, every=steps_per_epoch)
     if config.schedule == "warmup_cosine":
         total = config.total_steps(steps_per_epoch)
-        if config.warmup_steps >= total:
-            raise ConfigError(f"warmup_steps={config.warmup_steps}: the run has only {total} steps")
-        factor = functools.partial(lr_factor, warmup_steps=config.warmup_steps, max_steps=total,
+        warmup = config.warmup_length(total)
+        if warmup >= total:
+            raise ConfigError(f"warmup_steps={warmup}: the run has only {total} steps")
+        factor = functools.partial(lr_factor, warmup_steps=warmup, max_steps=total,
                                    min_lr_ratio=config.min_lr_ratio)
         return LRSchedule(torch.optim.lr_scheduler.LambdaLR(optimizer, factor), every=1)
     raise ValueError(f"unknown schedule {config.schedule!r}")
