@@ -6,9 +6,13 @@ grid is the official recipe (no switch), each switch of a chosen set added ONE a
 each of those switches taken out (all-but-one). Every arm runs with the same size knobs and
 the same seeds; only its switches differ.
 
-Every arm's final model is scored the same way, whatever its own validation rule: per-task
-challenge metrics over the whole held-out validation root (``training.validation.validate``),
-so the official arm's per-batch rule never makes its numbers incomparable.
+Every arm is scored the same way, whatever its own validation rule: per-task challenge
+metrics over the whole held-out validation root (``training.validation.validate``), so the
+official arm's per-batch rule never makes its numbers incomparable. What is scored is the
+checkpoint the arm's own rule selected (``best.pt``), as a submission would be: with several
+validations per run (``eval_every`` below the run length) a selection rule such as
+``whole_set_validation`` acts on the result; with one validation it cannot, and its rows
+come out "not applicable".
 
 Tables (:func:`type_table`): per arm and task type, the quality (``metrics.task_quality``,
 in [0, 1]) averaged over the type's tasks, its mean and seed-to-seed standard deviation over
@@ -99,12 +103,14 @@ def grid(main_effects: Iterable[str], recipe: Sequence[str] = FMUIA_RECIPE,
 
 def run_arm(profile: Any, arm: Arm, seed: int, run_dir: str | Path, data_dir: str | Path | None = None,
             overrides: Mapping[str, Any] | None = None, device: str | None = None) -> tuple[pd.DataFrame, float]:
-    """Train ``arm`` of ``profile`` with ``seed`` into ``run_dir`` and score its final model
-    over the whole validation set (the validation root; with ``val_root: null``, the split that
+    """Train ``arm`` of ``profile`` with ``seed`` into ``run_dir`` and score the checkpoint its
+    validation rule selected (``best.pt``; the final model when the run wrote none) over the
+    whole validation set (the validation root; with ``val_root: null``, the split that
     ``seed`` draws, the same for every arm of that seed). Returns ``(per-task rows, training seconds)``; the rows
     have ``task_id, task_type, quality`` and the task's challenge metrics."""
     from fmuia_lib.profiles import run_settings
     from fmuia_lib.training import train
+    from fmuia_lib.training.checkpoint import load_checkpoint
     from fmuia_lib.training.data import build_datasets
     from fmuia_lib.training.validation import validate
 
@@ -115,9 +121,12 @@ def run_arm(profile: Any, arm: Arm, seed: int, run_dir: str | Path, data_dir: st
     result = train(config, progress=False)
     seconds = time.perf_counter() - start
     _, val_set, _ = build_datasets(config)
-    scores = validate(result.model, val_set, next(result.model.parameters()).device,
+    model, device = result.model, next(result.model.parameters()).device
+    if result.best_checkpoint is not None and Path(result.best_checkpoint).is_file():
+        model = load_checkpoint(result.best_checkpoint, map_location=device)[0]
+    scores = validate(model, val_set, device,
                       batch_size=config.val_batch_size or config.batch_size, num_workers=config.num_workers)
-    rows = [{"task_id": t, "task_type": result.model.task(t).task_type, "quality": s["score"],
+    rows = [{"task_id": t, "task_type": model.task(t).task_type, "quality": s["score"],
              **{k: v for k, v in s.items() if k != "score" and isinstance(v, (int, float, np.number))}}
             for t, s in scores.items()]
     return pd.DataFrame(rows), seconds

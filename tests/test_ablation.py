@@ -156,7 +156,8 @@ def test_the_ablation_profile_is_the_official_recipe_at_a_cpu_size():
     differ = {k for k, v in config.to_dict().items() if TrainConfig().to_dict()[k] != v}
     size = {"encoder", "encoder_weights", "image_size", "batch_size", "epochs", "max_steps", "eval_every"}
     assert config.active_switches() == [] and differ <= size | {"num_workers", "seed"}, differ - size
-    assert config.eval_every == config.max_steps, "one validation, at the end: the final model is scored"
+    # several validations: each arm is scored on the checkpoint its own rule selected
+    assert config.max_steps % config.eval_every == 0 and config.max_steps // config.eval_every >= 3
     section = loaded.notebooks["06_experiments"]
     assert section["seeds"] == [0, 1, 2]
     # every switch's main effect; the fmuia arm is the notebook's default: the fmuia recipe
@@ -190,6 +191,24 @@ def test_run_grid_scores_every_arm_on_the_whole_validation_root(tmp_path, make_r
     assert (tmp_path / "runs" / "official" / "seed1" / "train" / "config.yaml").is_file()
     table = ablation.type_table(results)
     assert set(table["task_type"]) == {"segmentation", "Regression"} and (table["seeds"] == 2).all()
+
+
+def test_run_arm_scores_the_checkpoint_its_rule_selected(tmp_path, make_root):
+    from fmuia_lib.training.checkpoint import load_checkpoint
+    from fmuia_lib.training.validation import validate
+
+    data = tmp_path / "data"
+    make_root(data, tasks=["breast_lesion", "breast_2cls"], n=4, name="train")
+    make_root(data, tasks=["breast_lesion", "breast_2cls"], n=4, seed=1, name="val")
+    overrides = dict(max_steps=4, eval_every=2, batch_size=2, image_size=32, device="cpu", **TINY_MODEL)
+    arm = ablation.Arm("+whole_set_validation", ("whole_set_validation",), "one switch")
+    rows, _ = ablation.run_arm("ablation", arm, 0, tmp_path / "run", data_dir=data, overrides=overrides)
+    best = tmp_path / "run" / "train" / "checkpoints" / "best.pt"
+    model, config, _ = load_checkpoint(best)
+    from fmuia_lib.training.data import build_datasets
+
+    expected = validate(model, build_datasets(config)[1], "cpu", batch_size=config.val_batch_size)
+    assert rows.set_index("task_id")["quality"].to_dict() == {t: s["score"] for t, s in expected.items()}
 
 
 def test_plot_ablation_keeps_each_arm_s_colour_in_every_plot():
