@@ -206,9 +206,11 @@ def hausdorff(a, b):
     ("05_submission", "mre", "q05_mre", '''
 def mre(pred, gt):
     return np.linalg.norm(pred - gt, axis=2).sum(axis=1)  # summed, not averaged'''),
-    ("06_experiments", "main_effect", "q06_main_effect", '''
-def main_effect(table, factor, score):
-    return table.groupby(factor)[score].median().to_dict()'''),
+    ("06_experiments", "paired_difference", "q06_paired_difference", '''
+def paired_difference(table, arm, reference, score):
+    a, b = table[table["arm"] == arm][score], table[table["arm"] == reference][score]
+    mean = float(a.mean() - b.mean())  # right mean, unpaired spread
+    return {"mean": mean, "t": mean / float((a.var() / len(a) + b.var() / len(b)) ** 0.5)}'''),
 ]
 
 
