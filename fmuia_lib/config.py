@@ -115,7 +115,9 @@ class TrainConfig:
     image_size: int = 256  #: square model input size in pixels (multiple of 32)
     resize: str = "bilinear"  #: "bilinear" (the baseline's OpenCV INTER_LINEAR, no antialiasing) |
     #: "antialias" (torchvision's antialiased bilinear; switch antialiased_resize); data.transforms
-    augment: str = "official"  #: augmentation preset of data.transforms.build_transforms:
+    geometric_augment: bool = False  #: label-safe flips and small affine warps per task type
+    #: (data.transforms.build_transforms; switch geometric_augmentation; the baseline has none)
+    augment: str = "official"  #: photometric augmentation of data.transforms.build_transforms:
     #: "official" (the baseline's) | "light" | "none"
     sampler: str = "official"  #: "official" (the baseline's) | "uniform" | "proportional" | "temperature"
     sampler_temperature: float = 2.0  #: T in p_task ~ n_task^(1/T) (temperature sampler)

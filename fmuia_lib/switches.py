@@ -103,13 +103,16 @@ _SWITCHES = (
            "Images are resized with OpenCV's bilinear interpolation (`INTER_LINEAR`), without antialiasing.",
            "Images are resized with torchvision's antialiased bilinear interpolation.",
            "Shrinking a speckled image without a low-pass filter aliases the speckle into the input."),
+    Switch("geometric_augmentation", {"geometric_augment": True},
+           "No geometric augmentation.",
+           "Label-safe warps per task type: horizontal flips and small affine warps for segmentation "
+           "and detection, the affine warp only for landmarks, none for classification.",
+           "Flips and small warps add label-safe variety the baseline never uses."),
     Switch("light_augmentation", {"augment": "light"},
-           "Brightness/contrast shift (p 0.2) and strong Gaussian noise (p 0.1); no geometric "
-           "augmentation.",
-           "Label-safe flips and small affine warps per task type, milder brightness/contrast jitter "
-           "and noise.",
-           "Flips and small warps add label-safe variety the baseline never uses; its noise (std 20-44 % "
-           "of the intensity range, per channel) is stronger than the speckle it sits on."),
+           "Brightness/contrast shift (p 0.2) and strong Gaussian noise (p 0.1).",
+           "Milder brightness/contrast jitter (p 0.5) and Gaussian noise (p 0.3, std 0.03).",
+           "The baseline's noise (std 20-44 % of the intensity range, per channel) is stronger than "
+           "the speckle it sits on."),
     Switch("sigmoid_landmarks", {"landmark_head": "sigmoid"},
            "Landmark head: average pool and one linear layer to 2K unbounded coordinates.",
            "Landmark head: average pool, dropout, linear layer and a sigmoid, so points stay in the "

@@ -18,8 +18,8 @@ FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 def test_the_registry_has_the_named_switches_and_each_changes_the_official_recipe():
     assert list(SWITCHES) == ["trained_fpn", "centernet_detection", "whole_set_validation", "epoch_batcher",
                               "temperature_sampler", "dice_ce", "per_task_norm_stats", "head_priors", "smooth_l1",
-                              "warmup_cosine", "grad_clipping", "antialiased_resize", "light_augmentation",
-                              "sigmoid_landmarks", "heatmap_landmarks"]
+                              "warmup_cosine", "grad_clipping", "antialiased_resize", "geometric_augmentation",
+                              "light_augmentation", "sigmoid_landmarks", "heatmap_landmarks"]
     official = TrainConfig()
     alternative = {name for group in switches.ALTERNATIVES for name in group}
     seen: dict[str, str] = {}

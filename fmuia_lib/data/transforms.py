@@ -26,10 +26,11 @@ Brightness, contrast and noise never change a label and apply to every task.
 
 Presets (``augment``): ``"official"`` is the official baseline's training augmentation
 (albumentations ``RandomBrightnessContrast(p=0.2)`` and ``GaussNoise(p=0.1)`` with
-albumentations 2.0.8's defaults, no geometric augmentation), written here as two small
-v2 transforms with albumentations' formulas (:class:`BrightnessContrastShift`,
-:class:`StrongGaussNoise`); ``"light"`` is fmuia's (label-safe warps, milder jitter
-and noise); ``"none"`` only resizes.
+albumentations 2.0.8's defaults), written here as two small v2 transforms with
+albumentations' formulas (:class:`BrightnessContrastShift`, :class:`StrongGaussNoise`);
+``"light"`` is fmuia's milder jitter and noise; ``"none"`` adds nothing. The label-safe
+warps are a separate setting (``geometric``: config ``geometric_augment``, switch
+``geometric_augmentation``).
 
 Resizing (``resize``): ``"bilinear"`` is the official code's (albumentations ``A.Resize``
 in training, ``cv2.resize`` in its Docker model: OpenCV's ``INTER_LINEAR``, no
@@ -212,43 +213,46 @@ class JointTransform:
 
 
 def build_transforms(image_size: int | tuple[int, int], train: bool, augment: str = "light",
-                     resize: str = "antialias") -> JointTransform:
+                     resize: str = "antialias", geometric: bool | None = None) -> JointTransform:
     """The joint transform for training (``train=True``) or evaluation.
 
     Every transform first resizes as ``resize`` names (``"bilinear"``: the official code's
     OpenCV resize; ``"antialias"``: torchvision's antialiased one; see the module docstring).
 
     Evaluation: resize to ``image_size`` (an int = square, or ``(height, width)``).
-    Training with ``augment="official"`` (the baseline's) adds, on the uint8 image,
-    :class:`BrightnessContrastShift` (p=0.2) then :class:`StrongGaussNoise` (p=0.1), and no
-    geometric augmentation. Training with ``augment="light"`` adds a small affine warp (p=0.5: rotation up to
-    10 degrees, shift up to 5 %, scale 0.9-1.1) for segmentation, detection and
-    Regression, preceded by a horizontal flip (p=0.5) for segmentation and detection
-    (:func:`geometric_augmentation`), then brightness/contrast jitter (p=0.5) and
-    Gaussian noise (p=0.3) for all. Boxes and points that a warp pushes past the border
-    are clamped to it. ``augment="none"`` trains without augmentation.
+    Training adds two independent parts. **Geometric** (``geometric``; None: on for the
+    ``"light"`` preset only, as it always came): a small affine warp (p=0.5: rotation up to
+    10 degrees, shift up to 5 %, scale 0.9-1.1) for segmentation, detection and Regression,
+    preceded by a horizontal flip (p=0.5) for segmentation and detection
+    (:func:`geometric_augmentation`); boxes and points that a warp pushes past the border are
+    clamped to it. **Photometric** (``augment``): ``"official"`` (the baseline's), on the
+    uint8 image, :class:`BrightnessContrastShift` (p=0.2) then :class:`StrongGaussNoise`
+    (p=0.1); ``"light"``, brightness/contrast jitter (p=0.5) and Gaussian noise (p=0.3);
+    ``"none"``, nothing.
     """
     if augment not in AUGMENT_LEVELS:
         raise ValueError(f"augment must be one of {AUGMENT_LEVELS}, not {augment!r}")
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    to_float = v2.ToDtype(torch.float32, scale=True)
-    if not train or augment == "none":  # the image stays uint8: normalize_image scales it as the baseline
+    if not train:  # the image stays uint8: normalize_image scales it as the baseline
         return JointTransform(size, None, v2.Identity(), resize)
-    if augment == "official":
-        return JointTransform(size, None, v2.Compose([
-            v2.RandomApply([BrightnessContrastShift()], p=0.2),
-            v2.RandomApply([StrongGaussNoise()], p=0.1),
-        ]), resize)
-    affine = [v2.RandomApply([v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1))], p=0.5),
-              v2.ClampBoundingBoxes(), v2.ClampKeyPoints()]
-    geometric = {"flip+affine": v2.Compose([v2.RandomHorizontalFlip(p=0.5), *affine]),
+    warps = None
+    if augment == "light" if geometric is None else geometric:
+        affine = [v2.RandomApply([v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1))], p=0.5),
+                  v2.ClampBoundingBoxes(), v2.ClampKeyPoints()]
+        warps = {"flip+affine": v2.Compose([v2.RandomHorizontalFlip(p=0.5), *affine]),
                  "affine": v2.Compose(affine)}
-    photometric = v2.Compose([
-        to_float,
-        v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2)], p=0.5),
-        v2.RandomApply([v2.GaussianNoise(sigma=0.03)], p=0.3),
-    ])
-    return JointTransform(size, geometric, photometric, resize)
+    if augment == "none":
+        photometric = v2.Identity()
+    elif augment == "official":
+        photometric = v2.Compose([v2.RandomApply([BrightnessContrastShift()], p=0.2),
+                                  v2.RandomApply([StrongGaussNoise()], p=0.1)])
+    else:
+        photometric = v2.Compose([
+            v2.ToDtype(torch.float32, scale=True),
+            v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2)], p=0.5),
+            v2.RandomApply([v2.GaussianNoise(sigma=0.03)], p=0.3),
+        ])
+    return JointTransform(size, warps, photometric, resize)
 
 
 #: albumentations' ``Normalize`` (the baseline's) in float32: ``(x - mean * 255) * (1 / (std * 255))``

@@ -41,7 +41,8 @@ def build_datasets(config: TrainConfig) -> tuple[MultiTaskDataset, MultiTaskData
     if config.data_root is None:
         raise ConfigError("data_root is not set: give the folder that holds csv_files/")
     manifest = load_manifest(config.manifest)
-    train_tf = build_transforms(config.image_size, train=True, augment=config.augment, resize=config.resize)
+    train_tf = build_transforms(config.image_size, train=True, augment=config.augment, resize=config.resize,
+                                geometric=config.geometric_augment)
     val_tf = build_transforms(config.image_size, train=False, resize=config.resize)
     if config.val_root is not None:
         train_set = MultiTaskDataset(config.data_root, transforms=train_tf, tasks=config.tasks, manifest=manifest)
