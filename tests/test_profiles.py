@@ -42,7 +42,7 @@ CPU_SMOKE_NEW_FIELDS = {"split": "random", "det_head": "centernet", "landmark_he
                         "validation": "whole_set", "schedule": "warmup_cosine", "eta_min": 1e-6,
                         "switches": list(FMUIA_RECIPE), "fpn_pyramid_channels": 128, "fpn_segmentation_channels": 64,
                         "landmark_heatmap_weight": 1.0, "row_order": "sorted", "resize": "antialias",
-                        "fused_adamw": False, "warmup_fraction": 0.05,
+                        "fused_adamw": True, "warmup_fraction": 0.05,
                         "geometric_augment": True,
                         "sampler_type_weights": {"segmentation": 0.75, "classification": 1.5, "detection": 1.0,
                                                  "Regression": 3.0}}
