@@ -53,7 +53,11 @@ _SWITCHES = (
            "Challenge metrics per task over the whole validation set; the selection score covers every "
            "task type, Regression included.",
            "Per-batch means weight a task's images by how the batches fell, and a model may get worse "
-           "at landmarks without the selection noticing."),
+           "at landmarks without the selection noticing.",
+           "Its selection score (the mean task quality, every type) is defined on whole-set challenge "
+           "metrics: a landmark task's quality is its radial error over the set, and the per-batch rule "
+           "keeps only a pixel MAE per batch. The other half alone (whole-set metrics, the baseline's "
+           "selection score) is possible but not offered as a switch."),
     Switch("epoch_batcher", {"sampler": "uniform"},
            "The official sampler: every task's row list shuffled once, a cursor per task, wrapped "
            "round with a re-shuffle.",
@@ -118,7 +122,9 @@ _SWITCHES = (
            "Landmark head: average pool, dropout, linear layer and a sigmoid, so points stay in the "
            "image.",
            "An unbounded head can predict points outside the image, and dropout regularises the "
-           "small landmark subsets."),
+           "small landmark subsets.",
+           "One head type (`heads.LANDMARK_HEADS`): its dropout and its sigmoid are two layers of the "
+           "same head; an arm with one of them alone is not offered."),
     Switch("heatmap_landmarks", {"landmark_head": "heatmap"},
            "Landmark head: average pool and one linear layer to 2K unbounded coordinates, on the "
            "deepest encoder map.",
