@@ -103,6 +103,8 @@ class MultiTaskNet(nn.Module):
         #: came to on this device; inputs are converted to it in :meth:`forward`
         self.channels_last_setting: bool | None = None
         self.channels_last = False
+        #: the resize its inputs were trained with (``TrainConfig.resize``; set by ``build_model``)
+        self.input_resize = "antialias"
 
     def place(self, device: "str | torch.device", channels_last: bool | None = None) -> "MultiTaskNet":
         """Move to ``device`` in the memory format ``channels_last`` asks for (None: where it
@@ -244,6 +246,7 @@ def build_model(config: "TrainConfig", tasks: Sequence[TaskSpec]) -> MultiTaskNe
                          task_norm_stats=config.norm_stats == "per_task")
     if config.freeze_fpn:
         model.fpn_decoder.requires_grad_(False)
+    model.input_resize = config.resize  # how its inputs are resized (prediction resizes the same way)
     return model
 
 

@@ -276,9 +276,10 @@ def predict_to_submission(model: "MultiTaskNet", data_root: str | Path, out: str
     The data root needs only the four common CSV columns (``image_path, task_id,
     task_name, num_classes``); label columns are ignored and masks never opened. Images go
     through the evaluation transform (``build_transforms(image_size, train=False)``: a
-    plain resize). A segmentation mask is written at the CSV's ``mask_path`` when the CSV
-    has that column, else at the name the challenge's Docker code uses (``image_path``
-    with ``img`` -> ``mask``, see :func:`mask_output_path`), always inside ``out``.
+    plain resize, the one the model was trained with, ``model.input_resize``). A
+    segmentation mask is written at the CSV's ``mask_path`` when the CSV has that column,
+    else at the name the challenge's Docker code uses (``image_path`` with ``img`` ->
+    ``mask``, see :func:`mask_output_path`), always inside ``out``.
     ``out`` must not be, contain or lie inside the data root. Returns the counts per task
     type (see :func:`write_submission`).
     """
@@ -288,7 +289,8 @@ def predict_to_submission(model: "MultiTaskNet", data_root: str | Path, out: str
     from fmuia_lib.data.transforms import build_transforms
 
     check_output_folder(out, data_root)
-    dataset = PredictionDataset(data_root, transforms=build_transforms(image_size, train=False))
+    dataset = PredictionDataset(data_root, transforms=build_transforms(
+        image_size, train=False, resize=getattr(model, "input_resize", "antialias")))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     records = predict_records(model, dataset, batch_size=batch_size, device=device, num_workers=num_workers,
                               amp_dtype=amp_dtype, progress=progress)

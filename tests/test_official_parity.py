@@ -152,3 +152,10 @@ def test_inputs_stay_uint8_until_normalised_except_under_light_augmentation(swit
     out = build_transforms(32, train=True, augment=config.augment, resize=config.resize)(sample,
                                                                                            MANIFEST["breast_2cls"])
     assert out["image"].dtype == (torch.float32 if config.augment == "light" else torch.uint8)
+
+
+def test_a_model_remembers_its_inputs_resize_for_prediction():
+    tiny = {"encoder": "resnet18", "encoder_weights": None}
+    official = build_model(TrainConfig.from_dict(tiny), [MANIFEST["breast_2cls"]])
+    fmuia = build_model(TrainConfig.from_dict({**tiny, "switches": ["antialiased_resize"]}), [MANIFEST["breast_2cls"]])
+    assert (official.input_resize, fmuia.input_resize) == ("bilinear", "antialias")
