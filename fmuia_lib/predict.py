@@ -308,7 +308,7 @@ def inference_state(model: "MultiTaskNet", image_size: int, versions: Mapping[st
 
     return {"format": WEIGHTS_FORMAT, "model": model.state_dict(), "task_ids": list(model.task_ids),
             "architecture": dict(model.architecture), "image_size": int(image_size),
-            "channels_last": model.channels_last_setting,
+            "channels_last": model.channels_last_setting, "input_resize": model.input_resize,
             "manifest_hash": manifest_hash(model.task_ids), "versions": dict(versions or {})}
 
 
@@ -348,6 +348,7 @@ def _model_from_weights(state: Mapping[str, Any], path: Path) -> tuple["MultiTas
     model = MultiTaskNet(select_tasks(task_ids), encoder_weights=None, **state["architecture"])
     model.load_state_dict(state["model"])
     model.channels_last_setting = state.get("channels_last")  # files written before it was stored: None
+    model.input_resize = state.get("input_resize", "antialias")  # files written before it was stored
     return model, int(state["image_size"])
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -159,3 +160,7 @@ def test_a_model_remembers_its_inputs_resize_for_prediction():
     official = build_model(TrainConfig.from_dict(tiny), [MANIFEST["breast_2cls"]])
     fmuia = build_model(TrainConfig.from_dict({**tiny, "switches": ["antialiased_resize"]}), [MANIFEST["breast_2cls"]])
     assert (official.input_resize, fmuia.input_resize) == ("bilinear", "antialias")
+    from fmuia_lib.predict import _model_from_weights, inference_state
+
+    loaded, _ = _model_from_weights(inference_state(official, 64), Path("weights.pt"))
+    assert loaded.input_resize == "bilinear"
