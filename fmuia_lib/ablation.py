@@ -186,8 +186,11 @@ def _limit_threads(threads: int) -> None:
 def type_table(results: pd.DataFrame, reference: str = OFFICIAL) -> pd.DataFrame:
     """Per dataset, arm and task type: quality (mean over the type's tasks, then mean and
     standard deviation over seeds, ``ddof=1``) and the difference from ``reference`` paired by
-    seed (mean, standard deviation, range), plus ``finding`` (:func:`is_finding`; ``<NA>`` with
-    one seed, and for the reference itself).
+    seed (mean, standard deviation, range), its ``status``, and for measured rows its 95 %
+    interval, paired t-test p-value, Benjamini-Hochberg adjusted p-value (over every measured
+    row of the table), the difference detectable with 80 % power, and ``finding`` (adjusted
+    p below :data:`FDR`; ``<NA>`` where nothing is tested: one seed, rows not measured, the
+    reference itself). See the module docstring.
 
     Every arm must have the reference's seeds and tasks: a missing pairing is an error.
     """
@@ -301,9 +304,10 @@ def false_positive_rate(rule: Callable[[np.ndarray], bool], seeds: int, trials: 
 
 
 def is_finding(diff: Sequence[float] | np.ndarray) -> bool:
-    """Whether paired per-seed differences make a finding: their mean is larger in size than
-    their standard deviation (``ddof=1``) and every one of them is strictly of the mean's sign
-    (no seed tied or went the other way). Needs at least two seeds."""
+    """The former rule of thumb (:func:`spread_rule`): the mean of the paired per-seed
+    differences is larger in size than their standard deviation (``ddof=1``) and every one of
+    them is strictly of the mean's sign. Not a test: it passes pure noise far more often than
+    5 % (:func:`false_positive_rate`). Needs at least two seeds."""
     diff = np.asarray(diff, dtype=float)
     if diff.size < 2:
         raise ValueError(f"a finding needs at least 2 seeds, got {diff.size}")
