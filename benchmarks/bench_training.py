@@ -22,8 +22,8 @@ same index lists and the same per-item augmentation seeds) through a DataLoader 
   cell gathered in a Python loop over the batch, the loss, backward, step, and the loss
   read twice (log and progress bar). fmuia's trainer should be at least 1.3x faster;
 * **fmuia**: ``Trainer.train_step`` as ``train()`` runs it, with the library's speed
-  defaults (``TrainConfig``: channels_last where it pays, fused AdamW, foreach clipping, lazy
-  logging) on fmuia's network (EfficientNet's symmetric pads inside its convolutions,
+  defaults (``TrainConfig``: channels_last where it pays, foreach clipping, lazy logging) and
+  fused AdamW (``fused_adamw``) on fmuia's network (EfficientNet's symmetric pads inside its convolutions,
   ``model.fold_same_padding``); the plain loop runs the same network in the same memory format;
 * with ``--official DIR``: the official repository's own network and detection loss,
   imported from DIR (never copied into fmuia), in its loop, on the same batches.
@@ -283,7 +283,7 @@ def cpu_benchmark(args: argparse.Namespace, tmp: Path) -> None:
     base = TrainConfig.from_dict(dict(
         data_root=str(train_root), val_root=str(val_root), encoder=args.encoder, encoder_weights=None,
         image_size=args.size, batch_size=args.batch, epochs=None, max_steps=1000, eval_every=1000,
-        num_workers=args.workers, device="cpu", out_dir=str(tmp / "run")))
+        num_workers=args.workers, device="cpu", out_dir=str(tmp / "run"), fused_adamw=True))
     print(f"CPU: {args.encoder}, {args.size} px, batch {args.batch}, {args.workers} loader workers, torch threads "
           f"{torch.get_num_threads()}; official recipe, random weights; data {shown}")
     nchw = base.with_overrides({"channels_last": False})

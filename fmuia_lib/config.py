@@ -36,6 +36,7 @@ from fmuia_lib.tasks import DETECTION, REGRESSION, TASK_TYPES
 
 #: ``sampler`` values: the baseline's task sampler, then fmuia's strategies (data.sampler.STRATEGIES).
 SPLIT_RULES = ("random", "stratified")  #: how training splits one data root (TrainConfig.split)
+ROW_ORDERS = ("sorted", "glob")
 SEG_LOSSES = ("dice", "dice_ce")
 REG_LOSSES = ("mse", "smooth_l1")
 AMP_DTYPES = ("auto", "bf16", "fp16")
@@ -63,6 +64,7 @@ NUMBER_RULES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "weight_decay": (0.0, True, None, False),
     "eta_min": (0.0, True, None, False),
     "warmup_steps": (0, True, None, False),
+    "warmup_fraction": (0.0, True, 1.0, False),
     "min_lr_ratio": (0.0, True, 1.0, True),
     "grad_clip": (0.0, False, None, False),  # null: no clipping
     "cls_label_smoothing": (0.0, True, 1.0, False),
@@ -104,10 +106,17 @@ class TrainConfig:
     val_fraction: float = 0.2  #: share of the rows held out when val_root is None
     split: str = "random"  #: "random" (the baseline: random_split of all rows, seeded by seed, val size
     #: int(N * val_fraction)) | "stratified" (per task, stratified by class; data.sampler.stratified_split)
+    row_order: str = "sorted"  #: order of the CSV files whose rows are split: "sorted" (by name: the same rows
+    #: on every machine) | "glob" (the baseline's glob.glob order: the file system's directory order, which
+    #: depends on the file system and on how the folder was written; the official-baseline profile)
     manifest: str | None = None  #: task manifest CSV (None: the packaged one)
     tasks: list[str] | None = None  #: subset of task_ids (None: every task found in the data)
     image_size: int = 256  #: square model input size in pixels (multiple of 32)
-    augment: str = "official"  #: augmentation preset of data.transforms.build_transforms:
+    resize: str = "bilinear"  #: "bilinear" (the baseline's OpenCV INTER_LINEAR, no antialiasing) |
+    #: "antialias" (torchvision's antialiased bilinear; switch antialiased_resize); data.transforms
+    geometric_augment: bool = False  #: label-safe flips and small affine warps per task type
+    #: (data.transforms.build_transforms; switch geometric_augmentation; the baseline has none)
+    augment: str = "official"  #: photometric augmentation of data.transforms.build_transforms:
     #: "official" (the baseline's) | "light" | "none"
     sampler: str = "official"  #: "official" (the baseline's) | "uniform" | "proportional" | "temperature"
     sampler_temperature: float = 2.0  #: T in p_task ~ n_task^(1/T) (temperature sampler)
@@ -146,6 +155,8 @@ class TrainConfig:
     #: warm-up, then cosine to min_lr_ratio of each group's peak)
     eta_min: float = 1e-6  #: absolute LR floor of "cosine_epochs", every group
     warmup_steps: int = 0  #: linear warm-up steps ("warmup_cosine" only)
+    warmup_fraction: float = 0.0  #: warm-up as a share of the run's steps, used when warmup_steps is 0
+    #: ("warmup_cosine" only; switch warmup_cosine); see warmup_length
     min_lr_ratio: float = 0.01  #: floor of "warmup_cosine" as a fraction of each group's peak LR
     grad_clip: float | None = None  #: max global gradient norm (None: no clipping, the baseline)
     # -- speed settings (change speed and memory, not the recipe) -------------------------
@@ -154,6 +165,8 @@ class TrainConfig:
     #: "fp16" (honoured on CPU too)
     channels_last: bool | None = None  #: NHWC memory format; None: where it pays
     #: (model.channels_last_pays: on CUDA, and on CPU for every encoder but the ResNets)
+    fused_adamw: bool = False  #: AdamW's fused kernel (faster; rounds differently from torch's default
+    #: for-loop AdamW, the baseline's, so weights drift apart from the second step)
     # -- losses -------------------------------------------------------------------------
     seg_loss: str = "dice"  #: "dice" (the baseline) | "dice_ce"
     cls_label_smoothing: float = 0.0
@@ -184,8 +197,8 @@ class TrainConfig:
         integers, numbers finite), the bounds in ``NUMBER_RULES``, the options of a choice,
         and the relations between fields (run length, warm-up, LR floor, switches).
         """
-        from fmuia_lib.data.transforms import AUGMENT_LEVELS
         from fmuia_lib.data.sampler import STRATEGIES
+        from fmuia_lib.data.transforms import AUGMENT_LEVELS, RESIZES
         from fmuia_lib.heads import HEAD_TYPES
 
         hints = typing.get_type_hints(type(self))
@@ -204,6 +217,8 @@ class TrainConfig:
 
         choice("sampler", ("official", *STRATEGIES))
         choice("split", SPLIT_RULES)
+        choice("row_order", ROW_ORDERS)
+        choice("resize", RESIZES)
         choice("augment", AUGMENT_LEVELS)
         choice("det_head", HEAD_TYPES[DETECTION])
         choice("landmark_head", HEAD_TYPES[REGRESSION])
@@ -231,6 +246,9 @@ class TrainConfig:
                               "(the FPN's segmentation blocks use GroupNorm with 32 groups)")
         if self.warmup_steps and self.schedule != "warmup_cosine":
             raise ConfigError(f"warmup_steps={self.warmup_steps}: only the 'warmup_cosine' schedule warms up "
+                              f"(schedule={self.schedule!r})")
+        if self.warmup_fraction and self.schedule != "warmup_cosine":
+            raise ConfigError(f"warmup_fraction={self.warmup_fraction}: only the 'warmup_cosine' schedule warms up "
                               f"(schedule={self.schedule!r})")
         if self.max_steps is not None and self.warmup_steps >= self.max_steps:
             raise ConfigError(f"warmup_steps={self.warmup_steps}: must be in [0, max_steps)")
@@ -317,6 +335,11 @@ class TrainConfig:
     def total_steps(self, steps_per_epoch: int) -> int:
         """The run length in optimiser steps."""
         return self.max_steps if self.max_steps is not None else self.epochs * steps_per_epoch
+
+    def warmup_length(self, total_steps: int) -> int:
+        """Warm-up steps of a run of ``total_steps``: ``warmup_steps``, or when that is 0,
+        ``warmup_fraction`` of the run (rounded)."""
+        return self.warmup_steps or round(self.warmup_fraction * total_steps)
 
     def eval_interval(self, steps_per_epoch: int) -> int:
         """Steps between two validations."""

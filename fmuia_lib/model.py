@@ -20,9 +20,10 @@ is an error.
 
 The pieces are the baseline's, configured from smp: ``smp.encoders.get_encoder`` (depth
 5) and smp's ``FPNDecoder`` with ``smp.FPN``'s defaults (256 pyramid channels, 128
-segmentation channels, dropout 0.2, "add" merging), initialised with smp's own
-``initialize_decoder`` (Kaiming-uniform convolutions, zero biases), which is what the
-baseline gets by taking the decoder of an ``smp.FPN``. Detection and landmark heads come
+segmentation channels, dropout 0.2, "add" merging), taken from an ``smp.FPN`` as the
+baseline takes it (so initialised by smp's ``initialize_decoder``: Kaiming-uniform
+convolutions, zero biases), with the heads built in the baseline's order: the same seed
+gives the baseline's initial weights (:func:`baseline_fpn_decoder`). Detection and landmark heads come
 in the head types of ``heads`` (the baseline's by default).
 
 With ``task_norm_stats=True`` the model also keeps one set of BatchNorm statistics
@@ -39,7 +40,6 @@ from urllib.error import URLError
 
 import segmentation_models_pytorch as smp
 import torch
-from segmentation_models_pytorch.base.initialization import initialize_decoder
 from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
 from torch import nn
 from torch.func import functional_call
@@ -87,24 +87,24 @@ class MultiTaskNet(nn.Module):
         self.tasks: dict[str, TaskSpec] = {t.task_id: t for t in tasks}
         self.encoder = build_encoder(encoder_name, encoder_weights)
         channels = list(self.encoder.out_channels)
-        self.fpn_decoder = FPNDecoder(encoder_channels=channels, encoder_depth=5,
-                                      pyramid_channels=fpn_pyramid_channels,
-                                      segmentation_channels=fpn_segmentation_channels,
-                                      dropout=fpn_dropout)
-        initialize_decoder(self.fpn_decoder)
+        self.fpn_decoder = baseline_fpn_decoder(encoder_name, fpn_pyramid_channels, fpn_segmentation_channels,
+                                                fpn_dropout)
         self.det_head, self.landmark_head = det_head, landmark_head
         #: task id -> True when its head reads the FPN map (heads.reads_fpn), else the deepest map
         self.reads_fpn = {t.task_id: reads_fpn(t, landmark_head, det_head) for t in tasks}
-        self.heads = nn.ModuleDict({
-            t.task_id: build_head(t, self.fpn_decoder.out_channels, channels[-1], dropout=head_dropout,
-                                  det_head=det_head, landmark_head=landmark_head)
-            for t in tasks
-        })
+        # heads are built in the baseline's order (its TASK_CONFIGURATIONS: by task type, then
+        # task id), so that a seed draws the baseline's initial weights; kept in ``tasks``' order
+        built = {t.task_id: build_head(t, self.fpn_decoder.out_channels, channels[-1], dropout=head_dropout,
+                                       det_head=det_head, landmark_head=landmark_head)
+                 for t in sorted(tasks, key=lambda t: (t.task_type, t.task_id))}
+        self.heads = nn.ModuleDict({t.task_id: built[t.task_id] for t in tasks})
         self.task_norm_stats = TaskNormStats(self.encoder, self.task_ids) if task_norm_stats else None
         #: the memory format setting :meth:`place` was given (None: where it pays) and what it
         #: came to on this device; inputs are converted to it in :meth:`forward`
         self.channels_last_setting: bool | None = None
         self.channels_last = False
+        #: the resize its inputs were trained with (``TrainConfig.resize``; set by ``build_model``)
+        self.input_resize = "antialias"
 
     def place(self, device: "str | torch.device", channels_last: bool | None = None) -> "MultiTaskNet":
         """Move to ``device`` in the memory format ``channels_last`` asks for (None: where it
@@ -222,6 +222,20 @@ class TaskNormStats(nn.Module):
         return out
 
 
+def baseline_fpn_decoder(encoder_name: str, pyramid_channels: int, segmentation_channels: int,
+                         dropout: float) -> FPNDecoder:
+    """smp's FPN decoder, built and initialised as the baseline gets it: as the decoder of a
+    whole ``smp.FPN`` (random encoder weights, one class), whose second encoder and
+    segmentation head are dropped. Building them draws from torch's generator, so only
+    this way does a seed give the baseline's initial decoder and head weights (the
+    decoder's own initialisation is smp's ``initialize_decoder``, as ``smp.FPN`` runs it)."""
+    whole = smp.FPN(encoder_name=encoder_name, encoder_depth=5, encoder_weights=None,
+                    decoder_pyramid_channels=pyramid_channels,
+                    decoder_segmentation_channels=segmentation_channels, decoder_dropout=dropout,
+                    in_channels=3, classes=1)
+    return whole.decoder
+
+
 def build_model(config: "TrainConfig", tasks: Sequence[TaskSpec]) -> MultiTaskNet:
     """The network a config describes, with heads for ``tasks`` (the FPN decoder frozen when
     ``config.freeze_fpn``)."""
@@ -232,6 +246,7 @@ def build_model(config: "TrainConfig", tasks: Sequence[TaskSpec]) -> MultiTaskNe
                          task_norm_stats=config.norm_stats == "per_task")
     if config.freeze_fpn:
         model.fpn_decoder.requires_grad_(False)
+    model.input_resize = config.resize  # how its inputs are resized (prediction resizes the same way)
     return model
 
 

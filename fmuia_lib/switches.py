@@ -28,6 +28,8 @@ class Switch:
     baseline: str  #: what the official baseline does
     fmuia: str  #: what fmuia does instead
     why: str
+    #: for a switch that changes several things at once: why they are one change ("" for one idea)
+    bundle: str = ""
 
 
 _SWITCHES = (
@@ -42,18 +44,34 @@ _SWITCHES = (
            "CenterNet head: a focal loss on a Gaussian centre heat map trains every cell; box size and "
            "centre offset are read at the peak.",
            "Untrained cells can out-score the true one, so the grid head may read its box from a "
-           "cell that never learned one."),
+           "cell that never learned one.",
+           "A head with its loss and its decoding: the CenterNet maps mean nothing to the grid loss or "
+           "the grid decoder, so none of the three can be switched alone."),
     Switch("whole_set_validation", {"validation": "whole_set"},
            "Metrics are averaged per validation mini-batch (batches of 8 that mix tasks); the selection "
            "score leaves Regression out.",
            "Challenge metrics per task over the whole validation set; the selection score covers every "
            "task type, Regression included.",
            "Per-batch means weight a task's images by how the batches fell, and a model may get worse "
-           "at landmarks without the selection noticing."),
+           "at landmarks without the selection noticing.",
+           "Its selection score (the mean task quality, every type) is defined on whole-set challenge "
+           "metrics: a landmark task's quality is its radial error over the set, and the per-batch rule "
+           "keeps only a pixel MAE per batch. The other half alone (whole-set metrics, the baseline's "
+           "selection score) is possible but not offered as a switch."),
+    Switch("epoch_batcher", {"sampler": "uniform"},
+           "The official sampler: every task's row list shuffled once, a cursor per task, wrapped "
+           "round with a re-shuffle.",
+           "fmuia's batcher (`TaskBatchSampler`) with the official's uniform task probabilities: every "
+           "task's rows re-shuffled in each epoch, seeded per epoch, resumable mid-epoch; never a batch "
+           "of one.",
+           "Isolates the batcher from the task probabilities of `temperature_sampler`."),
     Switch("temperature_sampler", {"sampler": "temperature"},
            "Each step picks a task uniformly at random.",
            "Tasks are drawn with probability proportional to n_task ** (1 / sampler_temperature).",
-           "Uniform sampling repeats the smallest tasks many times per epoch and starves the largest."),
+           "Uniform sampling repeats the smallest tasks many times per epoch and starves the largest.",
+           "Its probabilities need fmuia's batcher (the official sampler is uniform by construction): "
+           "`epoch_batcher` is that batcher with the official's uniform probabilities, so "
+           "`+temperature_sampler` against `+epoch_batcher` is what the probabilities alone change."),
     Switch("dice_ce", {"seg_loss": "dice_ce"},
            "Segmentation loss: multiclass Dice.",
            "Segmentation loss: multiclass Dice + cross-entropy.",
@@ -72,26 +90,41 @@ _SWITCHES = (
            "Landmark loss: MSE on normalised coordinates.",
            "Landmark loss: SmoothL1 (L1 beyond 0.05 of the image).",
            "MSE's gradients vanish near the mean landmarks, where an untrained head sits."),
-    Switch("warmup_clipping", {"schedule": "warmup_cosine", "grad_clip": 1.0},
-           "Cosine annealing stepped once per epoch down to an absolute `eta_min`; no warm-up; no "
-           "gradient clipping.",
-           "Cosine annealing per optimiser step to `min_lr_ratio` of each group's peak, after "
-           "`warmup_steps` of linear warm-up; gradient norm clipped at 1.",
-           "Guards the first steps and any gradient spike while heads learn at 10x the encoder's rate; "
-           "a per-step schedule has the same shape for runs of any length."),
+    Switch("warmup_cosine", {"schedule": "warmup_cosine", "warmup_fraction": 0.05},
+           "Cosine annealing stepped once per epoch down to an absolute `eta_min`; no warm-up.",
+           "One schedule per optimiser step: linear warm-up over the first `warmup_fraction` of the run (or "
+           "`warmup_steps`), then cosine down to `min_lr_ratio` of each group's peak.",
+           "Guards the first steps while heads learn at 10x the encoder's rate; a per-step schedule has "
+           "the same shape for runs of any length.",
+           "One learning-rate schedule: its warm-up, per-step cosine and relative floor are the parts of "
+           "one curve, not separate fixes."),
+    Switch("grad_clipping", {"grad_clip": 1.0},
+           "No gradient clipping.",
+           "The global gradient norm is clipped at 1.",
+           "A gradient spike (a rare hard batch, a head far from its target) cannot throw the shared "
+           "encoder far in one step."),
+    Switch("antialiased_resize", {"resize": "antialias"},
+           "Images are resized with OpenCV's bilinear interpolation (`INTER_LINEAR`), without antialiasing.",
+           "Images are resized with torchvision's antialiased bilinear interpolation.",
+           "Shrinking a speckled image without a low-pass filter aliases the speckle into the input."),
+    Switch("geometric_augmentation", {"geometric_augment": True},
+           "No geometric augmentation.",
+           "Label-safe warps per task type: horizontal flips and small affine warps for segmentation "
+           "and detection, the affine warp only for landmarks, none for classification.",
+           "Flips and small warps add label-safe variety the baseline never uses."),
     Switch("light_augmentation", {"augment": "light"},
-           "Brightness/contrast shift (p 0.2) and strong Gaussian noise (p 0.1); no geometric "
-           "augmentation.",
-           "Label-safe flips and small affine warps per task type, milder brightness/contrast jitter "
-           "and noise.",
-           "Flips and small warps add label-safe variety the baseline never uses; its noise (std 20-44 % "
-           "of the intensity range, per channel) is stronger than the speckle it sits on."),
+           "Brightness/contrast shift (p 0.2) and strong Gaussian noise (p 0.1).",
+           "Milder brightness/contrast jitter (p 0.5) and Gaussian noise (p 0.3, std 0.03).",
+           "The baseline's noise (std 20-44 % of the intensity range, per channel) is stronger than "
+           "the speckle it sits on."),
     Switch("sigmoid_landmarks", {"landmark_head": "sigmoid"},
            "Landmark head: average pool and one linear layer to 2K unbounded coordinates.",
            "Landmark head: average pool, dropout, linear layer and a sigmoid, so points stay in the "
            "image.",
            "An unbounded head can predict points outside the image, and dropout regularises the "
-           "small landmark subsets."),
+           "small landmark subsets.",
+           "One head type (`heads.HEAD_TYPES`): its dropout and its sigmoid are two layers of the "
+           "same head; an arm with one of them alone is not offered."),
     Switch("heatmap_landmarks", {"landmark_head": "heatmap"},
            "Landmark head: average pool and one linear layer to 2K unbounded coordinates, on the "
            "deepest encoder map.",
@@ -100,7 +133,9 @@ _SWITCHES = (
            "spatial median.",
            "The pooled deepest feature keeps little of where a structure lies; the FPN map keeps it "
            "(what each landmark head is worth: the `+heatmap_landmarks` and `+sigmoid_landmarks` arms "
-           "of `results/06_ablation.csv`; the study that chose it: `results/history.md`)."),
+           "of `results/06_ablation.csv`; the study that chose it: `results/history.md`).",
+           "A head with its loss and its decoding: heat maps need the soft-argmax and KL loss to train "
+           "and a decoder that reads a point off a map."),
 )
 
 #: Every switch by name, in the order of the docs table.
@@ -108,18 +143,20 @@ SWITCHES: dict[str, Switch] = {s.name: s for s in _SWITCHES}
 
 #: Switches that are alternatives to one another (they set the same field to different
 #: values): a config lists at most one of each group.
-ALTERNATIVES: tuple[tuple[str, ...], ...] = (("sigmoid_landmarks", "heatmap_landmarks"),)
+ALTERNATIVES: tuple[tuple[str, ...], ...] = (("sigmoid_landmarks", "heatmap_landmarks"),
+                                             ("epoch_batcher", "temperature_sampler"))
 
 #: The fmuia recipe: the official recipe with every fix switched on (of alternatives, the one
-#: the measurements chose: ``heatmap_landmarks``, see its "why").
-FMUIA_RECIPE: tuple[str, ...] = tuple(n for n in SWITCHES if n != "sigmoid_landmarks")
+#: the measurements chose: ``heatmap_landmarks``, see its "why"; ``temperature_sampler``, whose
+#: batcher ``epoch_batcher`` measures alone).
+FMUIA_RECIPE: tuple[str, ...] = tuple(n for n in SWITCHES if n not in ("sigmoid_landmarks", "epoch_batcher"))
 #: Names a config may give instead of a list of switches (``switches: fmuia`` in a profile,
 #: ``--set switches=fmuia``): the recipe, spelled out in one place.
 RECIPES: dict[str, tuple[str, ...]] = {"fmuia": FMUIA_RECIPE, "official": ()}
 
 #: Fields that change speed or memory, not what is learned; a profile sets them freely.
 SPEED_SETTINGS: tuple[str, ...] = ("amp", "amp_dtype", "channels_last", "num_workers", "device",
-                                   "deterministic")
+                                   "deterministic", "fused_adamw")
 
 
 def unknown_switches(names: Iterable[str]) -> list[str]:
@@ -166,11 +203,12 @@ def agreeing(names: Iterable[str], **values: Any) -> list[str]:
 
 
 def switch_table() -> str:
-    """The registry as a Markdown table (switch, config values, baseline, fmuia, why)."""
-    rows = ["| switch | sets | the baseline | fmuia | why |", "|---|---|---|---|---|"]
+    """The registry as a Markdown table (switch, config values, baseline, fmuia, why, and for a
+    switch that changes several things, why they are one change)."""
+    rows = ["| switch | sets | the baseline | fmuia | why | one change because |", "|---|---|---|---|---|---|"]
     for s in SWITCHES.values():
         sets = ", ".join(f"`{k}: {_yaml_scalar(v)}`" for k, v in s.sets.items())
-        rows.append(f"| `{s.name}` | {sets} | {s.baseline} | {s.fmuia} | {s.why} |")
+        rows.append(f"| `{s.name}` | {sets} | {s.baseline} | {s.fmuia} | {s.why} | {s.bundle or '-'} |")
     return "\n".join(rows)
 
 

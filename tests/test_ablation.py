@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+from scipy import stats
 import pytest
 
 from fmuia_lib import profiles
@@ -67,14 +68,19 @@ def test_a_difference_within_its_spread_is_not_a_finding_and_one_seed_has_no_spr
     row = ablation.type_table(results).set_index("arm").loc["+x"]
     assert row["diff"] == pytest.approx(0.05) and row["diff_std"] == pytest.approx(pd.Series([0.2, -0.1]).std())
     assert not bool(row["finding"])
-    (line,) = ablation.verdicts(ablation.type_table(results))
-    assert line == ("phantom: switch x alone changed segmentation quality by +0.050 ± 0.212 "
-                    "(2 seeds, range [-0.100, +0.200]: within its spread, not a finding)")
+    table = ablation.type_table(results)
+    row = table.set_index("arm").loc["+x"]
+    # t = 0.05 / (0.212 / sqrt 2) = 0.333 on 1 degree of freedom
+    assert row["p_value"] == pytest.approx(2 * stats.t.sf(0.05 / (row["diff_std"] / math.sqrt(2)), 1))
+    assert row["ci_low"] < 0 < row["ci_high"] and row["status"] == "measured"
+    (line,) = ablation.verdicts(table)
+    assert line.startswith("phantom: switch x alone changed segmentation quality by +0.050 (95 % CI [")
+    assert "2 seeds; paired t-test p = 0.795, adjusted 0.795): not a finding at a false-discovery rate of 5%" in line
     one = ablation.type_table(_results({("official", 0): (0.5, 0.5), ("fmuia", 0): (0.6, 0.6)}))
     assert math.isnan(one.set_index("arm").loc["fmuia", "diff_std"]) and one["finding"].isna().all()
     (line,) = ablation.verdicts(one)
     assert line == ("phantom: the fmuia recipe (every switch) changed segmentation quality by +0.100 "
-                    "(1 seed: no spread to compare with, not a finding)")
+                    "(1 seed: no spread to test against, not a finding)")
 
 
 def test_a_seed_against_the_mean_or_tied_keeps_a_difference_from_being_a_finding():
@@ -90,10 +96,39 @@ def test_a_seed_against_the_mean_or_tied_keeps_a_difference_from_being_a_finding
                         ("+x", 0): (0.481, 0.481), ("+x", 1): (0.485, 0.485), ("+x", 2): (0.501, 0.501)})
     table = ablation.type_table(results)
     row = table.set_index("arm").loc["+x"]
-    assert abs(row["diff"]) > row["diff_std"] and not bool(row["finding"])
-    (line,) = ablation.verdicts(table)
-    assert line == ("phantom: switch x alone changed segmentation quality by -0.011 ± 0.011 (3 seeds, range "
-                    "[-0.019, +0.001]: larger than its spread but not of one sign in every seed, not a finding)")
+    assert abs(row["diff"]) > row["diff_std"] and not bool(row["finding"])  # p = 0.25: noise passes |mean| > sd
+    assert row["p_value"] == pytest.approx(stats.ttest_1samp([-0.019, -0.015, 0.001], 0).pvalue)
+
+
+def test_the_spread_rule_passes_noise_a_fifth_of_the_time_the_test_at_its_level():
+    """Simulated, not asserted from a formula: Gaussian differences of mean 0, three seeds."""
+    spread = ablation.false_positive_rate(ablation.spread_rule, 3, trials=20000)
+    test = ablation.false_positive_rate(lambda d: ablation.paired_test(d) < 0.05, 3, trials=20000)
+    assert 0.19 < spread < 0.23 and 0.045 < test < 0.055
+
+
+def test_power_and_the_detectable_effect():
+    assert ablation.test_power(ablation.detectable_effect(5, 0.02), 5, 0.02) == pytest.approx(0.8)
+    assert ablation.detectable_effect(10, 0.02) < ablation.detectable_effect(3, 0.02)
+    assert ablation.test_power(0.0, 5, 0.02) == pytest.approx(0.05)  # no effect: the test's level
+
+
+def test_rows_a_switch_cannot_move_are_labelled_not_measured_and_the_rest_share_one_fdr():
+    results = _results({("official", 0): (0.0, 0.0), ("official", 1): (0.0, 0.0), ("official", 2): (0.0, 0.0),
+                        ("+floor", 0): (0.0, 0.0), ("+floor", 1): (0.0, 0.0), ("+floor", 2): (0.0, 0.0),
+                        ("+up", 0): (0.1, 0.1), ("+up", 1): (0.12, 0.12), ("+up", 2): (0.09, 0.09)})
+    shifted = results.assign(quality=results["quality"] + (results["arm"] != "+up") * 0.3, dataset="slice")
+    shifted.loc[shifted["arm"] == "+up", "quality"] += 0.3
+    table = ablation.type_table(pd.concat([results, shifted])).set_index(["dataset", "arm"])
+    assert table.loc[("phantom", "+floor"), "status"] == "at floor"
+    assert table.loc[("slice", "+floor"), "status"] == "not applicable"
+    assert pd.isna(table.loc[("phantom", "+floor"), "finding"]) and pd.isna(table.loc[("phantom", "+floor"), "p_value"])
+    measured = table[table["status"] == "measured"]
+    assert len(measured) == 2 and list(measured["p_adjusted"]) == pytest.approx(
+        list(stats.false_discovery_control(measured["p_value"], method="bh")))
+    lines = ablation.verdicts(table.reset_index())
+    assert any("segmentation at floor" in line for line in lines)
+    assert any("not applicable" in line for line in lines)
 
 
 def test_type_table_refuses_unpaired_arms():
@@ -122,7 +157,8 @@ def test_the_ablation_profile_is_the_official_recipe_at_a_cpu_size():
     differ = {k for k, v in config.to_dict().items() if TrainConfig().to_dict()[k] != v}
     size = {"encoder", "encoder_weights", "image_size", "batch_size", "epochs", "max_steps", "eval_every"}
     assert config.active_switches() == [] and differ <= size | {"num_workers", "seed"}, differ - size
-    assert config.eval_every == config.max_steps, "one validation, at the end: the final model is scored"
+    # several validations: each arm is scored on the checkpoint its own rule selected
+    assert config.max_steps % config.eval_every == 0 and config.max_steps // config.eval_every >= 3
     section = loaded.notebooks["06_experiments"]
     assert section["seeds"] == [0, 1, 2]
     # every switch's main effect; the fmuia arm is the notebook's default: the fmuia recipe
@@ -156,6 +192,24 @@ def test_run_grid_scores_every_arm_on_the_whole_validation_root(tmp_path, make_r
     assert (tmp_path / "runs" / "official" / "seed1" / "train" / "config.yaml").is_file()
     table = ablation.type_table(results)
     assert set(table["task_type"]) == {"segmentation", "Regression"} and (table["seeds"] == 2).all()
+
+
+def test_run_arm_scores_the_checkpoint_its_rule_selected(tmp_path, make_root):
+    from fmuia_lib.checkpoint import load_checkpoint
+    from fmuia_lib.training.validation import validate_whole_set
+
+    data = tmp_path / "data"
+    make_root(data, tasks=["breast_lesion", "breast_2cls"], n=4, name="train")
+    make_root(data, tasks=["breast_lesion", "breast_2cls"], n=4, seed=1, name="val")
+    overrides = dict(max_steps=4, eval_every=2, batch_size=2, image_size=32, device="cpu", **TINY_MODEL)
+    arm = ablation.Arm("+whole_set_validation", ("whole_set_validation",), "one switch")
+    rows, _ = ablation.run_arm("ablation", arm, 0, tmp_path / "run", data_dir=data, overrides=overrides)
+    best = tmp_path / "run" / "train" / "checkpoints" / "best.pt"
+    model, config, _ = load_checkpoint(best)
+    from fmuia_lib.training.data import build_datasets
+
+    expected = validate_whole_set(model, build_datasets(config)[1], "cpu", batch_size=config.val_batch_size)
+    assert rows.set_index("task_id")["quality"].to_dict() == {t: s["score"] for t, s in expected.items()}
 
 
 def test_plot_ablation_keeps_each_arm_s_colour_in_every_plot():

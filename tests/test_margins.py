@@ -130,3 +130,19 @@ def test_seed_study_trains_each_seed_and_scores_the_baseline_on_the_same_set(tmp
                     assert run[task][metric] == pytest.approx(read[task][metric], rel=1e-6), (task, metric)
     with pytest.raises(FileNotFoundError, match=r"seed3.*best\.pt: no finished run for seed 3"):
         margins.load_seed_study("ci-tiny", [3], overrides, run_dir=tmp_path / "study", rescore=True)
+
+
+def test_margin_table_tests_each_margin_with_a_t_interval():
+    from scipy import stats
+
+    from fmuia_lib.experiments import ablation
+
+    tasks = load_manifest()
+    runs = [{"breast_2cls": {"Accuracy": a}} for a in (0.8, 0.7, 0.9)]
+    base = {"breast_2cls": {"Accuracy": 0.6}}
+    row = margins.margin_table(runs, base, tasks).iloc[0]
+    expected = stats.ttest_1samp([0.2, 0.1, 0.3], 0.0, alternative="greater").pvalue
+    assert row["p_value"] == pytest.approx(expected) and row["ci_low"] < 0.2 < row["ci_high"]
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(ablation.confidence_interval([0.2, 0.1, 0.3]))
+    one = margins.margin_table(runs[:1], base, tasks).iloc[0]
+    assert math.isnan(one["p_value"]) and math.isnan(one["ci_low"])

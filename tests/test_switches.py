@@ -16,8 +16,9 @@ FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def test_the_registry_has_the_named_switches_and_each_changes_the_official_recipe():
-    assert list(SWITCHES) == ["trained_fpn", "centernet_detection", "whole_set_validation", "temperature_sampler",
-                              "dice_ce", "per_task_norm_stats", "head_priors", "smooth_l1", "warmup_clipping",
+    assert list(SWITCHES) == ["trained_fpn", "centernet_detection", "whole_set_validation", "epoch_batcher",
+                              "temperature_sampler", "dice_ce", "per_task_norm_stats", "head_priors", "smooth_l1",
+                              "warmup_cosine", "grad_clipping", "antialiased_resize", "geometric_augmentation",
                               "light_augmentation", "sigmoid_landmarks", "heatmap_landmarks"]
     official = TrainConfig()
     alternative = {name for group in switches.ALTERNATIVES for name in group}
@@ -50,19 +51,23 @@ def test_the_fmuia_recipe_lists_one_of_each_group_of_alternatives():
 
 
 def test_from_dict_is_official_defaults_then_switches_then_own_keys():
-    config = TrainConfig.from_dict({"switches": ["dice_ce", "warmup_clipping"], "lr": 3e-4, "warmup_steps": 5})
+    config = TrainConfig.from_dict({"switches": ["dice_ce", "warmup_cosine", "grad_clipping"], "lr": 3e-4,
+                                    "warmup_steps": 5})
     expected = TrainConfig().to_dict()
-    expected.update(seg_loss="dice_ce", schedule="warmup_cosine", grad_clip=1.0, lr=3e-4, warmup_steps=5,
-                    switches=["dice_ce", "warmup_clipping"])
+    expected.update(seg_loss="dice_ce", schedule="warmup_cosine", warmup_fraction=0.05, grad_clip=1.0, lr=3e-4,
+                    warmup_steps=5, switches=["dice_ce", "warmup_cosine", "grad_clipping"])
     assert config.to_dict() == expected
-    assert config.active_switches() == ["dice_ce", "warmup_clipping"]
-    assert config.own_values() == {"switches": ["dice_ce", "warmup_clipping"], "lr": 3e-4, "warmup_steps": 5}
+    assert config.active_switches() == ["dice_ce", "warmup_cosine", "grad_clipping"]
+    assert config.own_values() == {"switches": ["dice_ce", "warmup_cosine", "grad_clipping"], "lr": 3e-4,
+                                   "warmup_steps": 5}
+    assert config.warmup_length(1000) == 5 and TrainConfig.from_dict(
+        {"switches": ["warmup_cosine"]}).warmup_length(1000) == 50  # warm-up on: 5 % of the run
     assert TrainConfig.from_dict(config.own_values()) == config
     assert TrainConfig.from_dict({}) == TrainConfig() and TrainConfig().active_switches() == []
     # a key that agrees with a listed switch is allowed; one that contradicts it names both
     assert TrainConfig.from_dict({"switches": ["dice_ce"], "seg_loss": "dice_ce"}).seg_loss == "dice_ce"
-    with pytest.raises(ConfigError, match="grad_clip=0.5 contradicts switch 'warmup_clipping'.*grad_clip=1.0"):
-        TrainConfig.from_dict({"switches": ["warmup_clipping"], "grad_clip": 0.5})
+    with pytest.raises(ConfigError, match="grad_clip=0.5 contradicts switch 'grad_clipping'.*grad_clip=1.0"):
+        TrainConfig.from_dict({"switches": ["grad_clipping"], "grad_clip": 0.5})
     # the plain constructor does not apply switches, and says so
     with pytest.raises(ConfigError, match="seg_loss='dice' contradicts switch 'dice_ce'.*from_dict"):
         TrainConfig(switches=["dice_ce"])

@@ -125,7 +125,7 @@ def test_a_parameter_left_out_is_an_error():
 def test_schedule_warmup_then_cosine_per_step():
     config = TrainConfig.from_dict(dict(encoder="resnet18", encoder_weights=None, lr=1.0, head_lr_mult=10,
                                         epochs=None, max_steps=20, warmup_steps=4, min_lr_ratio=0.1,
-                                        switches=["warmup_clipping"]))
+                                        switches=["warmup_cosine", "grad_clipping"]))
     model, criterion = _model_and_loss(config)
     optimizer = build_optimizer(model, criterion, config)
     schedule = build_schedule(optimizer, config, steps_per_epoch=7)

@@ -281,9 +281,10 @@ def predict_to_submission(model: "MultiTaskNet", data_root: str | Path, out: str
     The data root needs only the four common CSV columns (``image_path, task_id,
     task_name, num_classes``); label columns are ignored and masks never opened. Images go
     through the evaluation transform (``build_transforms(image_size, train=False)``: a
-    plain resize). A segmentation mask is written at the CSV's ``mask_path`` when the CSV
-    has that column, else at the name the challenge's Docker code uses (``image_path``
-    with ``img`` -> ``mask``, see :func:`mask_output_path`), always inside ``out``.
+    plain resize, the one the model was trained with, ``model.input_resize``). A
+    segmentation mask is written at the CSV's ``mask_path`` when the CSV has that column,
+    else at the name the challenge's Docker code uses (``image_path`` with ``img`` ->
+    ``mask``, see :func:`mask_output_path`), always inside ``out``.
     ``out`` must not be, contain or lie inside the data root. Returns the counts per task
     type (see :func:`write_submission`).
     """
@@ -293,7 +294,8 @@ def predict_to_submission(model: "MultiTaskNet", data_root: str | Path, out: str
     from fmuia_lib.data.transforms import build_transforms
 
     check_output_folder(out, data_root)
-    dataset = PredictionDataset(data_root, transforms=build_transforms(image_size, train=False))
+    dataset = PredictionDataset(data_root, transforms=build_transforms(
+        image_size, train=False, resize=getattr(model, "input_resize", "antialias")))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     records = predict_records(model, dataset, batch_size=batch_size, device=device, num_workers=num_workers,
                               amp_dtype=amp_dtype, progress=progress)
@@ -311,7 +313,7 @@ def inference_state(model: "MultiTaskNet", image_size: int, versions: Mapping[st
 
     return {"format": WEIGHTS_FORMAT, "model": model.state_dict(), "task_ids": list(model.task_ids),
             "architecture": dict(model.architecture), "image_size": int(image_size),
-            "channels_last": model.channels_last_setting,
+            "channels_last": model.channels_last_setting, "input_resize": model.input_resize,
             "manifest_hash": manifest_hash(model.task_ids), "versions": dict(versions or {})}
 
 
@@ -356,6 +358,7 @@ def _model_from_weights(state: Mapping[str, Any], path: Path) -> tuple["MultiTas
     model = MultiTaskNet(select_tasks(task_ids), encoder_weights=None, **state["architecture"])
     model.load_state_dict(state["model"])
     model.channels_last_setting = state.get("channels_last")  # files written before it was stored: None
+    model.input_resize = state.get("input_resize", "antialias")  # files written before it was stored
     return model, int(state["image_size"])
 
 

@@ -159,6 +159,8 @@ class MultiTaskDataset(Dataset):
             target = sample["mask"].as_subclass(torch.Tensor).long()
         elif task.task_type == CLASSIFICATION:
             target = torch.tensor(row["target"], dtype=torch.int64)
+        elif self.transforms is None or not self.transforms.warps(task):
+            target = _unwarped_target(task, row["target"], orig_size, (height, width))
         elif task.task_type == DETECTION:
             target = sample["boxes"].as_subclass(torch.Tensor)[0] / torch.tensor([width, height] * 2)
         else:
@@ -166,6 +168,19 @@ class MultiTaskDataset(Dataset):
         return {"image": image, "task_id": task.task_id, "task_type": task.task_type,
                 "target": target.float() if target.is_floating_point() else target,
                 "orig_size": orig_size, "image_path": row["image_path"], "source": row["source"]}
+
+
+def _unwarped_target(task: TaskSpec, target, orig_size: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """The normalised box or landmarks of an image that was only resized, rounded as the baseline
+    rounds them: a box as albumentations carries it through a resize (float64 ``x / W_orig``,
+    times the new width, to float32, then divided by it in float32), landmarks as its dataset
+    divides them (float32 coordinates by the original width and height)."""
+    (orig_h, orig_w), (h, w) = orig_size, size
+    if task.task_type == DETECTION:
+        scale = np.array([w, h, w, h], dtype=np.float64)
+        box = (np.asarray(target, dtype=np.float64) / np.array([orig_w, orig_h] * 2) * scale).astype(np.float32)
+        return torch.from_numpy(box / scale.astype(np.float32))
+    return torch.tensor(target, dtype=torch.float32) / torch.tensor([orig_w, orig_h], dtype=torch.float32)
 
 
 class PredictionDataset(Dataset):

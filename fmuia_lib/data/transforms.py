@@ -26,15 +26,25 @@ Brightness, contrast and noise never change a label and apply to every task.
 
 Presets (``augment``): ``"official"`` is the official baseline's training augmentation
 (albumentations ``RandomBrightnessContrast(p=0.2)`` and ``GaussNoise(p=0.1)`` with
-albumentations 2.0.8's defaults, no geometric augmentation), written here as two small
-v2 transforms with albumentations' formulas (:class:`BrightnessContrastShift`,
-:class:`StrongGaussNoise`); ``"light"`` is fmuia's (label-safe warps, milder jitter
-and noise); ``"none"`` only resizes.
+albumentations 2.0.8's defaults), written here as two small v2 transforms with
+albumentations' formulas (:class:`BrightnessContrastShift`, :class:`StrongGaussNoise`);
+``"light"`` is fmuia's milder jitter and noise; ``"none"`` adds nothing. The label-safe
+warps are a separate setting (``geometric``: config ``geometric_augment``, switch
+``geometric_augmentation``).
+
+Resizing (``resize``): ``"bilinear"`` is the official code's (albumentations ``A.Resize``
+in training, ``cv2.resize`` in its Docker model: OpenCV's ``INTER_LINEAR``, no
+antialiasing): :class:`Cv2BilinearResize` calls the same ``cv2.resize`` on the image;
+``"antialias"`` (switch ``antialiased_resize``) is torchvision's antialiased bilinear
+resize, which low-pass filters an image it shrinks. Masks follow with nearest-neighbour
+interpolation, boxes and points through their coordinates, under both.
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
+import cv2
+import numpy as np
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -44,6 +54,7 @@ from fmuia_lib.tasks import CLASSIFICATION, DETECTION, REGRESSION, SEGMENTATION,
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 AUGMENT_LEVELS = ("official", "light", "none")
+RESIZES = ("bilinear", "antialias")
 
 Sample = dict  # {"image": Image, optional "mask" | "boxes" | "points"}
 
@@ -131,19 +142,63 @@ def _require_uint8(image: torch.Tensor, name: str) -> None:
                         f"got {image.dtype}")
 
 
+class Cv2BilinearResize(v2.Transform):
+    """Resize to ``size`` (height, width) as the official code does: the image with
+    ``cv2.resize(..., interpolation=cv2.INTER_LINEAR)`` (what albumentations' ``A.Resize``
+    calls), masks with nearest-neighbour interpolation, boxes and points scaled with the image.
+
+    The image goes through OpenCV itself because no torch resize rounds as OpenCV's
+    fixed-point bilinear kernel does (torchvision's ``antialias=False`` bilinear lies within
+    one grey level of it, not on it); everything else uses torchvision's own resize.
+    """
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.size = tuple(size)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Image):
+            return tv_tensors.wrap(cv2_resize(inpt, self.size), like=inpt)
+        if isinstance(inpt, (tv_tensors.Mask, tv_tensors.BoundingBoxes, tv_tensors.KeyPoints)):
+            return v2.functional.resize(inpt, list(self.size), antialias=False)
+        return inpt
+
+
+def cv2_resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``cv2.resize`` (``INTER_LINEAR``) of a ``C x H x W`` image tensor to ``size`` (height, width)."""
+    array = np.ascontiguousarray(image.as_subclass(torch.Tensor).permute(1, 2, 0).numpy())
+    out = cv2.resize(array, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    if out.ndim == 2:  # OpenCV drops a single channel
+        out = out[:, :, None]
+    return torch.from_numpy(out).permute(2, 0, 1).contiguous()
+
+
+def build_resize(size: tuple[int, int], resize: str) -> v2.Transform:
+    """The resize step ``resize`` names (see the module docstring)."""
+    if resize not in RESIZES:
+        raise ValueError(f"resize must be one of {RESIZES}, not {resize!r}")
+    return Cv2BilinearResize(size) if resize == "bilinear" else v2.Resize(size, antialias=True)
+
+
 class JointTransform:
     """``transform(sample, task) -> sample``: resize to the model size, then augment.
 
     ``geometric`` maps a :func:`geometric_augmentation` policy to its transform
     (a policy without an entry, such as ``"none"``, leaves the geometry alone);
-    ``photometric`` runs for all and also converts the image to float32 in [0, 1].
+    ``photometric`` runs for all (fmuia's ``light`` preset converts the image to float32 in
+    [0, 1]; the others leave it uint8, as the baseline normalises it: :func:`normalize_image`).
     """
 
-    def __init__(self, size: tuple[int, int], geometric: dict[str, Callable] | None, photometric: Callable):
+    def __init__(self, size: tuple[int, int], geometric: dict[str, Callable] | None, photometric: Callable,
+                 resize: str = "antialias"):
         self.size = size
-        self.resize = v2.Resize(size, antialias=True)
+        self.resize = build_resize(size, resize)
         self.geometric = dict(geometric or {})
         self.photometric = photometric
+
+    def warps(self, task: TaskSpec) -> bool:
+        """Whether ``task``'s samples go through a geometric augmentation (beyond the resize)."""
+        return self.geometric.get(geometric_augmentation(task)) is not None
 
     def __call__(self, sample: Sample, task: TaskSpec) -> Sample:
         sample = self.resize(sample)
@@ -157,47 +212,63 @@ class JointTransform:
                 f"photometric={self.photometric})")
 
 
-def build_transforms(image_size: int | tuple[int, int], train: bool, augment: str = "light") -> JointTransform:
+def build_transforms(image_size: int | tuple[int, int], train: bool, augment: str = "light",
+                     resize: str = "antialias", geometric: bool | None = None) -> JointTransform:
     """The joint transform for training (``train=True``) or evaluation.
 
+    Every transform first resizes as ``resize`` names (``"bilinear"``: the official code's
+    OpenCV resize; ``"antialias"``: torchvision's antialiased one; see the module docstring).
+
     Evaluation: resize to ``image_size`` (an int = square, or ``(height, width)``).
-    Training with ``augment="official"`` (the baseline's) adds, on the uint8 image,
-    :class:`BrightnessContrastShift` (p=0.2) then :class:`StrongGaussNoise` (p=0.1), and no
-    geometric augmentation. Training with ``augment="light"`` adds a small affine warp (p=0.5: rotation up to
-    10 degrees, shift up to 5 %, scale 0.9-1.1) for segmentation, detection and
-    Regression, preceded by a horizontal flip (p=0.5) for segmentation and detection
-    (:func:`geometric_augmentation`), then brightness/contrast jitter (p=0.5) and
-    Gaussian noise (p=0.3) for all. Boxes and points that a warp pushes past the border
-    are clamped to it. ``augment="none"`` trains without augmentation.
+    Training adds two independent parts. **Geometric** (``geometric``; None: on for the
+    ``"light"`` preset only, as it always came): a small affine warp (p=0.5: rotation up to
+    10 degrees, shift up to 5 %, scale 0.9-1.1) for segmentation, detection and Regression,
+    preceded by a horizontal flip (p=0.5) for segmentation and detection
+    (:func:`geometric_augmentation`); boxes and points that a warp pushes past the border are
+    clamped to it. **Photometric** (``augment``): ``"official"`` (the baseline's), on the
+    uint8 image, :class:`BrightnessContrastShift` (p=0.2) then :class:`StrongGaussNoise`
+    (p=0.1); ``"light"``, brightness/contrast jitter (p=0.5) and Gaussian noise (p=0.3);
+    ``"none"``, nothing.
     """
     if augment not in AUGMENT_LEVELS:
         raise ValueError(f"augment must be one of {AUGMENT_LEVELS}, not {augment!r}")
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    to_float = v2.ToDtype(torch.float32, scale=True)
-    if not train or augment == "none":
-        return JointTransform(size, None, to_float)
-    if augment == "official":
-        return JointTransform(size, None, v2.Compose([
-            v2.RandomApply([BrightnessContrastShift()], p=0.2),
-            v2.RandomApply([StrongGaussNoise()], p=0.1),
-            to_float,
-        ]))
-    affine = [v2.RandomApply([v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1))], p=0.5),
-              v2.ClampBoundingBoxes(), v2.ClampKeyPoints()]
-    geometric = {"flip+affine": v2.Compose([v2.RandomHorizontalFlip(p=0.5), *affine]),
+    if not train:  # the image stays uint8: normalize_image scales it as the baseline
+        return JointTransform(size, None, v2.Identity(), resize)
+    warps = None
+    if augment == "light" if geometric is None else geometric:
+        affine = [v2.RandomApply([v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1))], p=0.5),
+                  v2.ClampBoundingBoxes(), v2.ClampKeyPoints()]
+        warps = {"flip+affine": v2.Compose([v2.RandomHorizontalFlip(p=0.5), *affine]),
                  "affine": v2.Compose(affine)}
-    photometric = v2.Compose([
-        to_float,
-        v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2)], p=0.5),
-        v2.RandomApply([v2.GaussianNoise(sigma=0.03)], p=0.3),
-    ])
-    return JointTransform(size, geometric, photometric)
+    if augment == "none":
+        photometric = v2.Identity()
+    elif augment == "official":
+        photometric = v2.Compose([v2.RandomApply([BrightnessContrastShift()], p=0.2),
+                                  v2.RandomApply([StrongGaussNoise()], p=0.1)])
+    else:
+        photometric = v2.Compose([
+            v2.ToDtype(torch.float32, scale=True),
+            v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2)], p=0.5),
+            v2.RandomApply([v2.GaussianNoise(sigma=0.03)], p=0.3),
+        ])
+    return JointTransform(size, warps, photometric, resize)
+
+
+#: albumentations' ``Normalize`` (the baseline's) in float32: ``(x - mean * 255) * (1 / (std * 255))``
+_MEAN_255 = torch.tensor(IMAGENET_MEAN, dtype=torch.float32) * 255.0
+_INV_STD_255 = torch.reciprocal(torch.tensor(IMAGENET_STD, dtype=torch.float32) * 255.0)
 
 
 def normalize_image(image: torch.Tensor) -> torch.Tensor:
-    """uint8 or [0, 1] float image ``(..., 3, H, W)`` -> float32 ImageNet-normalised plain tensor."""
-    image = v2.functional.to_dtype(image.as_subclass(torch.Tensor), torch.float32, scale=True)
-    return v2.functional.normalize(image, list(IMAGENET_MEAN), list(IMAGENET_STD))
+    """uint8 or [0, 1] float image ``(..., 3, H, W)`` -> float32 ImageNet-normalised plain tensor.
+
+    ``(x - mean * 255) * (1 / (std * 255))`` on the 0-255 scale, each factor rounded to
+    float32, as albumentations' ``Normalize`` (the baseline's) computes it: a uint8 image
+    comes out bit-identical to the baseline's input (a float image is scaled by 255 first)."""
+    image = image.as_subclass(torch.Tensor)
+    scaled = image.to(torch.float32) if image.dtype == torch.uint8 else image.to(torch.float32) * 255.0
+    return (scaled - _MEAN_255.view(3, 1, 1)) * _INV_STD_255.view(3, 1, 1)
 
 
 def denormalize_image(image: torch.Tensor) -> torch.Tensor:

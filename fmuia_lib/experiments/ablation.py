@@ -6,18 +6,34 @@ grid is the official recipe (no switch), each switch of a chosen set added ONE a
 each of those switches taken out (all-but-one). Every arm runs with the same size knobs and
 the same seeds; only its switches differ.
 
-Every arm's final model is scored the same way, whatever its own validation rule: per-task
-challenge metrics over the whole held-out validation root (``training.validation.validate_whole_set``),
-so the official arm's per-batch rule never makes its numbers incomparable.
+Every arm is scored the same way, whatever its own validation rule: per-task challenge
+metrics over the whole held-out validation root (``training.validation.validate``), so the
+official arm's per-batch rule never makes its numbers incomparable. What is scored is the
+checkpoint the arm's own rule selected (``best.pt``), as a submission would be: with several
+validations per run (``eval_every`` below the run length) a selection rule such as
+``whole_set_validation`` acts on the result; with one validation it cannot, and its rows
+come out "not applicable".
 
 Tables (:func:`type_table`): per arm and task type, the quality (``metrics.task_quality``,
 in [0, 1]) averaged over the type's tasks, its mean and seed-to-seed standard deviation over
 seeds, and the difference from the official arm *paired by seed* (same seed: same
-initialisation of the shared layers and the same data order), with its mean and standard
-deviation. A difference counts as a finding only when its mean is larger in size than its
-spread and every seed's difference has the mean's sign (:func:`is_finding`): with three seeds
-a mean just over one standard deviation can still hide a seed that went the other way or
-tied, and a learner should not read that as an effect (:func:`verdicts`).
+initialisation of the shared layers and the same data order): its mean, standard deviation,
+range, 95 % confidence interval (Student's t), a paired t-test (``scipy.stats.ttest_1samp``
+of the per-seed differences against 0) and its p-value adjusted for every test of the table
+(Benjamini-Hochberg, ``scipy.stats.false_discovery_control``: the expected share of false
+findings among the findings is at most :data:`FDR`), and the smallest difference the seeds
+could detect (:func:`detectable_effect`: 80 % power at that level, for the spread measured).
+A difference is a *finding* when its adjusted p-value is below :data:`FDR`.
+
+Not every difference is measured (``status``): where every seed's difference is exactly 0 the
+arm could not act on that metric, and the table says so instead of reporting a 0 +/- 0 as
+a measurement: ``"at floor"`` when the official arm scores 0 in every seed there (a switch
+cannot show an effect on a metric nobody moves), else ``"not applicable"`` (e.g. a landmark
+switch on a dataset without landmark tasks). Only ``"measured"`` rows are tested.
+
+:func:`spread_rule` is the rule this module used before the test (``|mean| > sd`` and one
+sign): :func:`false_positive_rate` simulates how often it, or any rule, calls pure noise a
+finding, so a notebook can print that rate instead of asserting it.
 """
 from __future__ import annotations
 
@@ -31,6 +47,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import optimize, stats
 
 from fmuia_lib.switches import FMUIA_RECIPE, SWITCHES
 
@@ -39,7 +56,14 @@ FMUIA = "fmuia"
 #: Columns of the tidy results: one row per dataset, arm, seed and task.
 RESULT_COLUMNS = ("dataset", "arm", "seed", "task_id", "task_type", "quality", "train_seconds")
 TYPE_COLUMNS = ("dataset", "arm", "task_type", "seeds", "quality", "quality_std", "diff", "diff_std",
-                "diff_min", "diff_max", "finding")
+                "diff_min", "diff_max", "status", "ci_low", "ci_high", "p_value", "p_adjusted", "detectable",
+                "finding")
+#: The false-discovery rate the table controls (Benjamini-Hochberg), and the level of each test.
+FDR = 0.05
+#: The power at which :func:`detectable_effect` states the smallest detectable difference.
+POWER = 0.8
+MEASURED, AT_FLOOR, NOT_APPLICABLE, REFERENCE, ONE_SEED = (
+    "measured", "at floor", "not applicable", "reference", "one seed")
 
 
 @dataclass(frozen=True)
@@ -79,12 +103,14 @@ def grid(main_effects: Iterable[str], recipe: Sequence[str] = FMUIA_RECIPE,
 
 def run_arm(profile: Any, arm: Arm, seed: int, run_dir: str | Path, data_dir: str | Path | None = None,
             overrides: Mapping[str, Any] | None = None, device: str | None = None) -> tuple[pd.DataFrame, float]:
-    """Train ``arm`` of ``profile`` with ``seed`` into ``run_dir`` and score its final model
-    over the whole validation set (the validation root; with ``val_root: null``, the split that
+    """Train ``arm`` of ``profile`` with ``seed`` into ``run_dir`` and score the checkpoint its
+    validation rule selected (``best.pt``; the final model when the run wrote none) over the
+    whole validation set (the validation root; with ``val_root: null``, the split that
     ``seed`` draws, the same for every arm of that seed). Returns ``(per-task rows, training seconds)``; the rows
     have ``task_id, task_type, quality`` and the task's challenge metrics."""
     from fmuia_lib.profiles import run_settings
     from fmuia_lib.training import train
+    from fmuia_lib.checkpoint import load_checkpoint
     from fmuia_lib.training.data import build_datasets
     from fmuia_lib.training.validation import validate_whole_set
 
@@ -95,9 +121,12 @@ def run_arm(profile: Any, arm: Arm, seed: int, run_dir: str | Path, data_dir: st
     result = train(config, progress=False)
     seconds = time.perf_counter() - start
     _, val_set, _ = build_datasets(config)
-    scores = validate_whole_set(result.model, val_set, next(result.model.parameters()).device,
+    model, device = result.model, next(result.model.parameters()).device
+    if result.best_checkpoint is not None and Path(result.best_checkpoint).is_file():
+        model = load_checkpoint(result.best_checkpoint, map_location=device)[0]
+    scores = validate_whole_set(model, val_set, device,
                       batch_size=config.val_batch_size or config.batch_size, num_workers=config.num_workers)
-    rows = [{"task_id": t, "task_type": result.model.task(t).task_type, "quality": s["score"],
+    rows = [{"task_id": t, "task_type": model.task(t).task_type, "quality": s["score"],
              **{k: v for k, v in s.items() if k != "score" and isinstance(v, (int, float, np.number))}}
             for t, s in scores.items()]
     return pd.DataFrame(rows), seconds
@@ -157,8 +186,11 @@ def _limit_threads(threads: int) -> None:
 def type_table(results: pd.DataFrame, reference: str = OFFICIAL) -> pd.DataFrame:
     """Per dataset, arm and task type: quality (mean over the type's tasks, then mean and
     standard deviation over seeds, ``ddof=1``) and the difference from ``reference`` paired by
-    seed (mean, standard deviation, range), plus ``finding`` (:func:`is_finding`; ``<NA>`` with
-    one seed, and for the reference itself).
+    seed (mean, standard deviation, range), its ``status``, and for measured rows its 95 %
+    interval, paired t-test p-value, Benjamini-Hochberg adjusted p-value (over every measured
+    row of the table), the difference detectable with 80 % power, and ``finding`` (adjusted
+    p below :data:`FDR`; ``<NA>`` where nothing is tested: one seed, rows not measured, the
+    reference itself). See the module docstring.
 
     Every arm must have the reference's seeds and tasks: a missing pairing is an error.
     """
@@ -177,22 +209,105 @@ def type_table(results: pd.DataFrame, reference: str = OFFICIAL) -> pd.DataFrame
         diff = (values - ref.loc[values.index]).to_numpy()
         n = len(values)
         diff_std = float(diff.std(ddof=1)) if n > 1 else float("nan")
-        is_ref = arm == reference
+        status = difference_status(diff, ref.to_numpy(), is_reference=arm == reference)
+        low, high = confidence_interval(diff) if status == MEASURED else (float("nan"), float("nan"))
         rows.append({"dataset": dataset, "arm": arm, "task_type": task_type, "seeds": n,
                      "quality": float(values.mean()),
                      "quality_std": float(values.std(ddof=1)) if n > 1 else float("nan"),
                      "diff": float(diff.mean()), "diff_std": diff_std,
-                     "diff_min": float(diff.min()), "diff_max": float(diff.max()),
-                     "finding": pd.NA if (n < 2 or is_ref) else is_finding(diff)})
+                     "diff_min": float(diff.min()), "diff_max": float(diff.max()), "status": status,
+                     "ci_low": low, "ci_high": high,
+                     "p_value": paired_test(diff) if status == MEASURED else float("nan"),
+                     "detectable": detectable_effect(n, diff_std) if status == MEASURED else float("nan")})
     table = pd.DataFrame(rows, columns=list(TYPE_COLUMNS))
-    table["finding"] = table["finding"].astype("boolean")
+    tested = table["status"] == MEASURED
+    table["p_adjusted"] = np.nan
+    if tested.any():
+        table.loc[tested, "p_adjusted"] = stats.false_discovery_control(table.loc[tested, "p_value"], method="bh")
+    table["finding"] = pd.array([bool(p < FDR) if t else pd.NA for p, t in zip(table["p_adjusted"], tested)],
+                                dtype="boolean")
     return table
 
 
+def difference_status(diff: np.ndarray, reference: np.ndarray, is_reference: bool = False) -> str:
+    """What a row of paired differences is (see the module docstring): ``"reference"``,
+    ``"one seed"`` (nothing to test), ``"at floor"`` or ``"not applicable"`` (every seed's
+    difference exactly 0, with the reference at 0 in every seed or not), else ``"measured"``."""
+    if is_reference:
+        return REFERENCE
+    if len(diff) < 2:
+        return ONE_SEED
+    if not np.any(diff):
+        return AT_FLOOR if not np.any(reference) else NOT_APPLICABLE
+    return MEASURED
+
+
+def paired_test(diff: Sequence[float] | np.ndarray) -> float:
+    """Two-sided p-value of the paired t-test: are the per-seed differences' mean 0?
+    (Differences equal in every seed have no spread: p is 0 when they are not 0, 1 when they are.)"""
+    diff = np.asarray(diff, dtype=float)
+    if diff.size < 2:
+        raise ValueError(f"a paired test needs at least 2 seeds, got {diff.size}")
+    if np.all(diff == diff[0]):
+        return 0.0 if diff[0] else 1.0
+    return float(stats.ttest_1samp(diff, 0.0).pvalue)
+
+
+def confidence_interval(diff: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Student's t confidence interval of the mean paired difference."""
+    diff = np.asarray(diff, dtype=float)
+    mean, sem = float(diff.mean()), float(diff.std(ddof=1)) / np.sqrt(diff.size)
+    if sem == 0:
+        return mean, mean
+    low, high = stats.t.interval(level, diff.size - 1, loc=mean, scale=sem)
+    return float(low), float(high)
+
+
+def test_power(effect: float, n: int, sd: float, alpha: float = FDR) -> float:
+    """Power of the two-sided paired t-test with ``n`` seeds to detect a true mean difference
+    ``effect`` when the differences have standard deviation ``sd`` (noncentral t)."""
+    df, crit = n - 1, stats.t.ppf(1 - alpha / 2, n - 1)
+    nc = effect / (sd / np.sqrt(n))
+    lower = stats.nct.cdf(-crit, df, nc)  # the wrong-sign tail: NaN where it underflows, i.e. 0
+    return float(stats.nct.sf(crit, df, nc) + (0.0 if np.isnan(lower) else lower))
+
+
+test_power.__test__ = False  # a library function, not a pytest test
+
+
+def detectable_effect(n: int, sd: float, alpha: float = FDR, power: float = POWER) -> float:
+    """The smallest true mean difference the paired t-test with ``n`` seeds detects with
+    probability ``power`` at level ``alpha``, when the differences' spread is ``sd``."""
+    if n < 2 or not np.isfinite(sd):
+        return float("nan")
+    if sd == 0:
+        return 0.0
+    high = sd
+    while test_power(high, n, sd, alpha) < power:  # power grows with the effect: bracket it
+        high *= 2
+    return float(optimize.brentq(lambda e: test_power(e, n, sd, alpha) - power, 0.0, high))
+
+
+def spread_rule(diff: Sequence[float] | np.ndarray) -> bool:
+    """The rule of thumb the study used before the test: ``|mean| > sd`` and every seed of the
+    mean's sign (:func:`is_finding`). :func:`false_positive_rate` measures what it lets through."""
+    return is_finding(diff)
+
+
+def false_positive_rate(rule: Callable[[np.ndarray], bool], seeds: int, trials: int = 20000,
+                        seed: int = 0) -> float:
+    """How often ``rule`` calls pure noise a finding: the share of ``trials`` simulated rows of
+    ``seeds`` paired differences, each drawn from a Gaussian of mean 0, that it accepts (the
+    rules here are scale-free, so the Gaussian's spread does not matter)."""
+    draws = np.random.default_rng(seed).standard_normal((trials, seeds))
+    return float(np.mean([rule(row) for row in draws]))
+
+
 def is_finding(diff: Sequence[float] | np.ndarray) -> bool:
-    """Whether paired per-seed differences make a finding: their mean is larger in size than
-    their standard deviation (``ddof=1``) and every one of them is strictly of the mean's sign
-    (no seed tied or went the other way). Needs at least two seeds."""
+    """The former rule of thumb (:func:`spread_rule`): the mean of the paired per-seed
+    differences is larger in size than their standard deviation (``ddof=1``) and every one of
+    them is strictly of the mean's sign. Not a test: it passes pure noise far more often than
+    5 % (:func:`false_positive_rate`). Needs at least two seeds."""
     diff = np.asarray(diff, dtype=float)
     if diff.size < 2:
         raise ValueError(f"a finding needs at least 2 seeds, got {diff.size}")
@@ -214,23 +329,27 @@ def _check_same_tasks(results: pd.DataFrame, dataset: str, arm: str, reference: 
 
 def verdicts(table: pd.DataFrame, reference: str = OFFICIAL) -> list[str]:
     """One sentence per dataset, arm (but the reference) and task type, read off ``table``:
-    the paired difference ± its spread, and whether it is a finding (:func:`is_finding`)."""
+    the paired difference with its 95 % confidence interval, the test's adjusted p-value and
+    whether it is a finding, or why the row is not measured (see the module docstring)."""
     lines = []
     for r in table[table["arm"] != reference].itertuples(index=False):
         what = _arm_words(r.arm)
-        if r.seeds < 2:
-            reading = f"{r.seeds} seed: no spread to compare with, not a finding"
-            change = f"{r.diff:+.3f}"
+        if r.status == ONE_SEED:
+            lines.append(f"{r.dataset}: {what} changed {r.task_type} quality by {r.diff:+.3f} (1 seed: no spread "
+                         "to test against, not a finding)")
+        elif r.status == AT_FLOOR:
+            lines.append(f"{r.dataset}: {what}: {r.task_type} at floor (the official arm scores 0 in every seed "
+                         "and so does this arm: nothing measured)")
+        elif r.status == NOT_APPLICABLE:
+            lines.append(f"{r.dataset}: {what}: {r.task_type} not applicable (the same score in every seed: "
+                         "the switch does not act here)")
         else:
-            change = f"{r.diff:+.3f} ± {r.diff_std:.3f}"
-            if r.finding:
-                judged = "larger than its spread, of one sign in every seed"
-            elif abs(r.diff) > r.diff_std:
-                judged = "larger than its spread but not of one sign in every seed, not a finding"
-            else:
-                judged = "within its spread, not a finding"
-            reading = f"{r.seeds} seeds, range [{r.diff_min:+.3f}, {r.diff_max:+.3f}]: {judged}"
-        lines.append(f"{r.dataset}: {what} changed {r.task_type} quality by {change} ({reading})")
+            judged = (f"a finding (false-discovery rate {FDR:.0%})" if r.finding
+                      else f"not a finding at a false-discovery rate of {FDR:.0%}")
+            lines.append(f"{r.dataset}: {what} changed {r.task_type} quality by {r.diff:+.3f} (95 % CI "
+                         f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}], {r.seeds} seeds; paired t-test p = {r.p_value:.3f}, "
+                         f"adjusted {r.p_adjusted:.3f}): {judged}; the smallest difference these seeds detect "
+                         f"with {POWER:.0%} power is {r.detectable:.3f}")
     return lines
 
 

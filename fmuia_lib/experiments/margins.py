@@ -12,7 +12,14 @@ runs of one recipe (one per seed, same data) into a table, per task:
   standard deviation over the runs (``ddof=1``) and range; and the mean margin relative to
   the baseline (``margin / baseline``: the share of the baseline's MRE removed, for landmarks);
 * ``beats_in_every_run`` (every run's margin > 0) and ``margin_exceeds_spread`` (the mean
-  margin is larger than its standard deviation; undefined, ``<NA>``, with one run).
+  margin is larger than its standard deviation; undefined, ``<NA>``, with one run): two
+  descriptions, not tests: with a few runs, ``mean > sd`` holds for pure noise far more
+  often than a 5 % test would (``ablation.false_positive_rate`` measures such a rule);
+* ``p_value``: a one-sided t-test (``scipy.stats.ttest_1samp``, ``alternative="greater"``)
+  that the mean margin is above 0, with runs as the sample (NaN with one run, or with runs
+  that all have the same margin), and ``ci_low`` / ``ci_high``, the 95 % Student's t
+  interval of the mean margin. Several tasks mean several tests: adjust before calling one
+  significant (``scipy.stats.false_discovery_control``).
 
 :func:`seed_study` trains a profile once per seed (``profiles.run_settings`` with the seed
 overridden) and scores each run's selected checkpoint and the trivial baseline on the same
@@ -29,6 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from fmuia_lib.challenge import metrics
 from fmuia_lib.tasks import TaskSpec
@@ -37,7 +45,7 @@ PerTask = Mapping[str, Mapping[str, Any]]  #: task id -> {metric: value}, as ``t
 
 TABLE_COLUMNS = ("task_id", "task_type", "metric", "higher_is_better", "runs", "model", "baseline", "margin",
                  "margin_std", "margin_min", "margin_max", "relative_margin", "beats_in_every_run",
-                 "margin_exceeds_spread")
+                 "margin_exceeds_spread", "ci_low", "ci_high", "p_value")
 
 
 def margin_table(runs: Sequence[PerTask], baselines: PerTask | Sequence[PerTask],
@@ -71,10 +79,22 @@ def margin_table(runs: Sequence[PerTask], baselines: PerTask | Sequence[PerTask]
                      "margin_std": std, "margin_min": float(margins.min()), "margin_max": float(margins.max()),
                      "relative_margin": mean / abs(base_mean) if base_mean else float("nan"),
                      "beats_in_every_run": bool((margins > 0).all()),
-                     "margin_exceeds_spread": pd.NA if len(margins) < 2 else bool(mean > std)})
+                     "margin_exceeds_spread": pd.NA if len(margins) < 2 else bool(mean > std),
+                     **_margin_test(margins)})
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     table["margin_exceeds_spread"] = table["margin_exceeds_spread"].astype("boolean")
     return table
+
+
+def _margin_test(margins: np.ndarray) -> dict[str, float]:
+    """95 % t interval of the mean margin and the one-sided p-value that it is above 0."""
+    nan = {"ci_low": float("nan"), "ci_high": float("nan"), "p_value": float("nan")}
+    if len(margins) < 2 or np.all(margins == margins[0]):
+        return nan
+    sem = float(margins.std(ddof=1)) / np.sqrt(len(margins))
+    low, high = stats.t.interval(0.95, len(margins) - 1, loc=float(margins.mean()), scale=sem)
+    return {"ci_low": float(low), "ci_high": float(high),
+            "p_value": float(stats.ttest_1samp(margins, 0.0, alternative="greater").pvalue)}
 
 
 def _value(results: PerTask, task_id: str, metric: str, which: str) -> float:

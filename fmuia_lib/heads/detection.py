@@ -69,7 +69,9 @@ class GridDetectionLoss(nn.Module):
     The cell that holds the true box centre is ``(clamp(long(cy * h)), clamp(long(cx * w)))``
     on the ``h x w`` map; there, ``BCEWithLogits(objectness, 1) + box_weight * L1(box, true
     box)`` (means over the batch and the 4 corners). No other cell is trained. Rows whose
-    target box is ``-1`` (no box) are left out; with none left the loss is 0.
+    target box is ``-1`` (no box) are left out; with none left the loss is a constant 0
+    joined to no parameter, as the baseline's: no parameter gets a gradient, so AdamW
+    skips them all (no weight decay, no moment update) and the step changes nothing.
     """
 
     def __init__(self, objectness_weight: float = 1.0, box_weight: float = 8.0) -> None:
@@ -84,7 +86,7 @@ class GridDetectionLoss(nn.Module):
         cell = outputs[torch.arange(b, device=outputs.device), :, rows, cols]  # B x 5
         valid = boxes[:, 0] >= 0
         if not bool(valid.any()):
-            return outputs.sum() * 0.0
+            return outputs.new_zeros((), requires_grad=True)
         cell, boxes = cell[valid], boxes[valid]
         objectness = F.binary_cross_entropy_with_logits(cell[:, 4], torch.ones_like(cell[:, 4]))
         return self.objectness_weight * objectness + self.box_weight * F.l1_loss(cell[:, :4], boxes)

@@ -1,12 +1,16 @@
 """Training and validation sets, the split between them, the batch sampler and loaders.
 
 * ``val_root`` given: training rows from ``data_root``, validation rows from ``val_root``.
+* Rows before a split come in ``config.row_order``: CSV files sorted by name, or in the
+  baseline's ``glob`` order (the file system's: the same seed splits the same rows only on
+  the same folder).
 * Otherwise ``data_root`` is split (``config.split``): ``"random"`` is the baseline's
   ``random_split`` of all rows, seeded by ``config.seed``, ``int(N * val_fraction)`` rows
   to validation in the permutation's order (``data.sampler.random_split_indices``);
   ``"stratified"`` splits every task separately, by class (``data.sampler.stratified_split``).
 * The sampler (``config.sampler``): ``"official"`` is the baseline's
-  (``data.sampler.OfficialTaskSampler``), the others fmuia's ``TaskBatchSampler``. Neither
+  (``data.sampler.OfficialTaskSampler``, its tasks in the order their first training row
+  comes, as the baseline groups them), the others fmuia's ``TaskBatchSampler``. Neither
   yields a training batch of one image (BatchNorm cannot normalise it): a task's remainder
   of one joins its previous batch, and a task with a single training image, or
   ``batch_size`` 1, is refused before training starts.
@@ -39,8 +43,9 @@ def build_datasets(config: TrainConfig) -> tuple[MultiTaskDataset, MultiTaskData
     if config.data_root is None:
         raise ConfigError("data_root is not set: give the folder that holds csv_files/")
     manifest = load_manifest(config.manifest)
-    train_tf = build_transforms(config.image_size, train=True, augment=config.augment)
-    val_tf = build_transforms(config.image_size, train=False)
+    train_tf = build_transforms(config.image_size, train=True, augment=config.augment, resize=config.resize,
+                                geometric=config.geometric_augment)
+    val_tf = build_transforms(config.image_size, train=False, resize=config.resize)
     if config.val_root is not None:
         if os.path.realpath(config.val_root) == os.path.realpath(config.data_root):
             warnings.warn(f"val_root is data_root ({config.data_root}): the run validates on its own training "
@@ -52,7 +57,7 @@ def build_datasets(config: TrainConfig) -> tuple[MultiTaskDataset, MultiTaskData
     else:
         if config.val_fraction <= 0:
             raise ConfigError("no validation data: set val_root, or val_fraction > 0")
-        frame = read_root(config.data_root, manifest)
+        frame = read_root(config.data_root, manifest, csv_order=config.row_order)
         if config.tasks is not None:
             frame = frame[frame["task_id"].isin(config.tasks)].reset_index(drop=True)
         if config.split == "random":
@@ -88,7 +93,9 @@ def build_sampler(config: TrainConfig, train_set: MultiTaskDataset) -> Sampler[l
         raise ConfigError(f"tasks {single} have a single training image: a batch of one cannot be "
                           "normalised by BatchNorm; add images or leave them out (tasks)")
     if config.sampler == "official":
-        return OfficialTaskSampler(train_set.task_indices, config.batch_size, seed=config.seed)
+        # the baseline's sampler lists tasks in the order their first training row comes
+        first_row = sorted(train_set.task_indices.items(), key=lambda item: min(item[1], default=0))
+        return OfficialTaskSampler(dict(first_row), config.batch_size, seed=config.seed)
     types = {t.task_id: t.task_type for t in train_set.tasks}
     if not any(config.sampler_type_weights[kind] for kind in types.values()):
         raise ConfigError(f"sampler_type_weights={config.sampler_type_weights}: every task type of this run "
@@ -127,9 +134,11 @@ class SeededItems(Dataset):
 
 
 def loader(dataset: Dataset, batch_sampler: Any, num_workers: int, device: torch.device) -> DataLoader:
-    """A DataLoader of task-homogeneous batches (``collate``), pinned for a CUDA device. Its own
-    generator draws the workers' base seed, so the global random state is left alone."""
+    """A DataLoader of task-homogeneous batches (``collate``), pinned for a CUDA device. Each
+    iterator draws its workers' base seed from torch's global generator, as the baseline's
+    loader does once per epoch: the dropout masks that follow are the baseline's (the items'
+    augmentations do not depend on it, :class:`SeededItems`)."""
     return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate, num_workers=num_workers,
-                      pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))
+                      pin_memory=device.type == "cuda")
 
 

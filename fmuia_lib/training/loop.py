@@ -221,7 +221,8 @@ class Trainer:
             raise ConfigError(f"stop_at_step={config.stop_at_step}: must be a multiple of the validation "
                               f"interval ({self.eval_interval} steps), where checkpoints are written")
         # training rows without augmentation: what BatchNorm statistics are re-estimated from
-        self.calibration_set = self.train_set.with_transforms(build_transforms(config.image_size, train=False))
+        self.calibration_set = self.train_set.with_transforms(build_transforms(config.image_size, train=False,
+                                                                                      resize=config.resize))
         self.task_ids = [t.task_id for t in self.tasks]
         self.model = build_model(config, self.tasks)
         if config.head_priors and config.resume is None:

@@ -115,7 +115,11 @@ def validate_per_batch(model: MultiTaskNet, dataset: MultiTaskDataset, device: t
     model.eval()
     values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     try:
-        for batch in tqdm(loader, desc="validate (per batch)", leave=False, disable=not progress):
+        # one iterator, made here: tqdm.auto would make a second one, and each draws a seed from
+        # torch's generator (the baseline's validation draws one, so its dropout masks follow)
+        batches = iter(loader)
+        for batch in tqdm(batches, total=len(loader), desc="validate (per batch)", leave=False,
+                          disable=not progress):
             images = batch["image"].to(device, non_blocking=True)
             height, width = images.shape[-2:]
             for task_id in dict.fromkeys(batch["task_id"]):  # tasks in order of appearance
