@@ -100,7 +100,7 @@ def series_run() -> Path:
     from fmuia_lib import profiles, series
     from fmuia_lib.training import train
 
-    paths = series.run_paths(None)
+    paths = series.run_paths(None, "cpu-smoke")
     paths.root.mkdir(parents=True, exist_ok=True)
     with FileLock(paths.root / ".series-run.lock"):
         if paths.checkpoint.is_file():
@@ -108,7 +108,7 @@ def series_run() -> Path:
         settings = profiles.run_settings("cpu-smoke", run_dir=paths.root)  # notebook 03's parameters
         series.prepare_data(settings)
         result = train(series.resume_if_interrupted(settings.config), progress=False)
-        shutil.copyfile(result.best_checkpoint, paths.checkpoint)
+        series.hand_over_checkpoint(result.best_checkpoint, paths, settings)
     return paths.root
 
 

@@ -58,17 +58,19 @@ def test_every_notebook_opens_the_same_way(path):
     untagged = [i for i, c in enumerate(nb.cells) if "tags" not in c.metadata]
     assert not untagged, f"cells {untagged} have no tags list (papermill's parameterize_notebook reads it)"
     settings = nb.cells[tagged[0] + 2]
-    assert "profiles.run_settings(profile" in settings.source and "series.run_paths(run_dir)" in settings.source
+    # the default run folder is the profile's own (04 and 05 never read another profile's checkpoint)
+    run_paths = "series.run_paths(run_dir)" if path.stem == "06_experiments" else "series.run_paths(run_dir, profile)"
+    assert "profiles.run_settings(profile" in settings.source and run_paths in settings.source
     assert "env_info.print_environment" in settings.source
 
 
 #: The parameters every notebook declares, with their defaults: a notebook opened as it is
-#: runs the cpu-smoke profile, keeps its files in runs/notebooks (Drive on Colab), uses the
+#: runs the cpu-smoke profile, keeps its files in runs/notebooks/cpu-smoke (Drive on Colab), uses the
 #: profile's data and the best device.
 COMMON = {"profile": "cpu-smoke", "run_dir": None, "data_dir": None}
 OPTIONAL = {"device": None, "overrides": {}}
 #: Which notebooks take a device (they run a model) and overrides (they build a TrainConfig).
-TAKES = {"01_dataset_exploration": set(), "02_head_design": {"overrides"},
+TAKES = {"01_dataset_exploration": set(), "02_head_design": {"device", "overrides"},
          "03_multitask_training": {"device", "overrides"}, "04_error_analysis": {"device"},
          "05_submission": {"device"}, "06_experiments": {"device", "overrides"}}
 #: Each notebook's own settings (not TrainConfig fields).
