@@ -350,3 +350,27 @@ def test_the_profile_table_of_the_notebooks_readme_is_the_profiles():
         assert f"{train.image_size} px" in text, (name, train.image_size, text)
         length = f"{train.max_steps:,} steps" if train.max_steps else f"{train.epochs} epochs"
         assert length in text, (name, length, text)
+
+
+def test_the_nbval_sanitize_file_masks_times_and_absolute_paths_only():
+    """`make test` compares the marked cells through notebooks/nbval-sanitize.cfg: a run folder,
+    a time and an address are masked; relative paths, counts and shapes are compared as printed."""
+    from nbval.plugin import get_sanitize_patterns
+
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "--nbval-sanitize-with notebooks/nbval-sanitize.cfg" in makefile
+    patterns = get_sanitize_patterns((ROOT / "notebooks" / "nbval-sanitize.cfg").read_text(encoding="utf-8"))
+    assert len(patterns) == 3
+
+    def sanitize(text):
+        for regex, replace in patterns:
+            text = re.sub(regex, replace, text)
+        return text
+
+    assert sanitize("checkpoint for notebooks 04 and 05: /tmp/fmuia-series-x1/cpu-smoke/checkpoint.pt") == \
+        "checkpoint for notebooks 04 and 05: PATH"
+    assert sanitize("train: 0 problem(s) in 12.5 s, 3 min") == "train: 0 problem(s) in TIME, TIME"
+    assert sanitize("<pandas.io.formats.style.Styler at 0x7f43b59b2790>") == "<pandas.io.formats.style.Styler at 0xADDRESS>"
+    kept = ("csv_files/breast_2cls.csv:3: ../Classification/breast_2cls/imgs/breast_2cls_train_00001.png: label 7",
+            "P5 (2, 256, 2, 2) stride 32 -> (2, 128, 16, 16)", "27 subtasks, 768 segmentation, 64 px, 1 / 27 = 0.037")
+    assert [sanitize(t) for t in kept] == list(kept)
