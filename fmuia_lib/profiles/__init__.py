@@ -275,6 +275,8 @@ def notebook_value(name: str, value: Any, kind: type) -> Any:
     """
     if value is None or (isinstance(value, kind) and not (kind is int and isinstance(value, bool))):
         return value
+    if kind is dict and isinstance(value, Mapping):
+        return dict(value)
     if isinstance(value, str):
         try:
             parsed = yaml.safe_load(value)
