@@ -29,14 +29,15 @@ run: $(STAMP)
 
 # Unit tests (tests/test_colab.py included: the wheel in a fresh environment runs the series
 # under the ci-tiny profile), then every notebook executed at its default parameters (nbval,
-# in this environment's kernel); cells marked NBVAL_CHECK_OUTPUT must reproduce their outputs.
+# in this environment's kernel); cells marked NBVAL_CHECK_OUTPUT must reproduce their outputs,
+# times and absolute paths masked (notebooks/nbval-sanitize.cfg).
 # TEST_WORKERS pytest-xdist processes share the work, one file at a time, in the order
 # conftest.py sets (the cpu-smoke training, which notebooks 03-05 and a few tests share, first);
 # each computes on one thread (conftest.py), so they do not fight over the cores.
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 \
-		--nbval-lax --nbval-current-env $(PYTEST_ARGS) tests notebooks
+		--nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval-sanitize.cfg $(PYTEST_ARGS) tests notebooks
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

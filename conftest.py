@@ -101,7 +101,7 @@ def series_run() -> Path:
     from fmuia_lib.runner import run_folder
     from fmuia_lib.training import train
 
-    paths = run_folder.run_paths(None)
+    paths = run_folder.run_paths(None, "cpu-smoke")
     paths.root.mkdir(parents=True, exist_ok=True)
     with FileLock(paths.root / ".series-run.lock"):
         if paths.checkpoint.is_file():
@@ -109,7 +109,7 @@ def series_run() -> Path:
         settings = profiles.run_settings("cpu-smoke", run_dir=paths.root)  # notebook 03's parameters
         run_folder.prepare_data(settings)
         result = train(run_folder.resume_if_interrupted(settings.config), progress=False)
-        shutil.copyfile(result.best_checkpoint, paths.checkpoint)
+        run_folder.hand_over_checkpoint(result.best_checkpoint, paths, settings)
     return paths.root
 
 

@@ -204,7 +204,7 @@ def _errors(nb) -> list[str]:
 
 def test_the_series_runs_one_notebook_at_a_time_from_the_wheel(colab):
     python, work, env = colab
-    run_dir = work / "runs" / "notebooks"
+    run_dir = work / "runs" / "notebooks" / PROFILE  # the default run folder: one per profile
     started = time.perf_counter()
     timings = {}
 

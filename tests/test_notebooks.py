@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import inspect
 import re
 import subprocess
 import sys
@@ -59,17 +60,18 @@ def test_every_notebook_opens_the_same_way(path):
     untagged = [i for i, c in enumerate(nb.cells) if "tags" not in c.metadata]
     assert not untagged, f"cells {untagged} have no tags list (papermill's parameterize_notebook reads it)"
     settings = nb.cells[tagged[0] + 2]
-    assert "profiles.run_settings(profile" in settings.source and "run_folder.run_paths(run_dir)" in settings.source
+    # the default run folder is the profile's own (04 and 05 never read another profile's checkpoint)
+    assert "profiles.run_settings(profile" in settings.source and "run_folder.run_paths(run_dir, profile)" in settings.source
     assert "env_info.print_environment" in settings.source
 
 
 #: The parameters every notebook declares, with their defaults: a notebook opened as it is
-#: runs the cpu-smoke profile, keeps its files in runs/notebooks (Drive on Colab), uses the
+#: runs the cpu-smoke profile, keeps its files in runs/notebooks/cpu-smoke (Drive on Colab), uses the
 #: profile's data and the best device.
 COMMON = {"profile": "cpu-smoke", "run_dir": None, "data_dir": None}
 OPTIONAL = {"device": None, "overrides": {}}
 #: Which notebooks take a device (they run a model) and overrides (they build a TrainConfig).
-TAKES = {"01_dataset_exploration": set(), "02_head_design": {"overrides"},
+TAKES = {"01_dataset_exploration": set(), "02_head_design": {"device", "overrides"},
          "03_multitask_training": {"device", "overrides"}, "04_error_analysis": {"device"},
          "05_submission": {"device"}, "06_experiments": {"device", "overrides"}}
 #: Each notebook's own settings (not TrainConfig fields).
@@ -284,3 +286,144 @@ def test_every_notebook_ends_with_a_questionnaire(path):
     assert last.cell_type == "markdown" and last.source.startswith("## Questionnaire"), "the last cell"
     assert len(nb.cells) - 1 > course.exercises_start(nb), "after the exercises"
     assert 6 <= len(re.findall(r"^\d+\. \S", last.source, re.M)) <= 10
+
+
+# -- numbers in the text ------------------------------------------------------------------------
+#: A number in a markdown cell that a run could change: a decimal, a thousands-separated count,
+#: or any number with a unit of measure (time, share, size, cost). Plain integers ("27
+#: subtasks", "section 5", "ln 6") are counts and names of fixed things, not measurements.
+_MEASURE = re.compile(r"(?<![\w.,])(\d{1,3}(?:,\d{3})+|\d+\.\d+|\d+)"
+                      r"(?:\s?(%|ms|s|min|minutes|seconds|hours|MB|GB|px|MFLOPs|GFLOPs)(?!\w))?")
+#: What the scan leaves out: link targets, code spans and formulas (constants of a definition).
+_NOT_PROSE = re.compile(r"\]\([^)]*\)|https?://\S+|`[^`]*`|\$\$.*?\$\$|\$[^$]*\$", re.S)
+#: The notebooks whose text this checks (06 has its own owner in this suite).
+_TEXT_CHECKED = [p for p in NOTEBOOKS if p.stem[:2] in {"01", "02", "03", "04", "05"}]
+
+
+def _sampler_weight(kind: str) -> float:
+    from fmuia_lib.profiles import load_profile
+
+    weights = load_profile("cpu-smoke").train["sampler_type_weights"]
+    return weights[kind] / weights["detection"]
+
+
+def _failure(task_id: str, **row) -> str:
+    from fmuia_lib.notebook import error_analysis
+    from fmuia_lib.tasks import load_manifest
+
+    return error_analysis.failure_kind(load_manifest()[task_id], row)
+
+
+def _fixed_facts() -> dict[str, dict[str, object]]:
+    """Per notebook, phrases whose numbers are fixed facts or illustrations, not results of a
+    run, each with a check against where the fact lives (True for an illustration: a
+    hypothetical value that explains a method). Every phrase must still be in the notebook."""
+    from fmuia_lib import losses
+    from fmuia_lib.heads import detection
+    from fmuia_lib.notebook import error_analysis
+    from fmuia_lib.profiles import run_settings
+
+    return {
+        "01": {"a classification task\n1.5 times": _sampler_weight("classification") == 1.5,
+               "a segmentation task 0.75 times": _sampler_weight("segmentation") == 0.75,
+               "temperatures from 0.5 to 5": True},  # what the exercise's hidden test draws (its own cell)
+        "02": {"EfficientNet-B4 at 256 px": run_settings("official-baseline").config.image_size == 256
+               == run_settings("gpu-full").config.image_size,
+               "a first\nprediction of 0.1 everywhere": detection.HEATMAP_PRIOR == 0.1,
+               "start at logit(0.1)": detection.HEATMAP_PRIOR == 0.1},
+        "03": {"(0.54 is TTFNet's ratio": detection.GAUSSIAN_ALPHA == 0.54,
+               "L1 beyond 5 % of the image": inspect.signature(losses.RegressionLoss).parameters["beta"].default == 0.05},
+        "04": {"its DSC is below 0.1": error_analysis.NEAR_ZERO == 0.1,
+               "reaches\n0.5: the model": error_analysis.GOOD == 0.5,
+               "when DSC < 0.5": error_analysis.GOOD == 0.5,
+               "(wrong with confidence >= 0.8)": _failure("breast_2cls", predicted=0, true=1, confidence=0.8)
+               == "confident error" != _failure("breast_2cls", predicted=0, true=1, confidence=0.79),
+               "(IoU < 0.5)": _failure("thyroid_nodule_det", IoU=0.49) == "poorly localised"
+               != _failure("thyroid_nodule_det", IoU=0.5),
+               "beyond 10% of\nthe image diagonal": _failure("FUGC", NMRE=0.1001) == "far" != _failure("FUGC", NMRE=0.1),
+               "a confidence\nof 0.8 means right 80% of the time": True,  # an illustration of calibration
+               "A mean DSC of 0.5 can be every image at 0.5": True,  # an illustration of a distribution
+               "an AUC of 0.5 mean": True},  # a question about chance level
+    }
+
+
+def _run_time_estimates(text: str) -> list[tuple[int, int]]:
+    """Spans of "about N unit" in the **Run time** paragraph: estimates, said to be."""
+    paragraph = re.search(r"^\*\*Run time\*\*: .+?(?:\n\n|\Z)", text, re.M | re.S)
+    if not paragraph:
+        return []
+    return [(paragraph.start() + m.start(1), paragraph.start() + m.end(1))
+            for m in re.finditer(r"about (\d+ (?:s|minutes?))", paragraph.group(0))]
+
+
+@pytest.mark.parametrize("path", _TEXT_CHECKED, ids=lambda p: p.stem)
+def test_every_measured_number_in_the_text_is_printed_by_the_notebook(path):
+    """A number a run could change appears in a markdown cell only if an output of the same
+    notebook prints it (so re-running the notebook would show a stale one); fixed facts
+    and illustrations are listed in `_fixed_facts`, each checked against its source."""
+    nb = _read(path)
+    outputs = "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "")
+                      for c in _code_cells(nb) for o in c.get("outputs", []))
+    facts = _fixed_facts().get(path.stem[:2], {})
+    text = "\n\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert all(phrase in text for phrase in facts), [p for p in facts if p not in text]
+    assert all(check is True for check in facts.values()), {p: c for p, c in facts.items() if c is not True}
+    allowed = [(m.start(), m.end()) for phrase in facts for m in re.finditer(re.escape(phrase), text)]
+    allowed += _run_time_estimates(text)
+    stale = []
+    for cell in (c for c in nb.cells if c.cell_type == "markdown"):
+        start = text.index(cell.source)
+        prose = _NOT_PROSE.sub(lambda m: " " * len(m.group(0)), cell.source)  # offsets kept
+        for m in _MEASURE.finditer(prose):
+            number, unit = m.group(1), m.group(2)
+            if not unit and "." not in number and "," not in number:
+                continue
+            if any(a <= start + m.start() and start + m.end() <= b for a, b in allowed):
+                continue
+            printed = rf"(?<![\d.]){re.escape(number)}(?!\d)" + (rf"\s?{re.escape(unit)}" if unit else "")
+            if not re.search(printed, outputs):
+                stale.append(f"{m.group(0)!r} in '{cell.source[max(0, m.start() - 50):m.end() + 20]}'")
+    assert not stale, f"{path.name}: numbers no output prints: {stale}"
+
+
+def test_the_profile_table_of_the_notebooks_readme_is_the_profiles():
+    """notebooks/README.md's profile table names each profile's encoder, image size and run
+    length as its YAML sets them."""
+    from fmuia_lib.profiles import load_profile
+
+    readme = (ROOT / "notebooks" / "README.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `([\w-]+)` \| [^|]+ \| ([^|]+) \|$", readme, re.M))
+    assert {"cpu-smoke", "real-slice", "gpu-full", "official-baseline", "ci-tiny"} <= set(rows)
+    names = {"resnet18": "resnet18", "efficientnet-b4": "EfficientNet-B4", "tu-lcnet_050": "tu-lcnet_050"}
+    for name, text in rows.items():
+        train = TrainConfig.from_dict(load_profile(name).train)
+        if name == "official-smoke":
+            continue  # described by its difference from official-baseline
+        assert names[train.encoder] in text, (name, train.encoder, text)
+        assert f"{train.image_size} px" in text, (name, train.image_size, text)
+        length = f"{train.max_steps:,} steps" if train.max_steps else f"{train.epochs} epochs"
+        assert length in text, (name, length, text)
+
+
+def test_the_nbval_sanitize_file_masks_times_and_absolute_paths_only():
+    """`make test` compares the marked cells through notebooks/nbval-sanitize.cfg: a run folder,
+    a time and an address are masked; relative paths, counts and shapes are compared as printed."""
+    from nbval.plugin import get_sanitize_patterns
+
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "--nbval-sanitize-with notebooks/nbval-sanitize.cfg" in makefile
+    patterns = get_sanitize_patterns((ROOT / "notebooks" / "nbval-sanitize.cfg").read_text(encoding="utf-8"))
+    assert len(patterns) == 3
+
+    def sanitize(text):
+        for regex, replace in patterns:
+            text = re.sub(regex, replace, text)
+        return text
+
+    assert sanitize("checkpoint for notebooks 04 and 05: /tmp/fmuia-series-x1/cpu-smoke/checkpoint.pt") == \
+        "checkpoint for notebooks 04 and 05: PATH"
+    assert sanitize("train: 0 problem(s) in 12.5 s, 3 min") == "train: 0 problem(s) in TIME, TIME"
+    assert sanitize("<pandas.io.formats.style.Styler at 0x7f43b59b2790>") == "<pandas.io.formats.style.Styler at 0xADDRESS>"
+    kept = ("csv_files/breast_2cls.csv:3: ../Classification/breast_2cls/imgs/breast_2cls_train_00001.png: label 7",
+            "P5 (2, 256, 2, 2) stride 32 -> (2, 128, 16, 16)", "27 subtasks, 768 segmentation, 64 px, 1 / 27 = 0.037")
+    assert [sanitize(t) for t in kept] == list(kept)

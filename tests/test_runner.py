@@ -219,7 +219,7 @@ def test_the_four_ways_of_starting_a_run_give_the_same_train_config(name, tmp_pa
 def test_notebooks_opened_as_they_are_run_the_cpu_smoke_profile(monkeypatch):
     monkeypatch.delenv(run_folder.RUN_DIR_VARIABLE, raising=False)  # the tests' own run folder
     config = _notebook_03_config()
-    assert config == profiles.run_settings("cpu-smoke", run_dir=run_folder.LOCAL_RUN_DIR).config
+    assert config == profiles.run_settings("cpu-smoke", run_dir=f"{run_folder.LOCAL_RUN_DIR}/cpu-smoke").config
 
 
 # -- the series' shared steps -------------------------------------------------------------------
@@ -285,6 +285,79 @@ def test_missing_weights_are_explained(tmp_path):
     run_folder.check_encoder_weights("resnet18", None)
     with pytest.raises(run_folder.RunSetupError, match="cannot be loaded"):
         run_folder.check_encoder_weights("resnet18", str(tmp_path / "missing.pth"))
+
+
+# -- parameters as papermill passes them ------------------------------------------------------
+def test_papermill_p_passes_overrides_as_json_or_yaml_text_and_y_as_a_mapping(tmp_path):
+    """`papermill NB out -p overrides '{"max_steps": 200}'` injects the text; `-y` a mapping:
+    both give the same config, and text that is no mapping is refused, naming the parameter."""
+    given = {"profile": "ci-tiny", "run_dir": str(tmp_path)}
+    as_json = _notebook_03_config({**given, "overrides": '{"max_steps": 200, "lr": 2e-3}'})
+    as_yaml = _notebook_03_config({**given, "overrides": "{max_steps: 200, lr: 0.002}"})
+    as_y = _notebook_03_config({**given, "overrides": {"max_steps": 200, "lr": 0.002}})
+    assert as_json == as_yaml == as_y and as_json.max_steps == 200 and as_json.lr == 0.002
+    for text, got in (("[1, 2]", "list"), ("200", "int"), ("max_steps", "str")):
+        with pytest.raises(profiles.ProfileError, match=rf"^parameter overrides: got {got} .* it takes a mapping"):
+            _notebook_03_config({**given, "overrides": text})
+    with pytest.raises(profiles.ProfileError, match=r"^parameter overrides: '\{max_steps: 200' is not JSON or YAML"):
+        _notebook_03_config({**given, "overrides": "{max_steps: 200"})
+    with pytest.raises(profiles.ProfileError, match="unknown TrainConfig field 'max_step'"):  # a mapping: TrainConfig names the key
+        _notebook_03_config({**given, "overrides": '{"max_step": 200}'})
+
+
+@pytest.mark.parametrize("kind, text, value", [
+    (list, "[0, 1, 2]", [0, 1, 2]), (list, "- 3\n- 4\n", [3, 4]), (list, "all", "all"), (list, "None", None),
+    (dict, '{"max_steps": 20}', {"max_steps": 20}), (dict, "{}", {}), (bool, "true", True), (int, "4", 4),
+    (float, "1e-3", 0.001), (float, "2", 2.0), (str, "ablation", "ablation")])
+def test_a_notebook_value_given_as_text_is_read_as_its_kind(kind, text, value):
+    assert profiles.notebook_value("p", text, kind) == value
+    assert profiles.notebook_value("p", value, kind) == value  # typed values (-y, the cell itself) pass
+
+
+@pytest.mark.parametrize("kind, given", [(list, 3), (list, '{"a": 1}'), (dict, [1]), (dict, "[1]"), (int, "x"),
+                                         (int, True), (bool, "3"), (str, 3)])
+def test_a_notebook_value_of_another_kind_is_refused_naming_it(kind, given):
+    with pytest.raises(profiles.ProfileError, match=r"^parameter p: got \w+ .*; it takes "):
+        profiles.notebook_value("p", given, kind)
+
+
+def test_a_notebook_s_own_settings_read_papermill_text_as_their_defaults_kind():
+    """Notebook 06's dict and list settings, through the function it reads them with."""
+    settings = profiles.run_settings("cpu-smoke", '{"max_steps": 50}')
+    assert settings.config.max_steps == 50
+    chosen = settings.notebook_settings("06_experiments", given={
+        "grid_overrides": '{"max_steps": 20}', "seeds": "[0, 1]", "phantom_tasks": "all", "jobs": None},
+        defaults={"grid_overrides": {}, "seeds": [0], "phantom_tasks": ["FUGC"], "jobs": 1})
+    assert chosen == {"grid_overrides": {"max_steps": 20}, "seeds": [0, 1], "phantom_tasks": "all", "jobs": 1}
+    with pytest.raises(profiles.ProfileError, match=r"^parameter seeds: got int 3; it takes a list"):
+        settings.notebook_settings("06_experiments", given={"seeds": 3}, defaults={"seeds": [0]})
+
+
+def test_the_default_run_folder_is_one_per_profile(monkeypatch, tmp_path):
+    monkeypatch.delenv(run_folder.RUN_DIR_VARIABLE, raising=False)
+    assert run_folder.run_paths(None, "cpu-smoke").root == profiles.resolve(run_folder.LOCAL_RUN_DIR) / "cpu-smoke"
+    assert run_folder.run_paths(None, "real-slice").root == profiles.resolve(run_folder.LOCAL_RUN_DIR) / "real-slice"
+    assert run_folder.run_paths(tmp_path, "real-slice").root == tmp_path  # a given run_dir is used as it is
+    monkeypatch.setenv(run_folder.RUN_DIR_VARIABLE, str(tmp_path))
+    assert run_folder.run_paths(None, "ci-tiny").root == tmp_path / "ci-tiny"
+
+
+def test_a_checkpoint_of_another_profile_or_data_is_refused(tmp_path):
+    """Notebooks 04 and 05 score only a checkpoint trained under their own profile and data."""
+    paths = run_folder.run_paths(tmp_path)
+    tiny = profiles.run_settings("ci-tiny", run_dir=tmp_path)
+    best = tmp_path / "best.pt"
+    best.write_bytes(b"x")
+    run_folder.hand_over_checkpoint(best, paths, tiny)
+    assert run_folder.require_checkpoint(paths, tiny) == paths.checkpoint
+    with pytest.raises(run_folder.RunSetupError, match=r"trained under another run .*profile 'ci-tiny' \(here: 'cpu-smoke'\)"):
+        run_folder.require_checkpoint(paths, profiles.run_settings("cpu-smoke", run_dir=tmp_path))
+    other_data = profiles.run_settings("ci-tiny", data_dir=tmp_path / "mine", run_dir=tmp_path)
+    with pytest.raises(run_folder.RunSetupError, match=r"data_root .*\(here: .*mine/train'\)"):
+        run_folder.require_checkpoint(paths, other_data)
+    (tmp_path / run_folder.CHECKPOINT_RECORD).unlink()  # a checkpoint copied by hand: no record
+    with pytest.raises(run_folder.RunSetupError, match="no readable record of the profile and data"):
+        run_folder.require_checkpoint(paths, tiny)
 
 
 def test_a_missing_checkpoint_names_the_notebook_and_command_that_make_it(tmp_path):

@@ -46,6 +46,22 @@ def _grid(n: int, ncols: int, size: float = 2.4) -> tuple[Figure, np.ndarray]:
     return fig, axes
 
 
+def readable_log_axis(ax, which: str) -> None:
+    """Put ``ax``'s ``which`` axis ("x" or "y") on a log scale whose tick labels never collide:
+    plain numbers (0.05, 200) at 1, 2 and 5 times each power of ten over a range of at most
+    two decades, at the powers of ten alone over a wider one, and no labels on minor ticks
+    (matplotlib labels them over a short range, where they overprint each other)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    getattr(ax, f"set_{which}scale")("log")
+    low, high = getattr(ax, f"get_{which}lim")()
+    decades = np.log10(high / low) if low > 0 and high > low else 1.0
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2 else (1.0,)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 # -- data ----------------------------------------------------------------------------------
 def plot_counts(counts: pd.DataFrame) -> Figure:
     """Images per task and split: ``counts`` has columns task_id, task_type, split, images."""
@@ -89,8 +105,8 @@ def plot_image_sizes(sizes: pd.DataFrame, hue: str = "task_type") -> Figure:
         colour = TYPE_COLOURS.get(name, SOURCE_COLOURS[i % len(SOURCE_COLOURS)])
         ax.scatter(part["width"], part["height"], s=14, alpha=0.6, label=f"{name} ({len(part)})", color=colour)
     if max(sizes["width"].max() / sizes["width"].min(), sizes["height"].max() / sizes["height"].min()) > 4:
-        ax.set_xscale("log")  # sizes over more than a factor of 4: equal ratios at equal distances
-        ax.set_yscale("log")
+        readable_log_axis(ax, "x")  # sizes over more than a factor of 4: equal ratios at equal distances
+        readable_log_axis(ax, "y")
     ax.set_xlabel("width (px)")
     ax.set_ylabel("height (px)")
     ax.set_title("Image sizes on disk (the model resizes all to one square)", fontsize=10)
@@ -397,25 +413,29 @@ def expected_calibration_error(y_true: Sequence[int], probs: np.ndarray, n_bins:
 
 
 def plot_reliability(per_image: pd.DataFrame, n_bins: int = 5) -> Figure:
-    """Reliability diagram of the top class, one line per classification task (sklearn's
-    ``calibration_curve``): a calibrated model lies on the diagonal. The legend gives each
-    task's ECE (:func:`expected_calibration_error`)."""
+    """Reliability diagram of the top class, one panel per classification task (sklearn's
+    ``calibration_curve``): a calibrated model lies on the diagonal. Each panel's title gives
+    the task's ECE (:func:`expected_calibration_error`) and its images; each point is one
+    non-empty confidence bin."""
     from sklearn.calibration import calibration_curve
 
-    fig, ax = plt.subplots(figsize=(6.5, 5))
-    for task_id, part in per_image.groupby("task_id", sort=False):
+    ids = list(dict.fromkeys(per_image["task_id"]))
+    fig, axes = _grid(len(ids), ncols=3, size=3.1)
+    for ax, task_id in zip(axes.flat, ids):
+        part = per_image[per_image["task_id"] == task_id]
         probs = np.stack(part["probs"].to_list())
         correct, confidence = _top_class(part["true"], probs)
         accuracy, mean_confidence = calibration_curve(correct, confidence, n_bins=n_bins, strategy="uniform")
         ece = expected_calibration_error(part["true"], probs, n_bins)
-        ax.plot(mean_confidence, accuracy, marker="o", ms=4, lw=1.2, label=f"{task_id} (ECE {ece:.3f})")
-    ax.plot([0, 1], [0, 1], ls=":", c="grey")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel(f"confidence of the top class (mean in each of {n_bins} bins)")
-    ax.set_ylabel("accuracy in the bin")
-    ax.set_title("Reliability of the top class", fontsize=10)
-    ax.legend(fontsize=SMALL, loc="upper left", bbox_to_anchor=(1.01, 1))
+        ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
+        ax.plot(mean_confidence, accuracy, marker="o", ms=5, lw=1.5, color=TYPE_COLOURS[CLASSIFICATION])
+        ax.set_xlim(0, 1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"{task_id}\nECE {ece:.3f}, {len(part)} images", fontsize=9)
+        ax.set_xlabel("confidence (bin mean)", fontsize=SMALL)
+        ax.set_ylabel("accuracy in the bin", fontsize=SMALL)
+        ax.tick_params(labelsize=SMALL)
+    fig.suptitle(f"Reliability of the top class ({n_bins} confidence bins; dotted: calibrated)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -438,7 +458,7 @@ def plot_iou_vs_size(per_image: pd.DataFrame) -> Figure:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for task_id, part in per_image.groupby("task_id"):
         ax.scatter(part["box_area_fraction"], part["IoU"], s=18, label=task_id)
-    ax.set_xscale("log")
+    readable_log_axis(ax, "x")
     ax.set_xlabel("true box area / image area")
     ax.set_ylabel("IoU")
     ax.set_ylim(-0.02, 1.02)

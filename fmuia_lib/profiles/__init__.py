@@ -266,8 +266,12 @@ class RunSettings:
     def notebook_settings(self, notebook: str, given: Mapping[str, Any],
                           defaults: Mapping[str, Any]) -> dict[str, Any]:
         """Values of ``notebook``'s own settings: each one ``given`` (not None) wins, else
-        the profile's ``notebooks: NOTEBOOK:`` value, else ``defaults``."""
+        the profile's ``notebooks: NOTEBOOK:`` value, else ``defaults``. A given value is
+        read as its default's type (:func:`notebook_value`: papermill's ``-p`` passes a dict
+        or list as text)."""
         section = self.profile.notebooks.get(notebook, {})
+        given = {key: value if defaults.get(key) is None else notebook_value(key, value, type(defaults[key]))
+                 for key, value in given.items()}
         unknown = sorted(set(section) - set(given))
         if unknown:
             raise ProfileError(f"profile {self.profile.name}: notebooks.{notebook}: unknown setting(s) "
@@ -287,6 +291,52 @@ def _show(value: Any) -> Any:
     return str(value) if isinstance(value, (dict, list, tuple)) else value
 
 
+#: What a notebook parameter of each kind may be given as, for :func:`notebook_value`'s messages.
+_KINDS = {dict: "a mapping, e.g. '{\"max_steps\": 200}'", list: "a list, e.g. '[0, 1, 2]'",
+          bool: "true or false", int: "an integer", float: "a number", str: "a text"}
+
+
+def notebook_value(name: str, value: Any, kind: type) -> Any:
+    """A notebook parameter ``name`` as the notebook uses it: ``value`` of type ``kind``.
+
+    papermill's ``-p NAME VALUE`` passes a dict or a list as the text the user typed
+    (``-p overrides '{"max_steps": 200}'``); that text is read as YAML (JSON is YAML) and must
+    give a ``kind``. ``-y``/``-f`` (YAML) and values set in the notebook arrive typed. None
+    stays None (the notebook's "use the default"). A list parameter also takes one word as
+    it is (``-p phantom_tasks all``), for the notebook to read. Anything else raises
+    :class:`ProfileError` naming the parameter, what it got and what it takes.
+    """
+    if value is None or (isinstance(value, kind) and not (kind is int and isinstance(value, bool))):
+        return value
+    if kind is dict and isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, str):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ProfileError(f"parameter {name}: {value!r} is not JSON or YAML "
+                               f"({str(exc).splitlines()[0]}); it takes {_KINDS.get(kind, kind.__name__)}") from None
+        if value.strip().lower() in ("", "none", "null", "~"):
+            return None
+        if kind is float and isinstance(parsed, str):  # YAML 1.1 reads 1e-3 as text
+            try:
+                return float(parsed)
+            except ValueError:
+                pass
+        if isinstance(parsed, kind) and not (kind is int and isinstance(parsed, bool)):
+            return parsed
+        if kind is float and isinstance(parsed, int) and not isinstance(parsed, bool):
+            return float(parsed)
+        if kind is list and isinstance(parsed, str):
+            return parsed
+        value = parsed
+    elif kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    raise ProfileError(f"parameter {name}: got {type(value).__name__} {value!r}; it takes "
+                       f"{_KINDS.get(kind, kind.__name__)} (with papermill: -p {name} 'VALUE' or -y "
+                       f"'{name}: VALUE')")
+
+
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     """``["lr=3e-4", "loss_weights.detection=2"]`` -> a dict (values read as YAML scalars)."""
     return dict(_split_override(item) for item in items)
@@ -298,11 +348,13 @@ def run_settings(profile: str | Path | Profile, overrides: Mapping[str, Any] | N
     """The effective settings of a run of ``profile`` with explicit ``overrides``.
 
     ``overrides`` maps TrainConfig fields to values (``"loss_weights.detection"`` sets one
-    entry of a dict field). ``data_dir`` replaces the profile's data (used as it is);
+    entry of a dict field); its JSON or YAML text (papermill's ``-p overrides '{...}'``) is
+    read as that mapping (:func:`notebook_value`). ``data_dir`` replaces the profile's data (used as it is);
     ``run_dir`` is the folder the run's files go to (``out_dir`` = ``run_dir/train``);
     ``device`` (when not None) sets the device. Raises :class:`ProfileError` naming the
     profile and the field.
     """
+    overrides = notebook_value("overrides", overrides, dict)
     prof = load_profile(profile)
     origin = f"profile {prof.name}"
     values: dict[str, Any] = dict(prof.train)

@@ -33,10 +33,11 @@ from fmuia_lib.profiles import TRAINING_FOLDER, project_root, resolve
 
 if TYPE_CHECKING:
     from fmuia_lib.config import TrainConfig
-    from fmuia_lib.profiles import DataSettings, RunSettings
+    from fmuia_lib.profiles import DataSettings, Profile, RunSettings
 
 __all__ = ["RunSetupError", "RunPaths", "DataRoots", "in_colab", "default_run_dir", "run_paths", "metrics_path",
-           "prepare_data", "make_data", "check_data_root", "check_encoder_weights", "require_checkpoint",
+           "prepare_data", "make_data", "check_data_root", "check_encoder_weights", "hand_over_checkpoint",
+           "require_checkpoint",
            "resume_if_interrupted", "show_settings", "project_root", "resolve"]
 
 #: Where the series keeps its files when run_dir is not given.
@@ -54,12 +55,18 @@ class RunSetupError(RuntimeError):
 
 
 # -- the run folder -------------------------------------------------------------------------
-def default_run_dir() -> str:
+def default_run_dir(profile: str | Path | Profile | None = None) -> str:
     """``$FMUIA_RUN_DIR`` when set; else Google Drive on Colab when it is mounted (the
     notebooks run on separate machines; 01 and 02 leave nothing for the others and do not
-    mount it), else ``runs/notebooks``."""
+    mount it), else ``runs/notebooks``; with ``profile``, its folder ``<that>/<profile name>``,
+    so that runs of two profiles never read each other's checkpoint."""
     on_drive = in_colab() and Path(COLAB_RUN_DIR).parents[1].is_dir()  # MyDrive: Drive is mounted
-    return os.environ.get(RUN_DIR_VARIABLE) or (COLAB_RUN_DIR if on_drive else LOCAL_RUN_DIR)
+    base = os.environ.get(RUN_DIR_VARIABLE) or (COLAB_RUN_DIR if on_drive else LOCAL_RUN_DIR)
+    if profile is None:
+        return base
+    from fmuia_lib.profiles import load_profile
+
+    return str(Path(base) / load_profile(profile).name)
 
 
 @dataclass(frozen=True)
@@ -98,9 +105,9 @@ class RunPaths:
         return metrics_path(self.root, notebook)
 
 
-def run_paths(run_dir: str | Path | None = None) -> RunPaths:
-    """The files of the run in ``run_dir`` (None: :func:`default_run_dir`)."""
-    return RunPaths(resolve(run_dir if run_dir is not None else default_run_dir()))
+def run_paths(run_dir: str | Path | None = None, profile: str | Path | Profile | None = None) -> RunPaths:
+    """The files of the run in ``run_dir`` (None: :func:`default_run_dir` of ``profile``)."""
+    return RunPaths(resolve(run_dir if run_dir is not None else default_run_dir(profile)))
 
 
 def metrics_path(run_dir: str | Path, notebook: str) -> Path:
@@ -213,9 +220,53 @@ def check_encoder_weights(encoder: str, weights: str | None) -> None:
 
 
 # -- the checkpoint ---------------------------------------------------------------------------
-def require_checkpoint(paths: RunPaths, profile: str) -> Path:
-    """``paths.checkpoint``, or a RunSetupError that says which notebook or command makes it."""
+#: Beside the checkpoint: the profile and data it was trained under (:func:`hand_over_checkpoint`).
+CHECKPOINT_RECORD = "checkpoint.json"
+
+
+def _trained_under(settings: RunSettings) -> dict[str, Any]:
+    config = settings.config
+    return {"profile": settings.profile.name,
+            "data_root": None if config.data_root is None else str(resolve(config.data_root)),
+            "val_root": None if config.val_root is None else str(resolve(config.val_root))}
+
+
+def hand_over_checkpoint(best: str | Path, paths: RunPaths, settings: RunSettings) -> Path:
+    """Copy the training run's ``best`` checkpoint to ``paths.checkpoint`` for notebooks 04
+    and 05, with a record of the profile and data roots it was trained under
+    (``checkpoint.json``), which :func:`require_checkpoint` compares with theirs."""
+    import shutil
+
+    paths.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(best, paths.checkpoint)
+    record = paths.root / CHECKPOINT_RECORD
+    record.write_text(json.dumps(_trained_under(settings), indent=1) + "\n", encoding="utf-8")
+    return paths.checkpoint
+
+
+def require_checkpoint(paths: RunPaths, settings: RunSettings | str) -> Path:
+    """``paths.checkpoint`` when it was trained under ``settings``' profile and data roots;
+    a RunSetupError when it is missing (naming the notebook and command that make it) or was
+    trained under another profile or data (naming both), so that a notebook never scores a
+    model of another run on its data. Given a profile name only, it checks presence."""
+    profile = settings if isinstance(settings, str) else settings.profile.name
     if paths.checkpoint.is_file():
+        if isinstance(settings, str):
+            return paths.checkpoint
+        record = paths.root / CHECKPOINT_RECORD
+        remake = (f"run {TRAINING_NOTEBOOK}.ipynb with profile {profile} and this data first, "
+                  f"or give run_dir the folder of a run of profile {profile}")
+        try:
+            trained = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise RunSetupError(f"{paths.checkpoint} has no readable record of the profile and data it was trained "
+                             f"under ({record}, which notebook {TRAINING_NOTEBOOK} writes beside it): "
+                             f"{remake}") from None
+        here = _trained_under(settings)
+        differs = [f"{key} {trained.get(key)!r} (here: {here[key]!r})" for key in here if trained.get(key) != here[key]]
+        if differs:
+            raise RunSetupError(f"{paths.checkpoint} was trained under another run than this notebook's: "
+                             f"{'; '.join(differs)}. Its scores would not be this profile's: {remake}.")
         return paths.checkpoint
     raise RunSetupError(
         f"no checkpoint at {paths.checkpoint}: notebook {TRAINING_NOTEBOOK} makes it. Run "

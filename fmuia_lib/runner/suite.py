@@ -30,7 +30,7 @@ import yaml
 from fmuia_lib import publishing
 from fmuia_lib.config import ConfigError, check_runnable
 from fmuia_lib.profiles import SHIPPED_DIR, Profile, load_profile, project_root, run_settings
-from fmuia_lib.runner.run_folder import (LOCAL_RUN_DIR, METRICS_DIR, RunSetupError, check_data_root, in_colab,
+from fmuia_lib.runner.run_folder import (METRICS_DIR, RunSetupError, check_data_root, in_colab,
                               prepare_data)
 
 #: Where a notebook of the series is fetched from on Colab, where only the open notebook is on
@@ -163,7 +163,10 @@ def run_suite(profile: str | Path = "cpu-smoke", data: str | Path | None = None,
         if prof.name != "cpu-smoke" or data is not None or overrides:
             raise RunSetupError("--update-notebooks runs the notebooks with their defaults, which are the "
                              "cpu-smoke profile: use it with --profile cpu-smoke, without --data or --set")
-        run_dir = project_root() / LOCAL_RUN_DIR
+        from fmuia_lib.profiles import resolve
+        from fmuia_lib.runner.run_folder import default_run_dir
+
+        run_dir = resolve(default_run_dir(prof))  # where the notebooks' defaults put their files
     paths = notebook_paths(notebooks)
     check_notebook_settings(prof, paths)
     _check_kernel(kernel)
