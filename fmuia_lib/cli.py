@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=16)
     pr.add_argument("--workers", type=int, default=0, help="image-reading processes (0: read in this one)")
     pr.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best available)")
+    pr.add_argument("--unreadable", choices=("error", "fallback"), default="error",
+                    help="an image that cannot be read: error (default: exit 2 naming it) or fallback "
+                         "(the exported container's behaviour: read images by content as the challenge "
+                         "does, give an image that still cannot be read a stand-in prediction, list it on "
+                         "stderr and write a complete submission)")
 
     ev = sub.add_parser("evaluate", help="score a submission against ground truth")
     ev.add_argument("--data", required=True, help="data root with ground truth")
@@ -122,10 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     vs.add_argument("pred", help="submission folder")
     vs.add_argument("--data", required=True, help="data root whose csv_files list the expected images")
 
+    from fmuia_lib.export import DEFAULT_BASE_IMAGE  # the standard library and fmuia_lib only
+
     ex = sub.add_parser("export", help="write a Docker build context in the challenge's form from a checkpoint")
     ex.add_argument("--checkpoint", required=True, help="training checkpoint (checkpoints/best.pt)")
     ex.add_argument("--out", required=True, help="folder for model.py, weights.pt, fmuia_lib/, Dockerfile ...")
     ex.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    ex.add_argument("--base-image", default=None, metavar="IMAGE",
+                    help=f"the Dockerfile's base image (default: {DEFAULT_BASE_IMAGE}, which runs on a CUDA 12 "
+                         "driver; 'checkpoint': the PyTorch image of the training run's torch and CUDA)")
     ex.add_argument("--weights-only", action="store_true",
                     help="write only --out/weights.pt (the weights for fmuia predict, for sharing)")
 

@@ -185,10 +185,24 @@ class PredictionDataset(Dataset):
                     rows only; ``predict.mask_output_path`` names the file to write)
 
     Attributes as :class:`MultiTaskDataset`: ``frame``, ``tasks``, ``task_indices``.
+
+    ``unreadable`` says what an image that cannot be read does: ``"error"`` (the default,
+    fmuia's reading) raises a :class:`~fmuia_lib.data.layout.LayoutError` naming the CSV
+    line; ``"fallback"`` (the exported container's) reads images by content as the
+    challenge's code does (``read_image(by_content=True)``), and an image that still cannot
+    be read becomes a black image of its header's size (``FALLBACK_SIZE`` when even that is
+    unknown), so that it gets a prediction of the right form; its item's ``unreadable``
+    holds the reason (None for every readable image).
     """
 
+    #: ``(height, width)`` of the stand-in for an unreadable image whose size is unknown.
+    FALLBACK_SIZE = (512, 512)
+
     def __init__(self, root_or_frame: str | Path | pd.DataFrame, transforms: JointTransform | None = None,
-                 tasks: Iterable[str | TaskSpec] | None = None, manifest=None):
+                 tasks: Iterable[str | TaskSpec] | None = None, manifest=None, unreadable: str = "error"):
+        if unreadable not in ("error", "fallback"):
+            raise ValueError(f"unreadable must be 'error' or 'fallback', got {unreadable!r}")
+        self.unreadable = unreadable
         specs = resolve_tasks(manifest)
         frame = (root_or_frame if isinstance(root_or_frame, pd.DataFrame)
                  else read_root(root_or_frame, specs, labels=False))
@@ -212,18 +226,39 @@ class PredictionDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         row = self._rows[index]
         task = self._specs[row["task_id"]]
+        reason = None
         try:
-            image = read_image(row["image_file"])
+            image = read_image(row["image_file"], by_content=self.unreadable == "fallback")
         except ImageReadError as err:
-            where = Problem(f"{CSV_DIR}/{row['csv_file']}", row["csv_line"], row["image_path"], err.reason)
-            raise LayoutError(str(where)) from None
+            if self.unreadable == "error":
+                where = Problem(f"{CSV_DIR}/{row['csv_file']}", row["csv_line"], row["image_path"], err.reason)
+                raise LayoutError(str(where)) from None
+            reason = err.reason
+            image = np.zeros((*self._stand_in_size(row["image_file"]), 3), np.uint8)
         orig_size = image.shape[:2]
         sample = {"image": tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))}
         if self.transforms is not None:
             sample = self.transforms(sample, task)
-        return {"image": normalize_image(sample["image"]), "task_id": task.task_id, "task_type": task.task_type,
+        item = {"image": normalize_image(sample["image"]), "task_id": task.task_id, "task_type": task.task_type,
                 "orig_size": orig_size, "image_path": row["image_path"], "source": row["source"],
                 "mask_path": row["mask_path"] if task.task_type == SEGMENTATION else None}
+        if self.unreadable == "fallback":
+            item["unreadable"] = reason
+        return item
+
+    def _stand_in_size(self, image_file: str) -> tuple[int, int]:
+        """``(height, width)`` of an unreadable image from its header when Pillow can read
+        one (whatever the format), else :attr:`FALLBACK_SIZE`."""
+        from PIL import Image
+
+        try:
+            with Image.open(image_file) as im:
+                width, height = im.size
+            if width > 0 and height > 0:
+                return int(height), int(width)
+        except Exception:  # noqa: BLE001 - any failure means: no size to be had
+            pass
+        return self.FALLBACK_SIZE
 
 
 def collate(batch: list[dict]) -> dict:
@@ -246,6 +281,8 @@ def collate(batch: list[dict]) -> dict:
         out["target"] = torch.stack([item["target"] for item in batch])
     if "mask_path" in batch[0]:
         out["mask_path"] = [item["mask_path"] for item in batch]
+    if "unreadable" in batch[0]:
+        out["unreadable"] = [item["unreadable"] for item in batch]
     return out
 
 
