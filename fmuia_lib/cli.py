@@ -24,6 +24,7 @@ COMMANDS = {
     "data phantom": ("fmuia_lib.data.phantom", "phantom_main"),
     "data real": ("fmuia_lib.data.real", "real_main"),
     "data check": ("fmuia_lib.data.layout", "check_main"),
+    "data cache": ("fmuia_lib.data.cache", "cache_main"),
     "train": ("fmuia_lib.training.cli", "train_main"),
     "predict": ("fmuia_lib.predict", "predict_main"),
     "evaluate": ("fmuia_lib.evaluate", "evaluate_main"),
@@ -42,6 +43,7 @@ BAD_INPUT = {
     "fmuia_lib.tasks": ("ManifestError",),
     "fmuia_lib.data.layout": ("LayoutError",),
     "fmuia_lib.data.images": ("ImageReadError",),
+    "fmuia_lib.data.cache": ("CacheError",),
     "fmuia_lib.data.phantom.render": ("PhantomError",),
     "fmuia_lib.data.real.common": ("RealDataError",),
     "fmuia_lib.submission": ("SubmissionError",),
@@ -94,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "roots, but a cut-off or corrupt image is not found (masks are always decoded)")
     ck.add_argument("--verify-images", action="store_true", help=argparse.SUPPRESS)  # now the default
 
+    ca = dsub.add_parser("cache", help="store a data root's images (and masks) once at the training resolution, "
+                                       "memory-mapped, for loaders that cannot keep up with decoding")
+    ca.add_argument("root", help="data root holding csv_files/")
+    ca.add_argument("--out", required=True, help="cache folder (outside every data root); reused while the root, "
+                                                 "the size and the files are unchanged, rebuilt otherwise")
+    ca.add_argument("--size", type=int, default=256, help="training resolution in px (default 256)")
+    ca.add_argument("--images-only", action="store_true", help="no masks (a label-free root, for fmuia predict)")
+
     # -- train / predict / evaluate ---------------------------------------------------------
     tr = sub.add_parser("train", help="train the multi-task network")
     tr.add_argument("--config", default=None, metavar="PROFILE",
@@ -111,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=16)
     pr.add_argument("--workers", type=int, default=0, help="image-reading processes (0: read in this one)")
     pr.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best available)")
+    pr.add_argument("--cache", default=None, metavar="DIR",
+                    help="read the images through their prepared form in DIR (fmuia data cache: made there "
+                         "at the model's size when missing or stale); pays when a root is predicted often")
     pr.add_argument("--unreadable", choices=("error", "fallback"), default="error",
                     help="an image that cannot be read: error (default: exit 2 naming it) or fallback "
                          "(the exported container's behaviour: read images by content as the challenge "

@@ -120,7 +120,7 @@ FMUIA_RECIPE: tuple[str, ...] = tuple(n for n in SWITCHES if n != "sigmoid_landm
 
 #: Fields that change speed or memory, not what is learned; a profile sets them freely.
 SPEED_SETTINGS: tuple[str, ...] = ("amp", "amp_dtype", "channels_last", "num_workers", "device",
-                                   "deterministic")
+                                   "deterministic", "data_cache")
 
 
 def unknown_switches(names: Iterable[str]) -> list[str]:

@@ -99,6 +99,7 @@ class MultiTaskDataset(Dataset):
         self.transforms = transforms
         self._specs = specs
         self._rows = self.frame.to_dict("records")  # plain dicts: fast to index, cheap to pickle
+        self.cache = None  #: a data.cache.DataCache of these rows at the transforms' size (with_cache)
 
     @property
     def specs(self) -> dict[str, TaskSpec]:
@@ -106,10 +107,19 @@ class MultiTaskDataset(Dataset):
         return self._specs
 
     def with_transforms(self, transforms: JointTransform | None) -> "MultiTaskDataset":
-        """The same rows and tasks with other transforms (no files or manifest read again)."""
+        """The same rows and tasks with other transforms (no files or manifest read again);
+        a data cache stays only when the new transforms resize to its size."""
         other = copy.copy(self)
         other.transforms = transforms
+        if other.cache is not None and getattr(transforms, "size", None) != (other.cache.size,) * 2:
+            other.cache = None
         return other
+
+    def with_cache(self, cache) -> "MultiTaskDataset":
+        """The same rows read from ``cache`` (:class:`~fmuia_lib.data.cache.DataCache`, or None
+        for none): each item's resized image (and mask) comes from it, the rest of the
+        transform runs as usual, so items are equal to the decoded ones."""
+        return _with_cache(self, cache)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -147,12 +157,32 @@ class MultiTaskDataset(Dataset):
                 sample["points"] = tv_tensors.KeyPoints(coords, canvas_size=(height, width))
         return sample, (height, width)
 
+    def _cached_sample(self, row: dict, task: TaskSpec) -> tuple[dict, tuple[int, int]]:
+        """The resized sample from the cache: image and mask as stored, boxes and points
+        resized here by the transform's own resize (from the CSV's pixels)."""
+        image, mask, (height, width) = self.cache.item(row["source"])
+        sample = {"image": tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))}
+        if task.task_type == SEGMENTATION:
+            sample["mask"] = tv_tensors.Mask(torch.from_numpy(mask.astype(np.int64)))
+        elif task.task_type in (DETECTION, REGRESSION):
+            coords = torch.tensor(row["target"], dtype=torch.float32)
+            if task.task_type == DETECTION:
+                sample["boxes"] = self.transforms.resize(
+                    tv_tensors.BoundingBoxes(coords[None], format="XYXY", canvas_size=(height, width)))
+            else:
+                sample["points"] = self.transforms.resize(tv_tensors.KeyPoints(coords, canvas_size=(height, width)))
+        return sample, (height, width)
+
     def __getitem__(self, index: int) -> dict:
         row = self._rows[index]
         task = self._specs[row["task_id"]]
-        sample, orig_size = self._load_sample(row, task)
-        if self.transforms is not None:
-            sample = self.transforms(sample, task)
+        if self.cache is not None:
+            sample, orig_size = self._cached_sample(row, task)
+            sample = self.transforms.augment(sample, task)
+        else:
+            sample, orig_size = self._load_sample(row, task)
+            if self.transforms is not None:
+                sample = self.transforms(sample, task)
         image = normalize_image(sample["image"])
         height, width = image.shape[-2:]
         if task.task_type == SEGMENTATION:
@@ -214,6 +244,12 @@ class PredictionDataset(Dataset):
                       else pd.Series([None] * len(self.frame), dtype=object))
         self._rows = [{**row, "mask_path": value or None}  # "" and NaN-free None alike
                       for row, value in zip(self.frame[columns].to_dict("records"), mask_paths)]
+        self.cache = None  #: a data.cache.DataCache of these rows at the transforms' size (with_cache)
+
+    def with_cache(self, cache) -> "PredictionDataset":
+        """The same rows with their resized images read from ``cache`` (see
+        :meth:`MultiTaskDataset.with_cache`)."""
+        return _with_cache(self, cache)
 
     @property
     def specs(self) -> dict[str, TaskSpec]:
@@ -227,6 +263,10 @@ class PredictionDataset(Dataset):
         row = self._rows[index]
         task = self._specs[row["task_id"]]
         reason = None
+        if self.cache is not None:
+            image, _, orig_size = self.cache.item(row["source"])
+            sample = {"image": tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))}
+            return self._item(row, task, self.transforms.augment(sample, task), orig_size, reason)
         try:
             image = read_image(row["image_file"], by_content=self.unreadable == "fallback")
         except ImageReadError as err:
@@ -239,6 +279,9 @@ class PredictionDataset(Dataset):
         sample = {"image": tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))}
         if self.transforms is not None:
             sample = self.transforms(sample, task)
+        return self._item(row, task, sample, orig_size, reason)
+
+    def _item(self, row: dict, task: TaskSpec, sample: dict, orig_size, reason: str | None) -> dict:
         item = {"image": normalize_image(sample["image"]), "task_id": task.task_id, "task_type": task.task_type,
                 "orig_size": orig_size, "image_path": row["image_path"], "source": row["source"],
                 "mask_path": row["mask_path"] if task.task_type == SEGMENTATION else None}
@@ -259,6 +302,24 @@ class PredictionDataset(Dataset):
         except Exception:  # noqa: BLE001 - any failure means: no size to be had
             pass
         return self.FALLBACK_SIZE
+
+
+def _with_cache(dataset, cache):
+    """A copy of ``dataset`` reading through ``cache`` (None: from the files): the cache must
+    hold every row, at the size the dataset's transform resizes to."""
+    other = copy.copy(dataset)
+    other.cache = cache
+    if cache is None:
+        return other
+    size = getattr(dataset.transforms, "size", None)
+    if size != (cache.size, cache.size):
+        raise ValueError(f"the data cache {cache.folder} holds images at {cache.size} px; the dataset's transform "
+                         f"resizes to {size}")
+    if getattr(dataset, "unreadable", "error") != "error":
+        raise ValueError("a data cache holds readable images only; read unreadable='fallback' data from its files")
+    for row in dataset._rows:
+        cache.index(row["source"])  # every row present (a CacheError names the first that is not)
+    return other
 
 
 def collate(batch: list[dict]) -> dict:
