@@ -113,15 +113,10 @@ def build_cache(root: str | Path, folder: str | Path, image_size: int, labels: b
     """The cache of ``root`` at ``image_size`` px in ``folder``: reused when its ``meta.json``
     matches (same root, size, tasks, CSVs and files), else (re)built. ``labels=False`` stores
     images only (prediction). Bad data raises what reading it raises (a ``LayoutError``
-    naming the CSV line), before anything is written; ``folder`` inside a data root is refused."""
-    import torch
-    from torchvision import tv_tensors
-    from torchvision.transforms import v2
-
+    naming the CSV line) and leaves nothing half-made; ``folder`` in or around a data root
+    is refused, and so is a folder holding other files."""
     from fmuia_lib.data.dataset import MultiTaskDataset, PredictionDataset
-    from fmuia_lib.data.images import ImageReadError, read_image
-    from fmuia_lib.data.layout import CSV_DIR, LayoutError, Problem, inside_data_root_problem, output_folder_problem
-    from fmuia_lib.progress import tqdm
+    from fmuia_lib.data.layout import inside_data_root_problem, output_folder_problem
     from fmuia_lib.tasks import manifest_hash
 
     root, folder = Path(root), Path(folder)
@@ -145,7 +140,28 @@ def build_cache(root: str | Path, folder: str | Path, image_size: int, labels: b
         shutil.rmtree(folder)
     building = folder / f"building-{os.getpid()}"
     building.mkdir(parents=True)
-    size = (int(image_size), int(image_size))
+    try:
+        _write(dataset, building, folder, int(image_size), labels, fingerprint, root, progress)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)  # nothing half-made is left behind
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+    return DataCache(folder)
+
+
+def _write(dataset, building: Path, folder: Path, image_size: int, labels: bool, fingerprint: str, root: Path,
+           progress: bool) -> None:
+    """Fill ``building`` with the cache files, then move them into ``folder`` (meta.json last)."""
+    import torch
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    from fmuia_lib.data.images import ImageReadError, read_image
+    from fmuia_lib.data.layout import CSV_DIR, LayoutError, Problem
+    from fmuia_lib.progress import tqdm
+
+    size = (image_size, image_size)
     resize = v2.Resize(size, antialias=True)  # JointTransform.resize, the same call
     rows = dataset._rows
     n_masks = sum(1 for r in rows if labels and r.get("mask_file"))
@@ -180,13 +196,12 @@ def build_cache(root: str | Path, folder: str | Path, image_size: int, labels: b
     del images, masks
     np.save(building / "mask_slot.npy", mask_slot)
     np.save(building / "orig_size.npy", orig_size)
-    meta = {"version": CACHE_VERSION, "root": str(root.resolve()), "image_size": int(image_size), "labels": labels,
+    meta = {"version": CACHE_VERSION, "root": str(root.resolve()), "image_size": image_size, "labels": labels,
             "fingerprint": fingerprint, "rows": [r["source"] for r in rows]}
     (building / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     for name in FILES:  # meta.json last: a cache cut off while building is never taken as whole
         os.replace(building / name, folder / name)
     building.rmdir()
-    return DataCache(folder)
 
 
 def cache_main(args) -> int:
