@@ -26,6 +26,7 @@ COMMANDS = {
     "data phantom": ("fmuia_lib.sources.phantom", "phantom_main"),
     "data real": ("fmuia_lib.sources.real", "real_main"),
     "data check": ("fmuia_lib.data.layout", "check_main"),
+    "data cache": ("fmuia_lib.data.cache", "cache_main"),
     "train": ("fmuia_lib.runner.train_command", "train_main"),
     "predict": ("fmuia_lib.challenge.predict", "predict_main"),
     "evaluate": ("fmuia_lib.challenge.evaluate", "evaluate_main"),
@@ -44,6 +45,7 @@ BAD_INPUT = {
     "fmuia_lib.tasks": ("ManifestError",),
     "fmuia_lib.data.layout": ("LayoutError",),
     "fmuia_lib.data.images": ("ImageReadError",),
+    "fmuia_lib.data.cache": ("CacheError",),
     "fmuia_lib.sources.phantom.render": ("PhantomError",),
     "fmuia_lib.sources.real.common": ("RealDataError",),
     "fmuia_lib.challenge.submission": ("SubmissionError",),
@@ -102,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "roots, but a cut-off or corrupt image is not found (masks are always decoded)")
     ck.add_argument("--verify-images", action="store_true", help=argparse.SUPPRESS)  # now the default
 
+    ca = dsub.add_parser("cache", help="store a data root's images (and masks) once at the training resolution, "
+                                       "memory-mapped, for loaders that cannot keep up with decoding")
+    ca.add_argument("root", help="data root holding csv_files/")
+    ca.add_argument("--out", required=True, help="cache folder (outside every data root); reused while the root, "
+                                                 "the size and the files are unchanged, rebuilt otherwise")
+    ca.add_argument("--size", type=int, default=256, help="training resolution in px (default 256)")
+    ca.add_argument("--images-only", action="store_true", help="no masks (a label-free root, for fmuia predict)")
+    ca.add_argument("--resize", choices=("antialias", "bilinear"), default="antialias",
+                    help="the model's resize (TrainConfig.resize): antialias (fmuia's), bilinear (the official, OpenCV)")
+
     # -- train / predict / evaluate ---------------------------------------------------------
     tr = sub.add_parser("train", help="train the multi-task network")
     tr.add_argument("--config", default=None, metavar="PROFILE",
@@ -119,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=16)
     pr.add_argument("--workers", type=int, default=0, help="image-reading processes (0: read in this one)")
     pr.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best available)")
+    pr.add_argument("--cache", default=None, metavar="DIR",
+                    help="read the images through their prepared form in DIR (fmuia data cache: made there "
+                         "at the model's size when missing or stale); pays when a root is predicted often")
+    pr.add_argument("--unreadable", choices=("error", "fallback"), default="error",
+                    help="an image that cannot be read: error (default: exit 2 naming it) or fallback "
+                         "(the exported container's behaviour: read images by content as the challenge "
+                         "does, give an image that still cannot be read a stand-in prediction, list it on "
+                         "stderr and write a complete submission)")
 
     ev = sub.add_parser("evaluate", help="score a submission against ground truth")
     ev.add_argument("--data", required=True, help="data root with ground truth")
@@ -130,10 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     vs.add_argument("pred", help="submission folder")
     vs.add_argument("--data", required=True, help="data root whose csv_files list the expected images")
 
+    from fmuia_lib.challenge.export import DEFAULT_BASE_IMAGE  # the standard library and fmuia_lib only
+
     ex = sub.add_parser("export", help="write a Docker build context in the challenge's form from a checkpoint")
     ex.add_argument("--checkpoint", required=True, help="training checkpoint (checkpoints/best.pt)")
     ex.add_argument("--out", required=True, help="folder for model.py, weights.pt, fmuia_lib/, Dockerfile ...")
     ex.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    ex.add_argument("--base-image", default=None, metavar="IMAGE",
+                    help=f"the Dockerfile's base image (default: {DEFAULT_BASE_IMAGE}, which runs on a CUDA 12 "
+                         "driver; 'checkpoint': the PyTorch image of the training run's torch and CUDA)")
     ex.add_argument("--weights-only", action="store_true",
                     help="write only --out/weights.pt (the weights for fmuia predict, for sharing)")
 

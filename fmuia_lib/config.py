@@ -123,6 +123,8 @@ class TrainConfig:
     sampler_type_weights: dict[str, float] = field(default_factory=_default_type_weights)  #: per task type:
     #: each task's sampling weight is multiplied by its type's (fmuia's samplers; 0 never draws the type)
     num_workers: int = 4  #: DataLoader worker processes (a speed setting)
+    data_cache: bool = False  #: read images and masks through their prepared form at image_size
+    #: (data.cache, built once under out_dir/data_cache; the same items; a speed setting)
     # -- model --------------------------------------------------------------------------
     encoder: str = "efficientnet-b4"  #: any smp encoder name, or "tu-<timm model>"
     encoder_weights: str | None = "imagenet"  #: "imagenet", a local .pth/.safetensors file, or None

@@ -99,6 +99,7 @@ class MultiTaskNet(nn.Module):
                  for t in sorted(tasks, key=lambda t: (t.task_type, t.task_id))}
         self.heads = nn.ModuleDict({t.task_id: built[t.task_id] for t in tasks})
         self.task_norm_stats = TaskNormStats(self.encoder, self.task_ids) if task_norm_stats else None
+        guard_group_norms(self)
         #: the memory format setting :meth:`place` was given (None: where it pays) and what it
         #: came to on this device; inputs are converted to it in :meth:`forward`
         self.channels_last_setting: bool | None = None
@@ -267,6 +268,34 @@ def channels_last_pays(encoder_name: str, device: "str | torch.device") -> bool:
 
 
 # -- encoder and its weights ---------------------------------------------------------------
+
+class OneValueGroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` that also takes a group holding a single value.
+
+    PyTorch refuses a group of one value (``F.group_norm``: "Expected more than 1 value
+    per channel when training", in eval mode too): a batch of one image whose map is 1 x 1
+    with as many groups as channels, as smp's FPN blocks (32 groups) meet on the deepest
+    level of a 32 px input. The normalised value of a lone sample is 0 (it is its own
+    mean), so the output is the bias, which is returned here, with a zero gradient to the
+    input as the formula has. Same parameters and state dict as ``nn.GroupNorm``.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if input.shape[0] * (input.shape[1] // self.num_groups) * input[0, 0].numel() == 1:
+            shape = (1, -1) + (1,) * (input.dim() - 2)
+            bias = self.bias.view(shape) if self.bias is not None else torch.zeros_like(input)
+            return input * 0 + bias
+        return super().forward(input)
+
+
+def guard_group_norms(module: nn.Module) -> nn.Module:
+    """Make every ``nn.GroupNorm`` in ``module`` a :class:`OneValueGroupNorm` (in place,
+    parameters untouched), so that no input size or batch of one stops prediction."""
+    for child in module.modules():
+        if type(child) is nn.GroupNorm:
+            child.__class__ = OneValueGroupNorm
+    return module
+
 
 def build_encoder(name: str, weights: str | None) -> nn.Module:
     """An smp encoder (depth 5) with ``weights``: a pretrained tag, a local file or None.

@@ -11,6 +11,13 @@ Every progress bar of the library is made by :func:`tqdm` (a drop-in for ``tqdm.
   it; a plain text bar would be saved as every refresh joined by carriage returns,
   which many viewers print as a garbled run of bars.
 
+* outside a notebook with no terminal to draw on (stdout or stderr not a terminal: a log
+  file, ``nohup``, CI, a papermill log), it is a bar that prints whole lines to stdout,
+  each as soon as drawn and flushed: the first, one every :data:`LOG_INTERVAL_S` seconds
+  (``FMUIA_PROGRESS_SECONDS`` sets another interval) and at every tenth of the total, and
+  the last. ``fmuia train`` puts the loss and images/s on its lines; tqdm adds the count,
+  the elapsed time, the time left and the rate.
+
 A notebook is *headless* when the kernel's current request does not allow input
 (``input()``): live frontends allow it, the executors above never do. ipykernel keeps that
 flag per request (``Kernel._allow_stdin``); it is the one signal a kernel has of what runs
@@ -18,15 +25,21 @@ it (papermill sets no variable of its own), and it is read defensively (absent: 
 """
 from __future__ import annotations
 
+import math
+import os
 import sys
 from typing import Any, TextIO
 
 from tqdm.std import tqdm as std_tqdm
 
-__all__ = ["tqdm", "headless_kernel", "HEADLESS_INTERVAL_S"]
+__all__ = ["tqdm", "headless_kernel", "in_kernel", "logging_output", "HEADLESS_INTERVAL_S", "LOG_INTERVAL_S"]
 
 #: Seconds between two lines of a headless bar (its first and last line are always printed).
 HEADLESS_INTERVAL_S = 30.0
+#: Seconds between two lines of a bar written to a log (stdout not a terminal), at the most.
+LOG_INTERVAL_S = 30.0
+#: A bar written to a log also prints a line at every this fraction of its total.
+LOG_FRACTION = 0.1
 
 
 def headless_kernel() -> bool:
@@ -37,6 +50,55 @@ def headless_kernel() -> bool:
     if kernel is None:  # a terminal, a plain IPython shell, a script
         return False
     return not bool(getattr(kernel, "_allow_stdin", True))
+
+
+def in_kernel() -> bool:
+    """True inside a Jupyter kernel (live or headless)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return getattr(shell, "kernel", None) is not None
+
+
+def logging_output() -> bool:
+    """True outside a notebook when stdout or stderr is no terminal (a log file, nohup, CI):
+    a redrawn bar would be lost or garbled there, so bars print whole lines."""
+    if in_kernel():
+        return False
+    return not all(getattr(stream, "isatty", lambda: False)() for stream in (sys.stdout, sys.stderr))
+
+
+def _log_interval() -> float:
+    """:data:`LOG_INTERVAL_S`, or the seconds ``FMUIA_PROGRESS_SECONDS`` gives (a positive number)."""
+    text = os.environ.get("FMUIA_PROGRESS_SECONDS", "").strip()
+    try:
+        value = float(text) if text else LOG_INTERVAL_S
+    except ValueError:
+        return LOG_INTERVAL_S
+    return value if value > 0 and value == value else LOG_INTERVAL_S
+
+
+class _LogLines:
+    """The stream of a bar written to a log: each drawing becomes a line at once, except a
+    redraw of the count last printed (the closing redraw). Flushed line by line."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.encoding = getattr(stream, "encoding", None) or "utf-8"
+        self._last: str | None = None
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip()
+        if not line:
+            return
+        count = _Lines._count(line)
+        if count == self._last:
+            return
+        self._last = count
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 class _Lines:
@@ -88,10 +150,47 @@ class _HeadlessBar(std_tqdm):
     monitor_interval = 0
 
 
+class _LogBar(_HeadlessBar):
+    """A headless bar that also draws a line each time its count passes another tenth of
+    its total (:data:`LOG_FRACTION`), however short the time since the last line."""
+
+    #: a log line needs no drawn bar
+    BAR_FORMAT = "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        total = kwargs.get("total")
+        if total is None and args and hasattr(args[0], "__len__"):
+            total = len(args[0])
+        if total:
+            kwargs.setdefault("bar_format", self.BAR_FORMAT)
+        super().__init__(*args, **kwargs)
+        self._every = max(1, math.ceil(self.total * LOG_FRACTION)) if self.total else None
+        self._next = self._every
+
+    def update(self, n: float | None = 1) -> bool | None:
+        shown = super().update(n)
+        if self._every and not self.disable and self.n >= self._next:
+            while self._next <= self.n:
+                self._next += self._every
+            if self.last_print_n != self.n:
+                self.refresh()
+                self.last_print_n, self.last_print_t = self.n, self._time()
+        return shown
+
+
 def tqdm(*args: Any, **kwargs: Any) -> std_tqdm:
     """A progress bar, as ``tqdm.auto.tqdm(*args, **kwargs)`` would make it except in a
     headless notebook (see the module docstring), where it is a line-per-update text bar
-    on stdout that stays after closing (``leave`` is ignored: a saved output is a log)."""
+    on stdout that stays after closing (``leave`` is ignored: a saved output is a log),
+    and outside a notebook when stdout or stderr is no terminal (:func:`logging_output`),
+    where it prints a line at most every :data:`LOG_INTERVAL_S` seconds and at every tenth
+    of the total, each at once."""
+    if logging_output():
+        kwargs.update(file=_LogLines(sys.stdout), leave=True, dynamic_ncols=False)
+        kwargs.setdefault("mininterval", _log_interval())
+        kwargs.setdefault("miniters", 1)  # lines by time (and tenths), never tqdm's adaptive count
+        kwargs.setdefault("ncols", 100)
+        return _LogBar(*args, **kwargs)
     if not headless_kernel():
         from tqdm.auto import tqdm as auto_tqdm
 

@@ -156,7 +156,7 @@ RECIPES: dict[str, tuple[str, ...]] = {"fmuia": FMUIA_RECIPE, "official": ()}
 
 #: Fields that change speed or memory, not what is learned; a profile sets them freely.
 SPEED_SETTINGS: tuple[str, ...] = ("amp", "amp_dtype", "channels_last", "num_workers", "device",
-                                   "deterministic", "fused_adamw")
+                                   "deterministic", "fused_adamw", "data_cache")
 
 
 def unknown_switches(names: Iterable[str]) -> list[str]:

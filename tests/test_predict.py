@@ -232,3 +232,82 @@ def test_ground_truth_stored_as_16_bit_or_rgb_is_read_right(make_root, tmp_path)
     assert report.summary["Segmentation_DSC"] == 1.0 and report.summary["Segmentation_HD"] == 0.0
     dataset = MultiTaskDataset(root)
     assert dataset[0]["target"].max().item() == 3  # training reads them alike
+
+
+# -- a batch of one, and images that cannot be read ------------------------------------------
+@pytest.mark.parametrize("landmark_head,det_head", [("linear", "grid"), ("heatmap", "centernet"),
+                                                    ("sigmoid", "grid")])
+def test_a_32_px_model_predicts_batches_of_one(make_root, tmp_path, landmark_head, det_head):
+    """At 32 px the deepest map is 1 x 1: smp's FPN GroupNorm (32 groups of 32 channels) then
+    holds one value per group for a batch of one, which PyTorch refuses even in eval mode."""
+    from conftest import RUN_TASKS, TINY_MODEL
+
+    from fmuia_lib.model import MultiTaskNet
+    from fmuia_lib.tasks import select_tasks
+
+    root = make_root(tmp_path, tasks=RUN_TASKS, n=3)  # 3 images: batches of 2 end in a batch of one
+    model = MultiTaskNet(select_tasks(RUN_TASKS), encoder_name=TINY_MODEL["encoder"], encoder_weights=None,
+                         fpn_pyramid_channels=64, fpn_segmentation_channels=32, det_head=det_head,
+                         landmark_head=landmark_head).eval()
+    dataset = PredictionDataset(root, transforms=build_transforms(32, train=False))
+    for batch_size in (1, 2):
+        records = list(predict_records(model, dataset, batch_size=batch_size, device="cpu"))
+        assert len(records) == len(dataset) == 12
+    counts = predict_to_submission(model, root, tmp_path / "out", 32, batch_size=1, device="cpu", progress=False)
+    assert sum(counts.values()) == 12
+
+
+def test_a_lone_value_per_group_normalises_to_the_bias():
+    from fmuia_lib.model import OneValueGroupNorm, guard_group_norms
+
+    torch.manual_seed(0)
+    plain = torch.nn.GroupNorm(4, 4)
+    torch.nn.init.normal_(plain.weight), torch.nn.init.normal_(plain.bias)
+    guarded = guard_group_norms(torch.nn.Sequential(torch.nn.GroupNorm(4, 4)))[0]
+    assert isinstance(guarded, OneValueGroupNorm)
+    guarded.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 4, 3, 3)
+    assert torch.equal(guarded(x), plain(x))  # any other shape: GroupNorm itself
+    lone = torch.randn(1, 4, 1, 1, requires_grad=True)
+    with pytest.raises(ValueError):
+        plain(lone)
+    out = guarded(lone)
+    assert torch.equal(out.detach(), plain.bias.detach().view(1, 4, 1, 1))
+    out.sum().backward()
+    assert torch.equal(lone.grad, torch.zeros_like(lone))  # the output does not depend on the input
+
+
+def _damage(root):
+    """Cut one PNG short (no decoder reads it) and store another as BMP bytes under its .png
+    name (cv2 reads it by content, as the challenge's code does); return their image paths."""
+    files = sorted(root.rglob("imgs/*.png"))
+    broken, bmp = files[0], files[-1]
+    data = broken.read_bytes()
+    broken.write_bytes(data[:len(data) // 3])
+    image = cv2.imread(str(bmp), cv2.IMREAD_UNCHANGED)
+    bmp.write_bytes(cv2.imencode(".bmp", image)[1].tobytes())
+    return broken, bmp
+
+
+def test_predict_refuses_an_unreadable_image_by_default_and_falls_back_when_asked(tiny_run, tmp_path, capsys):
+    from fmuia_lib.cli import main as fmuia
+
+    val, checkpoint = tiny_run
+    data = label_free_copy(val, tmp_path / "test_set", keep_mask_path=True)
+    broken, bmp = _damage(data)
+    assert fmuia(["predict", "--checkpoint", str(checkpoint), "--data", str(data), "--out",
+                  str(tmp_path / "strict"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fmuia predict: error:" in err
+    assert fmuia(["predict", "--checkpoint", str(checkpoint), "--data", str(data), "--out",
+                  str(tmp_path / "lax"), "--device", "cpu", "--unreadable", "fallback", "--batch-size", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "1 image(s) could not be read" in err and broken.name in err and bmp.name not in err
+    report = evaluate_submission(val, tmp_path / "lax")
+    assert report.complete  # every row predicted, the unreadable one included
+
+    # the BMP-in-PNG image is read as the challenge reads it: the same pixels as cv2.imread
+    assert np.array_equal(images.read_image(bmp, by_content=True),
+                          cv2.cvtColor(cv2.imread(str(bmp), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+    with pytest.raises(images.ImageReadError, match="BMP file whatever its name"):
+        images.read_image(bmp)

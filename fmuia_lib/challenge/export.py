@@ -9,7 +9,7 @@ that folder::
     DIR/weights.pt         weights only (predict.inference_state): no optimiser, no history
     DIR/fmuia_lib/...      the library modules prediction imports, and the task manifest
     DIR/requirements.txt   the libraries prediction imports, pinned to the checkpoint's versions
-    DIR/Dockerfile         base image matching the checkpoint's torch
+    DIR/Dockerfile         a PyTorch CUDA 12 runtime image (DEFAULT_BASE_IMAGE; --base-image)
     DIR/README.md          what it is and how to build, run and check it
 
 Which fmuia modules and libraries prediction needs is measured, not listed by hand:
@@ -117,6 +117,27 @@ def _cudnn_major(version: int) -> int:
     return version // 10000 if version >= 10000 else version // 1000
 
 
+#: The default base image: a PyTorch runtime image on CUDA 12, which a host driver of the CUDA 12
+#: series runs (CUDA's minor-version compatibility: any driver >= 525), as the organisers' hosts
+#: run the official image (pytorch/pytorch:2.2.2-cuda12.1-cudnn8-runtime). Its torch, 2.8, is the
+#: oldest the exported code supports (pyproject.toml: torch >= 2.8, torchvision >= 0.23 for
+#: tv_tensors.KeyPoints); a newer torch is built for CUDA 12.8+ or 13, which older drivers refuse,
+#: and then the model would run on the CPU. ``--base-image`` sets another one.
+DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.8.0-cuda12.6-cudnn9-runtime"
+#: Distributions a PyTorch image brings (pinned by the image, never reinstalled over it).
+IMAGE_PROVIDED = ("torch", "torchvision")
+
+
+def image_provides_torch(image: str) -> bool:
+    """Whether ``image`` is one of PyTorch's own images, which bring torch and torchvision."""
+    return image.split(":", 1)[0] in ("pytorch/pytorch", "docker.io/pytorch/pytorch")
+
+
+def image_expects_cuda(image: str) -> bool:
+    """Whether a container of ``image`` is meant to run on a GPU (a CUDA image)."""
+    return "cuda" in image.split(":", 1)[-1].lower() or image.split(":", 1)[0].endswith("nvidia/cuda")
+
+
 def base_image(versions: Mapping[str, Any]) -> tuple[str, str]:
     """``(image, why)``: the official PyTorch runtime image of the checkpoint's torch, CUDA
     and cuDNN when it was trained on a CUDA build; else a slim Python image of the same
@@ -191,8 +212,15 @@ def check_export_folder(out_dir: Path, checkpoint: Path, overwrite: bool) -> boo
     return True
 
 
-def export_submission(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False) -> ExportResult:
+def export_submission(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False,
+                      base: str | None = None) -> ExportResult:
     """Write the Docker build context for ``checkpoint`` into ``out_dir`` (see the module docstring).
+
+    ``base`` is the Dockerfile's base image: :data:`DEFAULT_BASE_IMAGE` when None,
+    ``"checkpoint"`` for the PyTorch image of the training run's torch, CUDA and cuDNN
+    (:func:`base_image`), or any image name. On a PyTorch image torch and torchvision are
+    the image's (requirements.txt pins the other libraries to the checkpoint's versions);
+    on any other image requirements.txt installs them too.
 
     Raises :class:`ExportError` for an ``out_dir`` it cannot use (see
     :func:`check_export_folder`) and :class:`~fmuia_lib.challenge.predict.ModelLoadError` for an
@@ -215,10 +243,22 @@ def export_submission(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
     needed = (_distributions(_direct_imports(module_files))
               | (_distributions(set(report["external"]))
                  & {_canonical(k) for k in versions.get("packages", {})}))
+    if base is None:
+        image, why = DEFAULT_BASE_IMAGE, ("PyTorch's runtime image on CUDA 12, which runs on any CUDA 12 host "
+                                          "driver, with the oldest torch fmuia supports (fmuia export --base-image "
+                                          "sets another)")
+    elif base == "checkpoint":
+        image, why = base_image(versions)
+    else:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*", base):
+            raise ExportError(f"--base-image {base!r} is not an image name")
+        image, why = base, "given with fmuia export --base-image"
+    if image_provides_torch(image):
+        needed = needed - set(IMAGE_PROVIDED)
+        why += "; torch and torchvision are the image's"
     requirements, fallback = pinned_requirements(needed, versions)
     if fallback and state.get("versions"):
         warnings.append(f"{checkpoint} records no version of {', '.join(fallback)}; pinned to this environment's")
-    image, why = base_image(versions)
 
     # Written into a temporary folder beside --out and moved there whole at the end: a disk
     # that fills up or a read-only mount leaves no half export, and an earlier export is
@@ -265,6 +305,8 @@ def _write_export(out_dir: Path, model, image_size: int, state: dict, versions: 
               "num_tasks": len(model.task_ids), "image_size": image_size, "weights_name": WEIGHTS_NAME,
               "base_image": image, "base_reason": why, "python": versions.get("python", platform.python_version()),
               "packages": ", ".join(requirements),
+              "expect_cuda": ("# the model must find a GPU here: model.py warns loudly when it does not\n"
+                              "ENV FMUIA_EXPECT_CUDA=1\n") if image_expects_cuda(image) else "",
               "fallback_note": (" (this checkpoint predates recorded versions: they are the exporting "
                                 "environment's)") if not state.get("versions") else ""}
     for template, name in (("model.py.tmpl", "model.py"), ("Dockerfile.tmpl", "Dockerfile"),
@@ -308,7 +350,8 @@ def export_main(args) -> int:
         written = export_weights(args.checkpoint, args.out, overwrite=args.overwrite)
         print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB): weights only, for fmuia predict")
         return 0
-    result = export_submission(args.checkpoint, args.out, overwrite=args.overwrite)
+    result = export_submission(args.checkpoint, args.out, overwrite=args.overwrite,
+                               base=getattr(args, "base_image", None))
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote a Docker build context to {result.out_dir} ({len(result.files)} files)")

@@ -246,20 +246,35 @@ def _iter_predictions(model, dataset, batch_size, device, num_workers, amp_dtype
     loader = DataLoader(dataset, batch_sampler=task_batches(dataset.task_indices, batch_size),
                         collate_fn=collate, num_workers=num_workers, pin_memory=device.type == "cuda")
     batches = iter(loader)
+    unreadable: list[str] = []
     with tqdm(total=len(dataset), desc="predict", unit="img", disable=not progress) as bar:
         while True:
             try:
                 batch = next(batches)
             except StopIteration:
-                return
+                break
             except LayoutError as err:  # an unreadable image, named by CSV line
                 raise _without_worker_traceback(err) from None
             task = dataset.specs[batch["task_id"]]
             images = batch["image"].to(device, non_blocking=True)
             with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 output = model.predict(images, task.task_id)
+            unreadable += [f"{source} {path}: {reason}" for source, path, reason
+                           in zip(batch["source"], batch["image_path"], batch.get("unreadable") or []) if reason]
             yield from records_from_outputs(task, batch, output)
             bar.update(len(batch["image_path"]))
+    if unreadable:
+        report_unreadable(unreadable)
+
+
+def report_unreadable(lines: list[str], stream=None) -> None:
+    """List on stderr the images that got a stand-in prediction (``unreadable="fallback"``)."""
+    stream = stream or sys.stderr
+    print(f"warning: {len(lines)} image(s) could not be read; each got the model's prediction for a black "
+          f"image of its size, so the submission is complete but these predictions are guesses:", file=stream)
+    for line in lines:
+        print(f"  {line}", file=stream)
+    stream.flush()
 
 
 def _without_worker_traceback(err: Exception) -> Exception:
@@ -275,7 +290,8 @@ def _without_worker_traceback(err: Exception) -> Exception:
 def predict_to_submission(model: "MultiTaskNet", data_root: str | Path, out: str | Path,
                           image_size: int | tuple[int, int], batch_size: int = 16, device: str | None = None,
                           progress: bool = True, num_workers: int = 0,
-                          amp_dtype: "torch.dtype | None" = None) -> dict[str, int]:
+                          amp_dtype: "torch.dtype | None" = None, unreadable: str = "error",
+                          cache: str | Path | None = None) -> dict[str, int]:
     """Run ``model`` on every row of ``data_root``'s CSVs and write the submission to ``out``.
 
     The data root needs only the four common CSV columns (``image_path, task_id,
@@ -286,7 +302,12 @@ def predict_to_submission(model: "MultiTaskNet", data_root: str | Path, out: str
     else at the name the challenge's Docker code uses (``image_path`` with ``img`` ->
     ``mask``, see :func:`mask_output_path`), always inside ``out``.
     ``out`` must not be, contain or lie inside the data root. Returns the counts per task
-    type (see :func:`write_submission`).
+    type (see :func:`write_submission`). ``unreadable="fallback"`` is the exported
+    container's reading (:class:`~fmuia_lib.data.dataset.PredictionDataset`): images read by
+    content as the challenge does, an image that still cannot be read predicted as a black
+    image and listed on stderr; the default ``"error"`` stops at the first one, naming it.
+    ``cache``: a folder for the root's prepared form (:mod:`fmuia_lib.data.cache`, images at
+    ``image_size``), built there when missing or stale; the same predictions, read faster.
     """
     import torch
 
@@ -295,7 +316,16 @@ def predict_to_submission(model: "MultiTaskNet", data_root: str | Path, out: str
 
     check_output_folder(out, data_root)
     dataset = PredictionDataset(data_root, transforms=build_transforms(
-        image_size, train=False, resize=getattr(model, "input_resize", "antialias")))
+        image_size, train=False, resize=getattr(model, "input_resize", "antialias")),
+                                unreadable=unreadable)
+    if cache is not None:
+        from fmuia_lib.data.cache import build_cache
+
+        if unreadable != "error":
+            raise SubmissionError("--cache reads readable images only; use it without --unreadable fallback")
+        size = image_size if isinstance(image_size, int) else image_size[0]
+        dataset = dataset.with_cache(build_cache(data_root, cache, size, labels=False,
+                                                 resize=getattr(model, "input_resize", "antialias")))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     records = predict_records(model, dataset, batch_size=batch_size, device=device, num_workers=num_workers,
                               amp_dtype=amp_dtype, progress=progress)
@@ -381,6 +411,7 @@ def _device_problem(name: str) -> str | None:
 
 def predict_main(args) -> int:
     """``fmuia predict --checkpoint C --data ROOT --out DIR`` (exit 2 on unusable input)."""
+    from fmuia_lib.data.cache import CacheError
     from fmuia_lib.data.layout import LayoutError
 
     from fmuia_lib.cli import one_line
@@ -402,8 +433,10 @@ def predict_main(args) -> int:
         check_output_folder(args.out, args.data)
         model, image_size, _ = load_model(args.checkpoint)
         counts = predict_to_submission(model, args.data, args.out, image_size, batch_size=args.batch_size,
-                                       device=args.device, progress=sys.stderr.isatty(), num_workers=workers)
-    except (LayoutError, SubmissionError, ModelLoadError) as err:
+                                       device=args.device, progress=True, num_workers=workers,
+                                       unreadable=getattr(args, "unreadable", "error"),
+                                       cache=getattr(args, "cache", None))
+    except (LayoutError, SubmissionError, ModelLoadError, CacheError) as err:
         return fail(str(err))
     written = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
     print(f"wrote a submission to {args.out}: {written or 'nothing (no rows)'}")

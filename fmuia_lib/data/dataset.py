@@ -99,6 +99,7 @@ class MultiTaskDataset(Dataset):
         self.transforms = transforms
         self._specs = specs
         self._rows = self.frame.to_dict("records")  # plain dicts: fast to index, cheap to pickle
+        self.cache = None  #: a data.cache.DataCache of these rows at the transforms' size (with_cache)
 
     @property
     def specs(self) -> dict[str, TaskSpec]:
@@ -106,10 +107,19 @@ class MultiTaskDataset(Dataset):
         return self._specs
 
     def with_transforms(self, transforms: JointTransform | None) -> "MultiTaskDataset":
-        """The same rows and tasks with other transforms (no files or manifest read again)."""
+        """The same rows and tasks with other transforms (no files or manifest read again);
+        a data cache stays only when the new transforms resize to its size."""
         other = copy.copy(self)
         other.transforms = transforms
+        if other.cache is not None and getattr(transforms, "size", None) != (other.cache.size,) * 2:
+            other.cache = None
         return other
+
+    def with_cache(self, cache) -> "MultiTaskDataset":
+        """The same rows read from ``cache`` (:class:`~fmuia_lib.data.cache.DataCache`, or None
+        for none): each item's resized image (and mask) comes from it, the rest of the
+        transform runs as usual, so items are equal to the decoded ones."""
+        return _with_cache(self, cache)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -147,12 +157,32 @@ class MultiTaskDataset(Dataset):
                 sample["points"] = tv_tensors.KeyPoints(coords, canvas_size=(height, width))
         return sample, (height, width)
 
+    def _cached_sample(self, row: dict, task: TaskSpec) -> tuple[dict, tuple[int, int]]:
+        """The resized sample from the cache: image and mask as stored, boxes and points
+        resized here by the transform's own resize (from the CSV's pixels)."""
+        image, mask, (height, width) = self.cache.item(row["source"])
+        sample = {"image": tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))}
+        if task.task_type == SEGMENTATION:
+            sample["mask"] = tv_tensors.Mask(torch.from_numpy(mask.astype(np.int64)))
+        elif task.task_type in (DETECTION, REGRESSION):
+            coords = torch.tensor(row["target"], dtype=torch.float32)
+            if task.task_type == DETECTION:
+                sample["boxes"] = self.transforms.resize(
+                    tv_tensors.BoundingBoxes(coords[None], format="XYXY", canvas_size=(height, width)))
+            else:
+                sample["points"] = self.transforms.resize(tv_tensors.KeyPoints(coords, canvas_size=(height, width)))
+        return sample, (height, width)
+
     def __getitem__(self, index: int) -> dict:
         row = self._rows[index]
         task = self._specs[row["task_id"]]
-        sample, orig_size = self._load_sample(row, task)
-        if self.transforms is not None:
-            sample = self.transforms(sample, task)
+        if self.cache is not None:
+            sample, orig_size = self._cached_sample(row, task)
+            sample = self.transforms.augment(sample, task)
+        else:
+            sample, orig_size = self._load_sample(row, task)
+            if self.transforms is not None:
+                sample = self.transforms(sample, task)
         image = normalize_image(sample["image"])
         height, width = image.shape[-2:]
         if task.task_type == SEGMENTATION:
@@ -200,10 +230,24 @@ class PredictionDataset(Dataset):
                     rows only; ``predict.mask_output_path`` names the file to write)
 
     Attributes as :class:`MultiTaskDataset`: ``frame``, ``tasks``, ``task_indices``.
+
+    ``unreadable`` says what an image that cannot be read does: ``"error"`` (the default,
+    fmuia's reading) raises a :class:`~fmuia_lib.data.layout.LayoutError` naming the CSV
+    line; ``"fallback"`` (the exported container's) reads images by content as the
+    challenge's code does (``read_image(by_content=True)``), and an image that still cannot
+    be read becomes a black image of its header's size (``FALLBACK_SIZE`` when even that is
+    unknown), so that it gets a prediction of the right form; its item's ``unreadable``
+    holds the reason (None for every readable image).
     """
 
+    #: ``(height, width)`` of the stand-in for an unreadable image whose size is unknown.
+    FALLBACK_SIZE = (512, 512)
+
     def __init__(self, root_or_frame: str | Path | pd.DataFrame, transforms: JointTransform | None = None,
-                 tasks: Iterable[str | TaskSpec] | None = None, manifest=None):
+                 tasks: Iterable[str | TaskSpec] | None = None, manifest=None, unreadable: str = "error"):
+        if unreadable not in ("error", "fallback"):
+            raise ValueError(f"unreadable must be 'error' or 'fallback', got {unreadable!r}")
+        self.unreadable = unreadable
         specs = resolve_tasks(manifest)
         frame = (root_or_frame if isinstance(root_or_frame, pd.DataFrame)
                  else read_root(root_or_frame, specs, labels=False))
@@ -215,6 +259,12 @@ class PredictionDataset(Dataset):
                       else pd.Series([None] * len(self.frame), dtype=object))
         self._rows = [{**row, "mask_path": value or None}  # "" and NaN-free None alike
                       for row, value in zip(self.frame[columns].to_dict("records"), mask_paths)]
+        self.cache = None  #: a data.cache.DataCache of these rows at the transforms' size (with_cache)
+
+    def with_cache(self, cache) -> "PredictionDataset":
+        """The same rows with their resized images read from ``cache`` (see
+        :meth:`MultiTaskDataset.with_cache`)."""
+        return _with_cache(self, cache)
 
     @property
     def specs(self) -> dict[str, TaskSpec]:
@@ -227,18 +277,64 @@ class PredictionDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         row = self._rows[index]
         task = self._specs[row["task_id"]]
+        reason = None
+        if self.cache is not None:
+            image, _, orig_size = self.cache.item(row["source"])
+            sample = {"image": tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))}
+            return self._item(row, task, self.transforms.augment(sample, task), orig_size, reason)
         try:
-            image = read_image(row["image_file"])
+            image = read_image(row["image_file"], by_content=self.unreadable == "fallback")
         except ImageReadError as err:
-            where = Problem(f"{CSV_DIR}/{row['csv_file']}", row["csv_line"], row["image_path"], err.reason)
-            raise LayoutError(str(where)) from None
+            if self.unreadable == "error":
+                where = Problem(f"{CSV_DIR}/{row['csv_file']}", row["csv_line"], row["image_path"], err.reason)
+                raise LayoutError(str(where)) from None
+            reason = err.reason
+            image = np.zeros((*self._stand_in_size(row["image_file"]), 3), np.uint8)
         orig_size = image.shape[:2]
         sample = {"image": tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))}
         if self.transforms is not None:
             sample = self.transforms(sample, task)
-        return {"image": normalize_image(sample["image"]), "task_id": task.task_id, "task_type": task.task_type,
+        return self._item(row, task, sample, orig_size, reason)
+
+    def _item(self, row: dict, task: TaskSpec, sample: dict, orig_size, reason: str | None) -> dict:
+        item = {"image": normalize_image(sample["image"]), "task_id": task.task_id, "task_type": task.task_type,
                 "orig_size": orig_size, "image_path": row["image_path"], "source": row["source"],
                 "mask_path": row["mask_path"] if task.task_type == SEGMENTATION else None}
+        if self.unreadable == "fallback":
+            item["unreadable"] = reason
+        return item
+
+    def _stand_in_size(self, image_file: str) -> tuple[int, int]:
+        """``(height, width)`` of an unreadable image from its header when Pillow can read
+        one (whatever the format), else :attr:`FALLBACK_SIZE`."""
+        from PIL import Image
+
+        try:
+            with Image.open(image_file) as im:
+                width, height = im.size
+            if width > 0 and height > 0:
+                return int(height), int(width)
+        except Exception:  # noqa: BLE001 - any failure means: no size to be had
+            pass
+        return self.FALLBACK_SIZE
+
+
+def _with_cache(dataset, cache):
+    """A copy of ``dataset`` reading through ``cache`` (None: from the files): the cache must
+    hold every row, at the size the dataset's transform resizes to."""
+    other = copy.copy(dataset)
+    other.cache = cache
+    if cache is None:
+        return other
+    size = getattr(dataset.transforms, "size", None)
+    if size != (cache.size, cache.size):
+        raise ValueError(f"the data cache {cache.folder} holds images at {cache.size} px; the dataset's transform "
+                         f"resizes to {size}")
+    if getattr(dataset, "unreadable", "error") != "error":
+        raise ValueError("a data cache holds readable images only; read unreadable='fallback' data from its files")
+    for row in dataset._rows:
+        cache.index(row["source"])  # every row present (a CacheError names the first that is not)
+    return other
 
 
 def collate(batch: list[dict]) -> dict:
@@ -261,6 +357,8 @@ def collate(batch: list[dict]) -> dict:
         out["target"] = torch.stack([item["target"] for item in batch])
     if "mask_path" in batch[0]:
         out["mask_path"] = [item["mask_path"] for item in batch]
+    if "unreadable" in batch[0]:
+        out["unreadable"] = [item["unreadable"] for item in batch]
     return out
 
 

@@ -7,7 +7,8 @@ for importing torch.
 
 What a file must be (:func:`content_problem`), the same for every reader
     Images are PNG or JPEG, masks PNG, judged by the bytes, not the file name (BMP bytes
-    saved as ``.png`` are refused). The file must be whole: a PNG's chunks all present
+    saved as ``.png`` are refused; ``read_image(path, by_content=True)`` is the
+    challenge's own, laxer reading, for the exported container). The file must be whole: a PNG's chunks all present
     with their checksums through ``IEND``, a JPEG's last scan followed by its end marker.
     A cut-off file is refused even where a decoder would fill the missing rows with gray.
 Images (:func:`read_image`)
@@ -210,13 +211,40 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return header.height, header.width
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, by_content: bool = False) -> np.ndarray:
     """Read an image as ``H x W x 3`` uint8 RGB (see the module docstring for the rules
-    and conversions). Raises :class:`ImageReadError` naming the file."""
+    and conversions). Raises :class:`ImageReadError` naming the file.
+
+    ``by_content=True`` is the challenge's own reading (``cv2.imread``, which goes by the
+    bytes): any format OpenCV or Pillow decodes (BMP bytes under a ``.png`` name, TIFF,
+    WebP ...), and the PNG/JPEG structure rule is not applied: whatever the decoders make
+    of the file is the image. Only a file that neither decoder reads is refused. The
+    exported container reads this way (``predict --unreadable fallback``)."""
+    if by_content:
+        return _read_image_by_content(path)
     data = _read_bytes(path, "image")
     image = _decoded(path, data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION, "image")
     if image is not None:
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return _read_image_with_pillow(path, data)
+
+
+def _read_image_by_content(path: str | Path) -> np.ndarray:
+    """:func:`read_image` with ``by_content=True``: OpenCV on the bytes, then Pillow."""
+    if not os.path.isfile(path):
+        raise ImageReadError(path, "image file not found")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as err:
+        raise ImageReadError(path, f"cannot read the image file ({err.strerror or err})") from None
+    image = None
+    if data:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is not None:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if not data:
+        raise ImageReadError(path, "unreadable image: the file is empty")
     return _read_image_with_pillow(path, data)
 
 

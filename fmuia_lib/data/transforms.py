@@ -201,7 +201,11 @@ class JointTransform:
         return self.geometric.get(geometric_augmentation(task)) is not None
 
     def __call__(self, sample: Sample, task: TaskSpec) -> Sample:
-        sample = self.resize(sample)
+        return self.augment(self.resize(sample), task)
+
+    def augment(self, sample: Sample, task: TaskSpec) -> Sample:
+        """What follows the resize: a sample already at :attr:`size` (the data cache's,
+        ``data.cache``) goes through here alone."""
         warp = self.geometric.get(geometric_augmentation(task))
         if warp is not None:
             sample = warp(sample)

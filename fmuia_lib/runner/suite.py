@@ -30,7 +30,8 @@ import yaml
 from fmuia_lib import publishing
 from fmuia_lib.config import ConfigError, check_runnable
 from fmuia_lib.profiles import SHIPPED_DIR, Profile, load_profile, project_root, run_settings
-from fmuia_lib.runner.run_folder import (METRICS_DIR, RunSetupError, check_data_root, in_colab,
+from fmuia_lib.progress import _LogLines, logging_output
+from fmuia_lib.runner.run_folder import (LOCAL_RUN_DIR, METRICS_DIR, RunSetupError, check_data_root, in_colab,
                               prepare_data)
 
 #: Where a notebook of the series is fetched from on Colab, where only the open notebook is on
@@ -276,15 +277,40 @@ def run_notebook(notebook: str | Path, target: str | Path, parameters: dict[str,
     target = Path(target)
     source = Path(notebook) if Path(notebook).suffix == ".ipynb" else find_notebook(str(notebook), target.parent)
     target.parent.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, Any] = {}
+    progress_bar: bool | dict[str, Any] = progress
+    if progress and logging_output():  # a log, not a terminal: whole lines, as they come
+        progress_bar = {"file": _LogLines(sys.stdout), "mininterval": 0, "miniters": 1, "ncols": 100,
+                        "desc": f"      {source.stem}", "leave": True}
+        extra["stdout_file"] = _Prefixed(sys.stdout, "      | ")  # what the notebook prints, training lines too
     try:
         with _stderr_to_devnull(quiet_kernel):
             pm.execute_notebook(str(source), str(target), parameters=parameters, kernel_name=kernel,
-                                progress_bar=progress, cwd=str(project_root()))
+                                progress_bar=progress_bar, cwd=str(project_root()), **extra)
     except PapermillExecutionError as exc:
         raise NotebookFailed(f"{source.name} failed at cell {exc.cell_index} (execution count "
                              f"{exc.exec_count}): {exc.ename}: {str(exc.evalue)[:500]}\n"
                              f"executed notebook with the error: {target}") from None
     return target
+
+
+class _Prefixed:
+    """A text stream that writes each whole line to ``stream`` behind ``prefix``, flushed:
+    a notebook's printed output relayed, as it comes, into the suite's log."""
+
+    def __init__(self, stream, prefix: str) -> None:
+        self.stream, self.prefix, self._partial = stream, prefix, ""
+
+    def write(self, text: str) -> None:
+        lines = (self._partial + text.replace("\r", "\n")).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if line.strip():
+                self.stream.write(self.prefix + line.rstrip() + "\n")
+        self.stream.flush()
+
+    def flush(self) -> None:  # a partial line waits for its end
+        self.stream.flush()
 
 
 @contextlib.contextmanager

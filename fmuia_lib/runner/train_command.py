@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from fmuia_lib.config import TrainConfig, check_runnable
 from fmuia_lib.training.loop import train
@@ -26,7 +25,7 @@ def train_main(args: argparse.Namespace) -> int:
     """
     config = config_from_args(args)
     check_runnable(config)
-    result = train(config, progress=sys.stderr.isatty())
+    result = train(config, progress=True)  # a bar in a terminal, whole lines in a log (fmuia_lib.progress)
     print(f"trained {len(result.history)} steps; best selection score {result.best_score:.4f}")
     print(f"best checkpoint: {result.best_checkpoint}\nlast checkpoint: {result.last_checkpoint}")
     return 0

@@ -70,6 +70,8 @@ def build_datasets(config: TrainConfig) -> tuple[MultiTaskDataset, MultiTaskData
                                      tasks=config.tasks, manifest=manifest)
         val_set = MultiTaskDataset(frame.iloc[val_idx].reset_index(drop=True), transforms=val_tf,
                                    tasks=config.tasks, manifest=manifest)
+    if config.data_cache:
+        train_set, val_set = _cached(config, manifest, train_set, val_set)
     tasks = list(train_set.tasks)
     if config.tasks is not None:
         absent = sorted(set(config.tasks) - {t.task_id for t in tasks})
@@ -80,6 +82,24 @@ def build_datasets(config: TrainConfig) -> tuple[MultiTaskDataset, MultiTaskData
         raise ConfigError(f"tasks {no_val} have no validation images; whole-set validation scores every "
                           "trained task")
     return train_set, val_set, tasks
+
+
+def _cached(config: TrainConfig, manifest, train_set: MultiTaskDataset,
+            val_set: MultiTaskDataset) -> tuple[MultiTaskDataset, MultiTaskDataset]:
+    """Both sets read through the prepared form of their root(s) (``data.cache``), kept under
+    ``out_dir/data_cache`` (reused while root, size, tasks and files are unchanged)."""
+    from pathlib import Path
+
+    from fmuia_lib.data.cache import build_cache
+
+    folder = Path(config.out_dir) / "data_cache"
+    caches = {}
+    for name, root in (("train", config.data_root), ("val", config.val_root)):
+        if root is not None:
+            caches[name] = build_cache(root, folder / f"{name}-{config.image_size}px", config.image_size,
+                                       manifest=manifest, resize=config.resize)
+    return (train_set.with_cache(caches["train"]),
+            val_set.with_cache(caches.get("val", caches["train"])))  # a split reads the training root's
 
 
 def build_sampler(config: TrainConfig, train_set: MultiTaskDataset) -> Sampler[list[int]]:

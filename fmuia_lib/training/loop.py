@@ -450,7 +450,10 @@ class Trainer:
                 bar.update(1)
                 if len(self.pending) >= self.log_every:
                     self.read_pending()
-                    bar.set_postfix(task=row["task_id"], loss=f"{row['loss']:.3f}", refresh=False)
+                    recent = self.history[-max(self.log_every, 10):]
+                    bar.set_postfix(task=row["task_id"], loss=f"{row['loss']:.3f}",
+                                    img_s=f"{sum(r['images_per_s'] for r in recent) / len(recent):.1f}",
+                                    refresh=False)
                 tick = time.perf_counter()
             self.read_pending()
             distributed.sync_buffers(self.model, self.context)

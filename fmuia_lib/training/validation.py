@@ -59,6 +59,8 @@ def validate_whole_set(model, loader_or_dataset: DataLoader | MultiTaskDataset, 
     else:
         dataset = loader_or_dataset
     inputs = PredictionDataset(dataset.frame, transforms=dataset.transforms, manifest=dataset.specs)
+    if getattr(dataset, "cache", None) is not None:
+        inputs = inputs.with_cache(dataset.cache)  # the validation set's prepared form
     truth = ground_truth(dataset)
     records = predict_records(model, inputs, batch_size=batch_size, device=device, num_workers=num_workers,
                               amp_dtype=amp_dtype, progress=progress)
