@@ -41,7 +41,7 @@ CPU_SMOKE_RETUNED = {"max_steps": 1000, "eval_every": 1000, "norm_stats_batches"
 CPU_SMOKE_NEW_FIELDS = {"split": "random", "det_head": "centernet", "landmark_head": "heatmap", "epochs": None,
                         "validation": "whole_set", "schedule": "warmup_cosine", "eta_min": 1e-6,
                         "switches": list(FMUIA_RECIPE), "fpn_pyramid_channels": 128, "fpn_segmentation_channels": 64,
-                        "landmark_heatmap_weight": 1.0,
+                        "landmark_heatmap_weight": 1.0, "freeze_encoder_steps": 0,
                         "sampler_type_weights": {"segmentation": 0.75, "classification": 1.5, "detection": 1.0,
                                                  "Regression": 3.0}}
 
