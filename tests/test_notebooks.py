@@ -75,7 +75,7 @@ TAKES = {"01_dataset_exploration": set(), "02_head_design": {"overrides"},
 OWN = {
     "01_dataset_exploration": {"samples_per_task", "stats_images_per_task"},
     "02_head_design": {"timing_repeats"},
-    "03_multitask_training": set(),
+    "03_multitask_training": {"transfer_seeds", "transfer_steps"},
     "04_error_analysis": {"predict_batch_size", "worst_k", "interactive_widgets"},
     "05_submission": {"predict_batch_size"},
     "06_experiments": {"grid_profile", "grid_overrides", "main_effects", "recipe", "all_but_one", "seeds",
