@@ -20,6 +20,10 @@ per task it prints and writes:
     python benchmarks/transfer.py --profile cpu-smoke --results results/transfer_cpu-smoke.csv
     python benchmarks/transfer.py --profile real-slice --reuse ...   # the table of runs already made
 
+``--profile-margins results/margins_real-slice.csv`` adds, per task, the mean main metric of
+the profile's own recipe from its margin table (``benchmarks/seed_margins.py``), so that the
+choice of the profile's encoder is read beside both arms (``profile`` column).
+
 Runs one training at a time; set ``OMP_NUM_THREADS`` to the cores you give it.
 """
 from __future__ import annotations
@@ -65,7 +69,8 @@ def strongest_baselines(study: margins.SeedStudy, profile: str, overrides: Mappi
         for task_id, scores in trivial.items():
             metric, higher = margins.main_metric(val_set.specs[task_id].task_type)
             other = mean_mask.get(task_id)
-            better = other is not None and (other[metric] > scores[metric] if higher else other[metric] < scores[metric])
+            better = other is not None and (other[metric] > scores[metric] if higher
+                                            else other[metric] < scores[metric])
             best[task_id] = other if better else scores
             kind[task_id] = "mean mask" if better else "trivial"
         out.append(best)
@@ -86,7 +91,8 @@ def transfer_table(studies: Mapping[str, margins.SeedStudy], baselines: list[dic
         for arm, table in tables.items():
             t = table.set_index("task_id").loc[task_id]
             row.update({arm: t["model"], f"{arm}_margin": t["margin"], f"{arm}_margin_std": t["margin_std"],
-                        f"{arm}_exceeds_spread": bool(t["margin_exceeds_spread"] is not pd.NA and t["margin_exceeds_spread"])})
+                        f"{arm}_exceeds_spread": bool(t["margin_exceeds_spread"] is not pd.NA
+                                                      and t["margin_exceeds_spread"])})
             per_seed[arm] = np.array([run[task_id][r["metric"]] for run in studies[arm].runs], dtype=float)
         sign = 1.0 if r["higher_is_better"] else -1.0
         diff = sign * (per_seed["imagenet"] - per_seed["scratch"])
@@ -114,13 +120,19 @@ def sentences(table: pd.DataFrame) -> list[str]:
         judged = ("a finding" if r.finding else "not a finding")
         lines.append(f"{r.task_id} ({r.metric}, strongest baseline {base}): {arms}; imagenet - scratch "
                      f"{r.diff:+.3f} ± {r.diff_std:.3f} paired by seed, range [{r.diff_min:+.3f}, {r.diff_max:+.3f}], "
-                     f"{judged}, " + ("paired t-test undefined (every seed's difference equal)" if np.isnan(r.p_ttest_rel)
-                                      else f"paired t-test p = {r.p_ttest_rel:.3f}"))
+                     f"{judged}, " + ("one seed: no paired t-test" if r.seeds < 2 else
+                                      "paired t-test undefined (every seed's difference equal)"
+                                      if np.isnan(r.p_ttest_rel) else f"paired t-test p = {r.p_ttest_rel:.3f}"))
     for arm in ("scratch", "imagenet"):
         won = table[table[f"{arm}_exceeds_spread"]]["task_id"].tolist()
         lines.append(f"{arm}: beats the strongest image-blind baseline by more than its seed spread on {len(won)} of "
                      f"{len(table)} tasks" + ("" if len(won) == len(table) else
                                             f" (not on {', '.join(sorted(set(table['task_id']) - set(won)))})"))
+    if "profile" in table:
+        sign = np.where(table["higher_is_better"], 1.0, -1.0)
+        ahead = table[sign * (table["imagenet"] - table["profile"]) > 0]["task_id"].tolist()
+        lines.append(f"imagenet's mean is better than the profile's own recipe (its margin table) on {len(ahead)} of "
+                     f"{len(table)} tasks" + (f" ({', '.join(ahead)})" if ahead else ""))
     better = table[table["finding"] & (table["diff"] > 0)]["task_id"].tolist()
     worse = table[table["finding"] & (table["diff"] < 0)]["task_id"].tolist()
     lines.append(f"ImageNet weights are better than scratch by the ablation's rule on {len(better)} tasks"
@@ -134,7 +146,8 @@ def sentences(table: pd.DataFrame) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="real-slice", help="profile name or YAML path (default: real-slice)")
-    parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: the profile's seeds, else 0 1 2)")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="training seeds (default: the profile's seeds, else 0 1 2)")
     parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", nargs="*", default=[],
                         help="TrainConfig overrides applied to both arms")
     parser.add_argument("--data", help="a folder with train/ and val/ data roots (default: the profile's data)")
@@ -142,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", help="the CSV to write (default: OUT/transfer.csv)")
     parser.add_argument("--device", help="cpu, cuda... (default: CUDA when available)")
     parser.add_argument("--reuse", action="store_true", help="train nothing: read the runs already in OUT")
+    parser.add_argument("--profile-margins", help="the profile's own margin table (seed_margins.py), shown beside")
     args = parser.parse_args(argv)
     out = Path(args.out or f"runs/transfer/{Path(args.profile).stem}")
     print(f"profile {args.profile}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
@@ -167,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     table = transfer_table(studies, baselines, kind)
+    if args.profile_margins:
+        own = pd.read_csv(args.profile_margins).set_index("task_id")
+        table.insert(table.columns.get_loc("scratch"), "profile", table["task_id"].map(own["model"]))
     path = Path(args.results) if args.results else out / "transfer.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, index=False)
@@ -174,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(sentences(table)))
     for arm, study in studies.items():
         if study.train_seconds:
-            print(f"{arm}: training and its validations per seed, wall {', '.join(f'{s:.0f}' for s in study.train_seconds)} s; "
-                  f"CPU {', '.join(f'{s:.0f}' for s in study.train_cpu_seconds)} s")
+            wall = ", ".join(f"{s:.0f}" for s in study.train_seconds)
+            cpu = ", ".join(f"{s:.0f}" for s in study.train_cpu_seconds)
+            print(f"{arm}: training and its validations per seed, wall {wall} s; CPU {cpu} s")
     print(f"table: {path}")
     return 0
 

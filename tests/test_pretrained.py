@@ -74,7 +74,8 @@ def reference_logits(images: torch.Tensor) -> torch.Tensor:
     efficientnet_pytorch-style code its weights were converted for) on the same inputs in
     the weights' normalisation, (x - 0.5) / 0.5."""
     reference = pytest.importorskip("efficientnet_lite_pytorch", reason="the test extra")
-    net = reference.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(pretrained.package_weights_path()))
+    net = reference.EfficientNet.from_pretrained("efficientnet-lite0",
+                                                 weights_path=str(pretrained.package_weights_path()))
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     with torch.no_grad():
         return net.eval()((images * std + mean - 0.5) / 0.5)
@@ -164,8 +165,9 @@ def test_freeze_encoder_steps_keeps_the_encoder_as_loaded_then_trains_it(make_ro
     root = make_root(tmp_path, tasks=["breast_2cls"], n=8)
     config = TrainConfig.from_dict(dict(
         data_root=str(root), tasks=["breast_2cls"], encoder="tu-lcnet_050", encoder_weights=None, image_size=64,
-        batch_size=4, epochs=None, max_steps=4, eval_every=4, num_workers=0, device="cpu", out_dir=str(tmp_path / "run"),
-        seed=0, split="stratified", switches=list(FMUIA_RECIPE), warmup_steps=0, freeze_encoder_steps=2))
+        batch_size=4, epochs=None, max_steps=4, eval_every=4, num_workers=0, device="cpu",
+        out_dir=str(tmp_path / "run"), seed=0, split="stratified", switches=list(FMUIA_RECIPE), warmup_steps=0,
+        freeze_encoder_steps=2))
     trainer = Trainer(config, distributed.DistributedContext(), torch.device("cpu"), progress=False)
     batch = collate([trainer.train_set[i] for i in range(4)])
 
