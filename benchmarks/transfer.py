@@ -128,6 +128,9 @@ def sentences(table: pd.DataFrame) -> list[str]:
         lines.append(f"{arm}: beats the strongest image-blind baseline by more than its seed spread on {len(won)} of "
                      f"{len(table)} tasks" + ("" if len(won) == len(table) else
                                             f" (not on {', '.join(sorted(set(table['task_id']) - set(won)))})"))
+    ahead_of_scratch = table[table["diff"] > 0]["task_id"].tolist()
+    lines.append(f"imagenet's mean is better than scratch's on {len(ahead_of_scratch)} of {len(table)} tasks"
+                 + (f" ({', '.join(ahead_of_scratch)})" if ahead_of_scratch else ""))
     if "profile" in table:
         sign = np.where(table["higher_is_better"], 1.0, -1.0)
         ahead = table[sign * (table["imagenet"] - table["profile"]) > 0]["task_id"].tolist()
