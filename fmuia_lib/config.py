@@ -65,6 +65,7 @@ NUMBER_RULES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "eta_min": (0.0, True, None, False),
     "warmup_steps": (0, True, None, False),
     "warmup_fraction": (0.0, True, 1.0, False),
+    "freeze_encoder_steps": (0, True, None, False),
     "min_lr_ratio": (0.0, True, 1.0, True),
     "grad_clip": (0.0, False, None, False),  # null: no clipping
     "cls_label_smoothing": (0.0, True, 1.0, False),
@@ -127,7 +128,11 @@ class TrainConfig:
     #: (data.cache, built once under out_dir/data_cache; the same items; a speed setting)
     # -- model --------------------------------------------------------------------------
     encoder: str = "efficientnet-b4"  #: any smp encoder name, or "tu-<timm model>"
-    encoder_weights: str | None = "imagenet"  #: "imagenet", a local .pth/.safetensors file, or None
+    encoder_weights: str | None = "imagenet"  #: "imagenet", "imagenet-lite0-package" (encoder
+    #: "tu-tf_efficientnet_lite0": ImageNet weights from a package, no download; fmuia_lib.pretrained),
+    #: a local .pth/.safetensors file, or None
+    freeze_encoder_steps: int = 0  #: the encoder's weights stay as loaded for the first N optimiser
+    #: steps (its gradients dropped: no update, no weight decay; its BatchNorm statistics still adapt)
     freeze_fpn: bool = True  #: the baseline's FPN decoder is in no optimiser group (switch trained_fpn)
     det_head: str = "grid"  #: detection head: "grid" (the baseline's) | "centernet" (heads.HEAD_TYPES)
     landmark_head: str = "linear"  #: Regression head: "linear" (the baseline's) | "sigmoid" | "heatmap"
@@ -615,6 +620,17 @@ def _check_encoder(name: str, weights: str | None) -> None:
                               f"nor 'tu-<timm model>'{hint}")
         named = list(encoders[name].get("pretrained_settings") or {})
     if weights is None:
+        return
+    from fmuia_lib import pretrained
+
+    if weights == pretrained.PACKAGE_WEIGHTS:
+        if name != pretrained.PACKAGE_ENCODER:
+            raise ConfigError(f"encoder_weights={weights!r}: ImageNet weights of {pretrained.PACKAGE_ENCODER!r}; "
+                              f"set encoder={pretrained.PACKAGE_ENCODER!r} (encoder is {name!r})")
+        try:
+            pretrained.package_weights_path()
+        except pretrained.PackageMissing as exc:
+            raise ConfigError(str(exc)) from None
         return
     path = os.path.expanduser(weights)
     if weights.endswith((".pth", ".pt", ".bin", ".safetensors")) or os.sep in weights or os.path.exists(path):

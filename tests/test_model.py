@@ -142,7 +142,7 @@ def test_pretrained_weights_offline_fail_fast(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # the hub's offline mode
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
     start = time.perf_counter()
-    with pytest.raises(PretrainedWeightsUnavailable, match="encoder_weights=None.*/path/to/encoder.pth"):
+    with pytest.raises(PretrainedWeightsUnavailable, match="imagenet-lite0-package.*/path/to/encoder.pth.*encoder_weights=None"):
         build_encoder("resnet18", "imagenet")
     assert time.perf_counter() - start < 20  # no network time-outs: the hub is never contacted
 

@@ -78,7 +78,7 @@ TAKES = {"01_dataset_exploration": set(), "02_head_design": {"device", "override
 OWN = {
     "01_dataset_exploration": {"samples_per_task", "stats_images_per_task"},
     "02_head_design": {"timing_repeats"},
-    "03_multitask_training": set(),
+    "03_multitask_training": {"transfer_seeds", "transfer_steps"},
     "04_error_analysis": {"predict_batch_size", "worst_k", "interactive_widgets"},
     "05_submission": {"predict_batch_size"},
     "06_experiments": {"grid_profile", "grid_overrides", "main_effects", "recipe", "all_but_one", "seeds",
@@ -314,6 +314,12 @@ def _failure(task_id: str, **row) -> str:
     return error_analysis.failure_kind(load_manifest()[task_id], row)
 
 
+def _timm_cfg(name: str):
+    import timm
+
+    return timm.get_pretrained_cfg(name)
+
+
 def _fixed_facts() -> dict[str, dict[str, object]]:
     """Per notebook, phrases whose numbers are fixed facts or illustrations, not results of a
     run, each with a check against where the fact lives (True for an illustration: a
@@ -332,6 +338,10 @@ def _fixed_facts() -> dict[str, dict[str, object]]:
                "a first\nprediction of 0.1 everywhere": detection.HEATMAP_PRIOR == 0.1,
                "start at logit(0.1)": detection.HEATMAP_PRIOR == 0.1},
         "03": {"(0.54 is TTFNet's ratio": detection.GAUSSIAN_ALPHA == 0.54,
+               "filters learnt on 1.3\nmillion photographs": True,  # ImageNet-1k's size, a fact of the data set
+               "(mean 0.5, std 0.5)": tuple(_timm_cfg("tf_efficientnet_lite0").mean) == (0.5, 0.5, 0.5)
+               == tuple(_timm_cfg("tf_efficientnet_lite0").std),
+               "5 % per comparison at p < 0.05": True,  # the definition of the test's level
                "L1 beyond 5 % of the image": inspect.signature(losses.RegressionLoss).parameters["beta"].default == 0.05},
         "04": {"its DSC is below 0.1": error_analysis.NEAR_ZERO == 0.1,
                "reaches\n0.5: the model": error_analysis.GOOD == 0.5,

@@ -213,7 +213,7 @@ def check_encoder_weights(encoder: str, weights: str | None) -> None:
     from fmuia_lib.model import PretrainedWeightsUnavailable, build_encoder
 
     try:
-        build_encoder(encoder, str(resolve(weights)) if weights != "imagenet" else weights)
+        build_encoder(encoder, str(resolve(weights)) if weights not in ("imagenet", "imagenet-lite0-package") else weights)
     except (PretrainedWeightsUnavailable, FileNotFoundError, ValueError) as exc:
         raise RunSetupError(f"encoder weights {weights!r} for {encoder!r} cannot be loaded: "
                          f"{str(exc).splitlines()[0]}") from None

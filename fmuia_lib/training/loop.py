@@ -337,6 +337,9 @@ class Trainer:
             outputs = self.net(images, task_id)
         loss, raw = self.criterion(outputs, target, task)
         self.scaler.scale(loss).backward()
+        if self.step < self.config.freeze_encoder_steps:  # the encoder stays as loaded: AdamW skips
+            for p in self.model.encoder.parameters():    # a parameter without a gradient
+                p.grad = None
         self.scaler.unscale_(self.optimizer)
         if self.config.grad_clip:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip, foreach=True)
