@@ -20,6 +20,8 @@ import os
 import sys
 import warnings
 
+from fmuia_lib.paths import one_line
+
 #: verb -> (module, function). Each function takes the parsed ``argparse.Namespace``
 #: and returns a process exit code.
 COMMANDS = {
@@ -222,16 +224,6 @@ def error_message(err: BaseException) -> str:
     if text.startswith("Caught ") and marker in text:
         text = text.rsplit(marker, 1)[1].rstrip()
     return one_line(text) or type(err).__name__
-
-
-def one_line(text: str) -> str:
-    """``text`` on one line: a message that lists things on lines of their own (a YAML
-    parser's, a subprocess's) keeps them, separated by "; " (after a colon, by a space)."""
-    out = ""
-    for line in (line.strip() for line in text.splitlines()):
-        if line:
-            out += line if not out else (" " if out.endswith(":") else "; ") + line
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

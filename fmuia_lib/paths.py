@@ -284,3 +284,13 @@ def atomic_write(path: Path | str, data: str | bytes) -> Path:
             Path(tmp).unlink(missing_ok=True)
         raise write_failure(err, path) from None
     return path
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: a message that lists things on lines of their own (a YAML
+    parser's, a subprocess's) keeps them, separated by "; " (after a colon, by a space)."""
+    out = ""
+    for line in (line.strip() for line in text.splitlines()):
+        if line:
+            out += line if not out else (" " if out.endswith(":") else "; ") + line
+    return out

@@ -267,6 +267,12 @@ def paired_difference(table, arm, reference, score):
 #: Answers that hand the exercise to fmuia_lib or to a package doing all of it, right in value:
 #: (notebook, function, exercise, source). Each must score 0, failing its own-work test only.
 DELEGATING = [
+    ("06_experiments", "paired_difference", "q06_paired_difference", '''
+def paired_difference(table, arm, reference, score):
+    from scipy import stats
+    wide = table.pivot(index="seed", columns="arm", values=score)
+    result = stats.ttest_rel(wide[arm], wide[reference])
+    return {"mean": float((wide[arm] - wide[reference]).mean()), "t": float(result.statistic)}'''),
     ("01_dataset_exploration", "task_probabilities", "q01_task_probabilities", '''
 def task_probabilities(counts, strategy, temperature, task_weights=None):
     from fmuia_lib.data.sampler import TaskBatchSampler
@@ -380,10 +386,9 @@ def _hidden_tests_by_exercise(nb: nbformat.NotebookNode) -> dict[str, list[str]]
 
 
 def test_every_exercise_has_an_own_work_test_and_no_test_asks_the_library():
-    """The hidden tests of 01-05 compute their expected values without fmuia_lib, and one per
-    exercise watches the answer's calls for fmuia_lib's (06's exercise is being rewritten for a
-    paired statistic)."""
-    for path in NOTEBOOKS[:5]:
+    """The hidden tests compute their expected values without fmuia_lib, and one per exercise
+    watches the answer's calls for fmuia_lib's."""
+    for path in NOTEBOOKS:
         master = _read(path)
         hidden = _hidden_tests_by_exercise(master)
         assert set(hidden) == set(course.question_names(master)), path.stem

@@ -414,7 +414,7 @@ def predict_main(args) -> int:
     from fmuia_lib.data.cache import CacheError
     from fmuia_lib.data.layout import LayoutError
 
-    from fmuia_lib.cli import one_line
+    from fmuia_lib.paths import one_line
 
     def fail(message: str) -> int:
         print(f"fmuia predict: error: {one_line(message)}", file=sys.stderr)

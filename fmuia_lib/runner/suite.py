@@ -375,7 +375,7 @@ def suite_main(args) -> int:
         print(f"fmuia suite: {exc}", file=sys.stderr)
         return 1
     except (RunSetupError, ConfigError) as exc:
-        from fmuia_lib.cli import one_line
+        from fmuia_lib.paths import one_line
 
         print(f"fmuia suite: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
