@@ -37,12 +37,20 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages ("n/a" where the system has none): a busy machine's
+    figures are slower."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except (OSError, AttributeError):
+        return "n/a"
+
+
 def machine() -> dict[str, str]:
     """What the figures depend on: CPU, cores, load, GPU, versions, the checkout's commit."""
     info = {"CPU": cpu_model(), "CPU cores": str(os.cpu_count()),
             "threads": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"}
-    with contextlib.suppress(OSError, AttributeError):
-        info["load average at the end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    info["load average at the end"] = load_average()
     info["Python"] = platform.python_version()
     with contextlib.suppress(ImportError):
         import torch

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fmuia_lib.experiments import margins  # noqa: E402
 from fmuia_lib.config import ConfigError  # noqa: E402
 from fmuia_lib.profiles import parse_overrides  # noqa: E402
-from record import RESULTS, recorded  # noqa: E402  (benchmarks/record.py)
+from record import RESULTS, load_average, recorded  # noqa: E402  (benchmarks/record.py)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,10 +68,10 @@ def run(args: argparse.Namespace) -> None:
 
     def report(seed: int, seconds: float) -> None:
         print(f"seed {seed}: training and its validations took {seconds:.1f} s wall "
-              f"(load average now {_load()})", flush=True)
+              f"(load average now {load_average()})", flush=True)
 
     print(f"profile {args.profile}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
-          f"{os.cpu_count()} CPUs; load average at start {_load()}", flush=True)
+          f"{os.cpu_count()} CPUs; load average at start {load_average()}", flush=True)
     try:
         overrides = parse_overrides(args.overrides)
         if args.reuse or args.rescore:
@@ -95,13 +95,6 @@ def run(args: argparse.Namespace) -> None:
         print(f"training and its validations, per seed: wall {wall} s; CPU {cpu} s (with OMP_NUM_THREADS=1 the "
               f"CPU time bounds the wall time on an idle machine)")
     print(f"table: {out / 'margins.csv'}")
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 if __name__ == "__main__":

@@ -44,6 +44,9 @@ from fmuia_lib.config import ConfigError
 from fmuia_lib.pretrained import PACKAGE_ENCODER, PACKAGE_WEIGHTS
 from fmuia_lib.profiles import parse_overrides
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import load_average  # noqa: E402  (benchmarks/record.py)
+
 ARMS = {"scratch": {"encoder": PACKAGE_ENCODER, "encoder_weights": None},
         "imagenet": {"encoder": PACKAGE_ENCODER, "encoder_weights": PACKAGE_WEIGHTS}}
 
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out or f"runs/transfer/{Path(args.profile).stem}")
     print(f"profile {args.profile}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
-          f"{os.cpu_count()} CPUs; load average at start {_load()}", flush=True)
+          f"{os.cpu_count()} CPUs; load average at start {load_average()}", flush=True)
     try:
         common = parse_overrides(args.overrides)
         loaded, _ = margins._profile_and_seeds(args.profile, args.seeds)
@@ -177,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                 studies[arm] = margins.seed_study(
                     args.profile, seeds, overrides, run_dir=out / arm, data_dir=args.data, device=args.device,
                     on_run=lambda seed, s, arm=arm: print(f"{arm} seed {seed}: {s:.0f} s wall "
-                                                          f"(load average {_load()})", flush=True))
+                                                          f"(load average {load_average()})", flush=True))
         baselines, kind = strongest_baselines(studies["scratch"], args.profile, {**common, **ARMS["scratch"]},
                                               out / "scratch", args.data)
     except (ConfigError, FileNotFoundError) as exc:
@@ -199,13 +202,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{arm}: training and its validations per seed, wall {wall} s; CPU {cpu} s")
     print(f"table: {path}")
     return 0
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 if __name__ == "__main__":

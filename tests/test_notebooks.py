@@ -297,7 +297,7 @@ _MEASURE = re.compile(r"(?<![\w.,])(\d{1,3}(?:,\d{3})+|\d+\.\d+|\d+)"
 #: What the scan leaves out: link targets, code spans and formulas (constants of a definition).
 _NOT_PROSE = re.compile(r"\]\([^)]*\)|https?://\S+|`[^`]*`|\$\$.*?\$\$|\$[^$]*\$", re.S)
 #: The notebooks whose text this checks (06 has its own owner in this suite).
-_TEXT_CHECKED = [p for p in NOTEBOOKS if p.stem[:2] in {"01", "02", "03", "04", "05"}]
+_TEXT_CHECKED = [p for p in NOTEBOOKS if p.stem[:2] in {"01", "02", "03", "04", "05", "06"}]
 
 
 def _sampler_weight(kind: str) -> float:
@@ -312,6 +312,12 @@ def _failure(task_id: str, **row) -> str:
     from fmuia_lib.tasks import load_manifest
 
     return error_analysis.failure_kind(load_manifest()[task_id], row)
+
+
+def _ablation_power() -> float:
+    from fmuia_lib.experiments import ablation
+
+    return ablation.POWER
 
 
 def _timm_cfg(name: str):
@@ -354,6 +360,7 @@ def _fixed_facts() -> dict[str, dict[str, object]]:
                "a confidence\nof 0.8 means right 80% of the time": True,  # an illustration of calibration
                "A mean DSC of 0.5 can be every image at 0.5": True,  # an illustration of a distribution
                "an AUC of 0.5 mean": True},  # a question about chance level
+        "06": {"detect with 80 % power": _ablation_power() == 0.8},
     }
 
 
