@@ -46,6 +46,7 @@ from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from fmuia_lib.heads import build_head, reads_fpn
+from fmuia_lib.pretrained import input_affine
 from fmuia_lib.tasks import DETECTION, REGRESSION, TaskSpec
 
 if TYPE_CHECKING:
@@ -191,8 +192,6 @@ class InputAffine(nn.Module):
 
     def __init__(self, encoder_name: str) -> None:
         super().__init__()
-        from fmuia_lib.pretrained import input_affine
-
         affine = input_affine(encoder_name)
         self.active = affine is not None
         scale, shift = affine if affine is not None else ([1.0] * 3, [0.0] * 3)

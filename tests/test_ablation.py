@@ -230,3 +230,19 @@ def test_plot_ablation_keeps_each_arm_s_colour_in_every_plot():
         viz.plot_ablation(table[table["arm"] != "official"], "diff"))
     assert set(every) == {"official", "+dice_ce", "fmuia"} and set(without_official) == {"+dice_ce", "fmuia"}
     assert all(every[arm] == without_official[arm] for arm in without_official)
+
+
+def test_plot_ablation_gives_every_switch_a_colour_of_its_own():
+    """The grid has more arms than tab10 has colours: no two switches may share one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from fmuia_lib.notebook import viz
+    from fmuia_lib.switches import SWITCHES
+
+    runs = {(f"+{name}", seed): (0.5 + 0.01 * i, 0.5) for i, name in enumerate(SWITCHES) for seed in (0, 1)}
+    runs.update({("official", 0): (0.5, 0.5), ("official", 1): (0.5, 0.5)})
+    fig = viz.plot_ablation(ablation.type_table(_results(runs)))
+    (ax,) = fig.axes
+    colours = [c.patches[0].get_facecolor() for c in ax.containers if c.get_label().startswith("+")]
+    assert len(colours) == len(SWITCHES) == len(set(colours)), len(set(colours))

@@ -419,7 +419,7 @@ def test_notebook_selection_by_number_and_name():
 
 def test_declared_parameters_come_from_papermill():
     declared = suite.declared_parameters(NB03)
-    assert set(declared) == {"profile", "run_dir", "data_dir", "device", "overrides"}
+    assert set(declared) == {"profile", "run_dir", "data_dir", "device", "overrides", "transfer_seeds", "transfer_steps"}
     assert ast.literal_eval(declared["profile"]["default"]) == "cpu-smoke"
 
 

@@ -510,13 +510,15 @@ def plot_ablation(table: pd.DataFrame, value: str = "quality") -> Figure:
     """
     from fmuia_lib.switches import SWITCHES
 
-    palette = plt.get_cmap("tab10").colors
     names = list(SWITCHES)
+    palette = plt.get_cmap("tab20").colors  # one colour per switch: tab10 would repeat after ten
+    if len(names) > len(palette):
+        palette = [plt.get_cmap("turbo")(i / (len(names) - 1)) for i in range(len(names))]
 
     def style(arm: str) -> dict[str, Any]:
         if arm in ("official", "fmuia"):
             return {"color": "0.6" if arm == "official" else "0.15"}
-        colour = palette[names.index(arm[1:]) % len(palette)] if arm[1:] in names else "0.4"
+        colour = palette[names.index(arm[1:])] if arm[1:] in names else "0.4"
         return {"color": colour, "hatch": "///", "edgecolor": "white"} if arm.startswith("-") else {"color": colour}
 
     datasets = list(dict.fromkeys(table["dataset"]))

@@ -346,7 +346,13 @@ class Trainer:
         else:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None],
                                                       foreach=True)
-        self.scaler.step(self.optimizer)
+        try:
+            self.scaler.step(self.optimizer)
+        except RuntimeError as err:  # an update too large for float32 (torch's AdamW step size)
+            if "overflow" not in str(err):
+                raise
+            raise TrainingDiverged(self._diverged(f"step {self.step + 1} (task {task_id}): the optimiser's "
+                                                  f"update overflows float32")) from None
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
