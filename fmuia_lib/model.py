@@ -46,7 +46,6 @@ from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from fmuia_lib.heads import build_head, reads_fpn
-from fmuia_lib.pretrained import input_affine
 from fmuia_lib.tasks import DETECTION, REGRESSION, TaskSpec
 
 if TYPE_CHECKING:
@@ -90,7 +89,7 @@ class MultiTaskNet(nn.Module):
         self.tasks: dict[str, TaskSpec] = {t.task_id: t for t in tasks}
         self.encoder = build_encoder(encoder_name, encoder_weights)
         #: maps fmuia's ImageNet-normalised input to what the encoder's weights expect
-        #: (identity for all but a few timm encoders: ``pretrained.input_affine``)
+        #: (identity for all but a few timm encoders: :func:`input_affine`)
         self.input_affine = InputAffine(encoder_name)
         channels = list(self.encoder.out_channels)
         self.fpn_decoder = baseline_fpn_decoder(encoder_name, fpn_pyramid_channels, fpn_segmentation_channels,
@@ -185,9 +184,37 @@ class MultiTaskNet(nn.Module):
         return decoded
 
 
+def input_affine(encoder_name: str) -> tuple[list[float], list[float]] | None:
+    """``(scale, shift)`` per channel that turn an ImageNet-normalised input into the one the
+    encoder's pretrained weights expect, or None where they expect ImageNet's (every smp encoder,
+    and the timm models whose ``pretrained_cfg`` says so).
+
+    fmuia normalises every image with ImageNet's mean and std (``data.transforms``), the
+    baseline's; ``tf_efficientnet_lite0``'s weights expect ``(x - 0.5) / 0.5``. With
+    ``x_in = (x - m) / s`` that is ``x_in * s / 0.5 + (m - 0.5) / 0.5``, one multiply-add on
+    the input, so training, prediction and export keep one input convention.
+    """
+    if not encoder_name.startswith("tu-"):
+        return None
+    import timm
+
+    from fmuia_lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    try:
+        cfg = timm.get_pretrained_cfg(encoder_name[3:])
+    except Exception:  # a model timm has no pretrained configuration for: nothing to match
+        return None
+    mean, std = getattr(cfg, "mean", None), getattr(cfg, "std", None)
+    if mean is None or std is None or (tuple(mean), tuple(std)) == (IMAGENET_MEAN, IMAGENET_STD):
+        return None
+    scale = [s_in / s for s_in, s in zip(IMAGENET_STD, std)]
+    shift = [(m_in - m) / s for m_in, m, s in zip(IMAGENET_MEAN, mean, std)]
+    return scale, shift
+
+
 class InputAffine(nn.Module):
     """``x * scale + shift`` per channel, or the identity: the input normalisation the encoder's
-    weights expect, from fmuia's ImageNet one (``pretrained.input_affine``). A function of the
+    weights expect, from fmuia's ImageNet one (:func:`input_affine`). A function of the
     encoder's name alone, so its buffers are not saved: a checkpoint rebuilds it."""
 
     def __init__(self, encoder_name: str) -> None:

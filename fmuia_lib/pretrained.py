@@ -95,29 +95,3 @@ def load_into_encoder(encoder: torch.nn.Module) -> None:
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
 
 
-def input_affine(encoder_name: str) -> tuple[list[float], list[float]] | None:
-    """``(scale, shift)`` per channel that turn an ImageNet-normalised input into the one the
-    encoder's pretrained weights expect, or None where they expect ImageNet's (every smp encoder,
-    and the timm models whose ``pretrained_cfg`` says so).
-
-    fmuia normalises every image with ImageNet's mean and std (``data.transforms``), the
-    baseline's; ``tf_efficientnet_lite0``'s weights expect ``(x - 0.5) / 0.5``. With
-    ``x_in = (x - m) / s`` that is ``x_in * s / 0.5 + (m - 0.5) / 0.5``, one multiply-add on
-    the input, so training, prediction and export keep one input convention.
-    """
-    if not encoder_name.startswith("tu-"):
-        return None
-    import timm
-
-    from fmuia_lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-    try:
-        cfg = timm.get_pretrained_cfg(encoder_name[3:])
-    except Exception:  # a model timm has no pretrained configuration for: nothing to match
-        return None
-    mean, std = getattr(cfg, "mean", None), getattr(cfg, "std", None)
-    if mean is None or std is None or (tuple(mean), tuple(std)) == (IMAGENET_MEAN, IMAGENET_STD):
-        return None
-    scale = [s_in / s for s_in, s in zip(IMAGENET_STD, std)]
-    shift = [(m_in - m) / s for m_in, m, s in zip(IMAGENET_MEAN, mean, std)]
-    return scale, shift
