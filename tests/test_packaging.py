@@ -95,3 +95,15 @@ def test_cli_help_lists_the_verbs():
                          capture_output=True, text=True, check=True).stdout
     for verb in ("data", "train", "predict", "evaluate", "validate-submission", "suite"):
         assert verb in out
+
+
+def test_the_public_face_resolves_and_loads_nothing_until_asked():
+    """``from fmuia_lib import MultiTaskNet, train, ...`` works for every public name, and the
+    names are imported on first use: importing the package loads no torch (the scorer's own
+    imports: tests/test_evaluate.py)."""
+    import fmuia_lib
+
+    assert all(getattr(fmuia_lib, name) is not None for name in fmuia_lib.__all__)
+    code = "import sys, fmuia_lib; print('torch' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "False"
